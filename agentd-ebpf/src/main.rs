@@ -1,0 +1,18 @@
+//! agentd's kernel programs. One module per hook family; each program entry
+//! is a thin wrapper around a function that returns the verdict.
+#![no_std]
+#![no_main]
+
+mod egress;
+mod maps;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// The cgroup and LSM helpers used here are GPL-only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,158 @@
+//! The command line. The only module that prints; everything else returns
+//! values and typed errors.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI is where agentd talks to its user"
+)]
+
+mod doctor;
+mod policy;
+
+use std::{
+    ffi::OsString,
+    fmt::Display,
+    io::{self, IsTerminal as _, Write as _},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use clap::{CommandFactory as _, Parser, Subcommand};
+
+/// Exit status for "the input is invalid" (policy errors, unknown session).
+pub const EXIT_INVALID: u8 = 1;
+/// Exit status for usage errors (what clap uses too).
+pub const EXIT_USAGE: u8 = 2;
+
+/// agentd runs AI agents as unprivileged users under Landlock, seccomp and
+/// eBPF enforcement, and records what they do.
+#[derive(Debug, Parser)]
+#[command(name = "agentd", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate policies and explain what they grant.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Check whether this host can enforce sessions, and what is missing.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell completions for SHELL to stdout.
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate policy files: errors as file:line:col, warnings for risky
+    /// choices. Exit 0 when every file is valid, 1 otherwise.
+    Check {
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Policy files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show what a policy grants: identity, files, programs, network,
+    /// approvals, limits, environment and secret names.
+    Explain {
+        /// Print the inventory as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Policy file.
+        file: PathBuf,
+    },
+}
+
+/// Runs the command line with the process's arguments.
+pub fn main() -> ExitCode {
+    run(std::env::args_os())
+}
+
+/// Runs the command line with `args` (the first is the program name).
+pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    init_tracing();
+    match cli.command {
+        Command::Policy(PolicyCommand::Check { json, files }) => policy::check(&files, json),
+        Command::Policy(PolicyCommand::Explain { json, file }) => policy::explain(&file, json),
+        Command::Doctor { json } => doctor::run(json),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "agentd", &mut io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => match clap_mangen::Man::new(Cli::command()).render(&mut io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("cannot write the man page: {e}"), None),
+        },
+    }
+}
+
+/// agentd's own logs go to stderr, filtered by `AGENTD_LOG` (default: warn).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .without_time()
+        .try_init();
+}
+
+/// Prints `error: …` and an optional hint to stderr; returns exit status 1.
+fn fail(error: impl Display, hint: Option<&str>) -> ExitCode {
+    eprintln!("error: {error}");
+    if let Some(hint) = hint {
+        eprintln!("  hint: {hint}");
+    }
+    ExitCode::from(EXIT_INVALID)
+}
+
+/// Writes `value` as pretty JSON to stdout. A closed pipe (`| head`) is
+/// not an error.
+fn print_json(value: &impl serde::Serialize) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    let result = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(io::Error::from)
+        .and_then(|()| writeln!(out));
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether stdout is a terminal that wants colour (NO_COLOR is honoured).
+fn color() -> bool {
+    io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// `text` in an ANSI colour when `on`.
+fn paint(on: bool, code: &str, text: &str) -> String {
+    if on {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}

@@ -1,0 +1,10 @@
+//! agentd: runs AI agents as unprivileged users under Landlock, seccomp and
+//! eBPF enforcement.
+#![deny(unsafe_code)]
+
+pub mod cgroup;
+pub mod cli;
+pub mod ebpf;
+pub mod host;
+pub mod paths;
+pub mod policy;

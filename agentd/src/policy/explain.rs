@@ -1,0 +1,291 @@
+//! `policy explain`: the inventory an auditor asks for, derived from a
+//! validated policy. Pure data; the CLI renders it.
+use serde::Serialize;
+
+use super::{
+    BUILTIN_PROTECT, BUILTIN_PROTECT_GIT, FileEvents, HostPattern, Policy, PolicyDigest,
+    SyscallProfile, UserSpec, local_networks,
+};
+
+/// Everything a policy grants, in the terms an auditor uses.
+#[derive(Debug, Serialize)]
+pub struct Inventory {
+    /// Identity and accountability.
+    pub identity: IdentitySection,
+    /// What it can read, write and execute.
+    pub filesystem: FilesystemSection,
+    /// Which programs it can run.
+    pub exec: ExecSection,
+    /// Where it can connect.
+    pub network: NetworkSection,
+    /// Syscall filter.
+    pub syscalls: SyscallSection,
+    /// Resource limits ("unlimited" where the policy sets none).
+    pub limits: Vec<(String, String)>,
+    /// Environment variables it receives.
+    pub environment: EnvSection,
+    /// What is recorded.
+    pub audit: AuditSection,
+}
+
+/// Who the agent is.
+#[derive(Debug, Serialize)]
+pub struct IdentitySection {
+    /// Agent name.
+    pub agent: String,
+    /// Accountable owner.
+    pub owner: Option<String>,
+    /// development | staging | production.
+    pub environment: String,
+    /// Trust tier.
+    pub trust: String,
+    /// Review date.
+    pub review_by: Option<String>,
+    /// Data classes handled.
+    pub data_classes: Vec<String>,
+    /// The Unix identity sessions run as.
+    pub user: String,
+    /// sha256 of the policy file.
+    pub policy_digest: PolicyDigest,
+}
+
+/// Filesystem access.
+#[derive(Debug, Serialize)]
+pub struct FilesystemSection {
+    /// Read-only roots.
+    pub read: Vec<String>,
+    /// Read-write roots.
+    pub read_write: Vec<String>,
+    /// Executable roots.
+    pub execute: Vec<String>,
+    /// Paths that stay unchanged inside writable roots.
+    pub protected: Vec<String>,
+    /// What happens to everything else.
+    pub otherwise: &'static str,
+}
+
+/// Programs.
+#[derive(Debug, Serialize)]
+pub struct ExecSection {
+    /// Run without asking.
+    pub allow: Vec<String>,
+    /// Need a human approval.
+    pub ask: Vec<String>,
+    /// What happens to everything else.
+    pub otherwise: &'static str,
+}
+
+/// Egress.
+#[derive(Debug, Serialize)]
+pub struct NetworkSection {
+    /// Reachable without asking.
+    pub allow: Vec<String>,
+    /// Need a human approval.
+    pub ask: Vec<String>,
+    /// Name resolution.
+    pub dns: String,
+    /// Local ranges that stay unreachable unless a rule names them.
+    pub always_denied_unless_listed: Vec<String>,
+    /// What happens to everything else.
+    pub otherwise: &'static str,
+}
+
+/// Syscall filtering.
+#[derive(Debug, Serialize)]
+pub struct SyscallSection {
+    /// default | strict.
+    pub profile: String,
+    /// What the profile does.
+    pub summary: &'static str,
+    /// Extra denied syscalls.
+    pub deny: Vec<String>,
+    /// Extra allowed syscalls.
+    pub allow: Vec<String>,
+}
+
+/// The session's environment.
+#[derive(Debug, Serialize)]
+pub struct EnvSection {
+    /// Passed from the caller.
+    pub pass: Vec<String>,
+    /// Set by the policy (`NAME=value`; credential-looking values hidden).
+    pub set: Vec<String>,
+    /// Secrets injected, by name only, with the file they are read from.
+    pub secrets: Vec<SecretEntry>,
+    /// Set by agentd for every session.
+    pub always: Vec<&'static str>,
+}
+
+/// A secret's name and source; never its value.
+#[derive(Debug, Serialize)]
+pub struct SecretEntry {
+    /// Variable name.
+    pub name: String,
+    /// Root-only file it is read from.
+    pub file: String,
+}
+
+/// What the audit trail records.
+#[derive(Debug, Serialize)]
+pub struct AuditSection {
+    /// Which file accesses become events.
+    pub file_events: String,
+    /// Extra redaction patterns.
+    pub redact: Vec<String>,
+}
+
+fn strings<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
+impl Inventory {
+    /// The inventory of `policy`.
+    pub fn of(policy: &Policy) -> Self {
+        let a = &policy.agent;
+        let user = match &policy.identity {
+            UserSpec::Dynamic => {
+                "dynamic: a fresh unprivileged UID/GID per session, never root or the caller"
+                    .to_owned()
+            }
+            UserSpec::Named(n) => format!("{n} (a dedicated non-root user)"),
+        };
+        let mut protected: Vec<String> = BUILTIN_PROTECT
+            .iter()
+            .map(|p| format!("{p} (at each writable root)"))
+            .collect();
+        protected.extend(
+            BUILTIN_PROTECT_GIT
+                .iter()
+                .map(|p| format!("{p} (in each git repository present at start)")),
+        );
+        protected.extend(policy.filesystem.protect.iter().map(ToString::to_string));
+
+        let has_domains = policy
+            .network
+            .allow
+            .iter()
+            .chain(&policy.network.ask)
+            .any(|r| matches!(r.host, HostPattern::Domain(_) | HostPattern::Wildcard(_)));
+        let dns = match (policy.network.dns, has_domains) {
+            (false, _) => "off: the session cannot resolve names".to_owned(),
+            (true, true) => "on: queries go to agentd's resolver, which answers only the names \
+                             listed in allow/ask"
+                .to_owned(),
+            (true, false) => "on: queries go to agentd's resolver; no names are listed, so it \
+                              answers none"
+                .to_owned(),
+        };
+        let listed = |net: &ipnet::IpNet| {
+            policy.network.allow.iter().chain(&policy.network.ask).any(
+                |r| matches!(&r.host, HostPattern::Net(n) if n.contains(net) || net.contains(n)),
+            ) || policy.network.allow.iter().any(|r| r.host == HostPattern::Any)
+        };
+        let l = &policy.limits;
+        let or_unlimited = |v: Option<String>| v.unwrap_or_else(|| "unlimited".to_owned());
+        let limits = vec![
+            ("max_processes".to_owned(), or_unlimited(l.max_processes.map(|n| n.to_string()))),
+            ("memory".to_owned(), or_unlimited(l.memory.map(|m| m.to_string()))),
+            ("cpu".to_owned(), or_unlimited(l.cpu.map(|c| c.to_string()))),
+            ("max_duration".to_owned(), or_unlimited(l.max_duration.map(|d| d.to_string()))),
+            ("open_files".to_owned(), or_unlimited(l.open_files.map(|n| n.to_string()))),
+            ("core_dumps".to_owned(), "disabled".to_owned()),
+        ];
+        Self {
+            identity: IdentitySection {
+                agent: a.name.to_string(),
+                owner: a.owner.clone(),
+                environment: a.environment.as_str().to_owned(),
+                trust: a.trust.as_str().to_owned(),
+                review_by: a.review_by.map(|d| d.to_string()),
+                data_classes: a.data_classes.clone(),
+                user,
+                policy_digest: policy.digest.clone(),
+            },
+            filesystem: FilesystemSection {
+                read: strings(&policy.filesystem.read),
+                read_write: strings(&policy.filesystem.read_write),
+                execute: strings(&policy.filesystem.execute),
+                protected,
+                otherwise: "denied (read, write, execute, truncate, rename, device ioctl)",
+            },
+            exec: ExecSection {
+                allow: strings(&policy.exec.allow),
+                ask: strings(&policy.exec.ask),
+                otherwise: "denied",
+            },
+            network: NetworkSection {
+                allow: strings(&policy.network.allow),
+                ask: strings(&policy.network.ask),
+                dns,
+                always_denied_unless_listed: local_networks()
+                    .iter()
+                    .filter(|n| !listed(n))
+                    .map(ToString::to_string)
+                    .collect(),
+                otherwise: "denied (TCP and UDP, IPv4 and IPv6; raw and packet sockets denied)",
+            },
+            syscalls: SyscallSection {
+                profile: policy.syscalls.profile.as_str().to_owned(),
+                summary: match policy.syscalls.profile {
+                    SyscallProfile::Default => {
+                        "all syscalls except the dangerous set (ptrace, bpf, mount, namespaces, \
+                         keyctl, io_uring, module loading, ...), which fail with EPERM; foreign \
+                         architectures are killed"
+                    }
+                    SyscallProfile::Strict => {
+                        "only an allowlist sufficient for git, python and a shell; everything \
+                         else fails with EPERM"
+                    }
+                },
+                deny: strings(&policy.syscalls.deny),
+                allow: strings(&policy.syscalls.allow),
+            },
+            limits,
+            environment: EnvSection {
+                pass: strings(&policy.env.pass),
+                set: policy
+                    .env
+                    .set
+                    .iter()
+                    .map(|(k, v)| {
+                        if k.looks_secret() {
+                            format!("{k}=<hidden>")
+                        } else {
+                            format!("{k}={v}")
+                        }
+                    })
+                    .collect(),
+                secrets: policy
+                    .secrets
+                    .iter()
+                    .map(|s| SecretEntry {
+                        name: s.name.to_string(),
+                        file: s.file.display().to_string(),
+                    })
+                    .collect(),
+                always: vec![
+                    "AGENTD_SESSION_ID",
+                    "TRACEPARENT",
+                    "HOME",
+                    "PATH",
+                    "USER",
+                    "LOGNAME",
+                    "TMPDIR",
+                ],
+            },
+            audit: AuditSection {
+                file_events: match policy.audit.file_events {
+                    FileEvents::None => "none".to_owned(),
+                    FileEvents::Writes => "writes (open for write, create, unlink, rename)".to_owned(),
+                    FileEvents::All => "all (reads and writes)".to_owned(),
+                },
+                redact: policy
+                    .audit
+                    .redact
+                    .iter()
+                    .map(|r| r.as_str().to_owned())
+                    .collect(),
+            },
+        }
+    }
+}
