@@ -73,7 +73,9 @@ impl EbpfError {
     /// What to do about it.
     pub fn hint(&self) -> String {
         match self {
-            Self::NoObject => "rebuild agentd without AYA_BUILD_SKIP (run `cargo xtask setup` first)".into(),
+            Self::NoObject => {
+                "rebuild agentd without AYA_BUILD_SKIP (run `cargo xtask setup` first)".into()
+            }
             Self::Object(_) | Self::Load { .. } => {
                 "run as root on Linux >= 5.8 with BPF enabled; see `agentd doctor`".into()
             }
@@ -142,7 +144,9 @@ impl Programs {
                 program: name,
                 source: Box::new(e),
             })?;
-            prog.attach(&dir, CgroupAttachMode::AllowMultiple)
+            // A bpf_link attachment (Linux >= 5.7) always coexists with other
+            // programs on the cgroup; the mode flag must be 0 for links.
+            prog.attach(&dir, CgroupAttachMode::Single)
                 .map_err(|e| EbpfError::Attach {
                     program: name,
                     cgroup: cgroup.display().to_string(),
@@ -152,7 +156,9 @@ impl Programs {
         Ok(())
     }
 
-    fn sessions(&mut self) -> Result<HashMap<&mut aya::maps::MapData, u64, SessionEntry>, EbpfError> {
+    fn sessions(
+        &mut self,
+    ) -> Result<HashMap<&mut aya::maps::MapData, u64, SessionEntry>, EbpfError> {
         let m = self
             .ebpf
             .map_mut(map::SESSIONS)

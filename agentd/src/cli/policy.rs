@@ -131,11 +131,7 @@ pub(super) fn check(files: &[PathBuf], json: bool) -> ExitCode {
                             plural(warnings, "warning")
                         );
                     } else {
-                        println!(
-                            "{name}: ok ({}, {})",
-                            plural(warnings, "warning"),
-                            c.digest
-                        );
+                        println!("{name}: ok ({}, {})", plural(warnings, "warning"), c.digest);
                     }
                 }
                 Err(e) => {
@@ -247,7 +243,11 @@ fn render(inv: &Inventory) -> String {
     s.list("allowed", &net.allow, "(none)");
     s.list("need approval", &net.ask, "(none)");
     s.row("dns", &net.dns);
-    s.list("local ranges", &net.always_denied_unless_listed, "(all listed)");
+    s.list(
+        "local ranges",
+        &net.always_denied_unless_listed,
+        "(all listed)",
+    );
     s.row("otherwise", net.otherwise);
     out.push_str(&s.done());
 

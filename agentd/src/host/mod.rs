@@ -89,7 +89,9 @@ impl Feature {
             Self::BpfLsm => "the exec allowlist on the real file (guarantee 5)",
             Self::Btf => "BPF LSM and tracing programs (guarantees 5 and the event trail)",
             Self::Cgroup2 => "network egress rules and lifetime (guarantees 4 and 7)",
-            Self::CgroupKill => "atomic kill of a session's tree (guarantee 7; freeze-and-kill is used instead)",
+            Self::CgroupKill => {
+                "atomic kill of a session's tree (guarantee 7; freeze-and-kill is used instead)"
+            }
             Self::Limits => "resource limits (guarantee 6)",
             Self::Bpffs => "pinning (agentd mounts a bpf filesystem when it needs one)",
             Self::Ebpf => "network egress rules (guarantee 4)",
@@ -98,7 +100,10 @@ impl Feature {
 
     /// Whether a session cannot be enforced without it.
     pub const fn required(self) -> bool {
-        !matches!(self, Self::Bpffs | Self::CgroupKill | Self::SeccompUserNotif)
+        !matches!(
+            self,
+            Self::Bpffs | Self::CgroupKill | Self::SeccompUserNotif
+        )
     }
 }
 
@@ -200,7 +205,9 @@ fn probe_all() -> HostReport {
         .unwrap_or_else(|e| format!("unknown (uname: {e})"));
 
     let lsm = probe_bpf_lsm(&mounts, root, &mut actions);
-    let cgroup2 = mountinfo::of_type(&mounts, "cgroup2").next().map(|m| m.mount_point.clone());
+    let cgroup2 = mountinfo::of_type(&mounts, "cgroup2")
+        .next()
+        .map(|m| m.mount_point.clone());
     let checks = vec![
         if root {
             Check::ok(Feature::Root, "running as root")
@@ -272,7 +279,10 @@ fn probe_landlock() -> Check {
             if abi >= 7 {
                 rights.push("audit-flags");
             }
-            Check::ok(Feature::Landlock, format!("ABI {abi} ({})", rights.join(", ")))
+            Check::ok(
+                Feature::Landlock,
+                format!("ABI {abi} ({})", rights.join(", ")),
+            )
         }
         Err(e) if e.source.raw_os_error() == Some(libc::EOPNOTSUPP) => Check::missing(
             Feature::Landlock,
@@ -326,7 +336,9 @@ fn probe_bpf_lsm(mounts: &[mountinfo::Mount], root: bool, actions: &mut Vec<Stri
             Some("securityfs"),
             paths::SECURITYFS,
             Some("securityfs"),
-            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
             None::<&str>,
         ) {
             Ok(()) => actions.push(format!("mounted securityfs at {}", paths::SECURITYFS)),
@@ -391,7 +403,11 @@ fn probe_cgroup2(mounts: &[mountinfo::Mount], cgroup2: Option<&Path>) -> Check {
         format!(
             "{} ({layout}); controllers: {}",
             mnt.display(),
-            if controllers.is_empty() { "none" } else { controllers }
+            if controllers.is_empty() {
+                "none"
+            } else {
+                controllers
+            }
         ),
     )
 }
@@ -418,7 +434,9 @@ fn probe_cgroup_kill(cgroup2: Option<&Path>) -> Check {
             .find(|p| p.is_dir())
     };
     match own.or_else(child) {
-        Some(dir) if dir.join("cgroup.kill").exists() => Check::ok(Feature::CgroupKill, "cgroup.kill present"),
+        Some(dir) if dir.join("cgroup.kill").exists() => {
+            Check::ok(Feature::CgroupKill, "cgroup.kill present")
+        }
         Some(_) => Check::missing(
             Feature::CgroupKill,
             "cgroup.kill absent (Linux < 5.14)",
@@ -466,10 +484,16 @@ fn probe_limits(mounts: &[mountinfo::Mount], cgroup2: Option<&Path>) -> Check {
 
 fn probe_bpffs(mounts: &[mountinfo::Mount]) -> Check {
     match mountinfo::of_type(mounts, "bpf").next() {
-        Some(m) => Check::ok(Feature::Bpffs, format!("mounted at {}", m.mount_point.display())),
+        Some(m) => Check::ok(
+            Feature::Bpffs,
+            format!("mounted at {}", m.mount_point.display()),
+        ),
         None => Check::ok(
             Feature::Bpffs,
-            format!("not mounted yet; agentd mounts one at {} when it pins programs", paths::BPFFS),
+            format!(
+                "not mounted yet; agentd mounts one at {} when it pins programs",
+                paths::BPFFS
+            ),
         ),
     }
 }

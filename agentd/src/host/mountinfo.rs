@@ -41,7 +41,9 @@ fn unescape(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
@@ -66,6 +68,8 @@ pub fn cgroup_v1<'a>(mounts: &'a [Mount], controller: &str) -> Option<&'a Mount>
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     const HYBRID: &str = "\
@@ -94,7 +98,11 @@ mod tests {
     #[test]
     fn unescapes_mount_points() {
         let mounts = parse(HYBRID);
-        assert!(mounts.iter().any(|m| m.mount_point == PathBuf::from("/mnt/with space")));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.mount_point == Path::new("/mnt/with space"))
+        );
     }
 
     #[test]

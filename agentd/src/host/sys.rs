@@ -1,5 +1,8 @@
 //! Raw syscalls used by host probes.
-#![expect(unsafe_code, reason = "raw syscalls without a safe wrapper in nix or libc")]
+#![expect(
+    unsafe_code,
+    reason = "raw syscalls without a safe wrapper in nix or libc"
+)]
 
 use std::io;
 

@@ -175,19 +175,32 @@ impl Inventory {
                               answers none"
                 .to_owned(),
         };
-        let listed = |net: &ipnet::IpNet| {
-            policy.network.allow.iter().chain(&policy.network.ask).any(
+        let listed =
+            |net: &ipnet::IpNet| {
+                policy.network.allow.iter().chain(&policy.network.ask).any(
                 |r| matches!(&r.host, HostPattern::Net(n) if n.contains(net) || net.contains(n)),
             ) || policy.network.allow.iter().any(|r| r.host == HostPattern::Any)
-        };
+            };
         let l = &policy.limits;
         let or_unlimited = |v: Option<String>| v.unwrap_or_else(|| "unlimited".to_owned());
         let limits = vec![
-            ("max_processes".to_owned(), or_unlimited(l.max_processes.map(|n| n.to_string()))),
-            ("memory".to_owned(), or_unlimited(l.memory.map(|m| m.to_string()))),
+            (
+                "max_processes".to_owned(),
+                or_unlimited(l.max_processes.map(|n| n.to_string())),
+            ),
+            (
+                "memory".to_owned(),
+                or_unlimited(l.memory.map(|m| m.to_string())),
+            ),
             ("cpu".to_owned(), or_unlimited(l.cpu.map(|c| c.to_string()))),
-            ("max_duration".to_owned(), or_unlimited(l.max_duration.map(|d| d.to_string()))),
-            ("open_files".to_owned(), or_unlimited(l.open_files.map(|n| n.to_string()))),
+            (
+                "max_duration".to_owned(),
+                or_unlimited(l.max_duration.map(|d| d.to_string())),
+            ),
+            (
+                "open_files".to_owned(),
+                or_unlimited(l.open_files.map(|n| n.to_string())),
+            ),
             ("core_dumps".to_owned(), "disabled".to_owned()),
         ];
         Self {
@@ -276,7 +289,9 @@ impl Inventory {
             audit: AuditSection {
                 file_events: match policy.audit.file_events {
                     FileEvents::None => "none".to_owned(),
-                    FileEvents::Writes => "writes (open for write, create, unlink, rename)".to_owned(),
+                    FileEvents::Writes => {
+                        "writes (open for write, create, unlink, rename)".to_owned()
+                    }
                     FileEvents::All => "all (reads and writes)".to_owned(),
                 },
                 redact: policy

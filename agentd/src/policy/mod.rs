@@ -7,6 +7,8 @@
 mod diagnostic;
 pub mod explain;
 mod schema;
+#[cfg(test)]
+mod tests;
 mod types;
 mod validate;
 
@@ -300,8 +302,11 @@ pub fn check_secret_files(
         let span = secret.span.clone();
         match inspect(&secret.file) {
             Ok(None) => out.push(
-                Diagnostic::warning(span, format!("secret file {file} does not exist on this host"))
-                    .with_hint("sessions with this policy will not start here until it exists"),
+                Diagnostic::warning(
+                    span,
+                    format!("secret file {file} does not exist on this host"),
+                )
+                .with_hint("sessions with this policy will not start here until it exists"),
             ),
             Err(e) => out.push(
                 Diagnostic::error(span, format!("cannot inspect secret file {file}: {e}"))
@@ -312,13 +317,22 @@ pub fn check_secret_files(
                 format!("secret file {file} is not a regular file"),
             )),
             Ok(Some(facts)) if facts.uid != 0 => out.push(
-                Diagnostic::error(span, format!("secret file {file} is not owned by root (uid {})", facts.uid))
-                    .with_hint(format!("chown root:root {file}")),
+                Diagnostic::error(
+                    span,
+                    format!(
+                        "secret file {file} is not owned by root (uid {})",
+                        facts.uid
+                    ),
+                )
+                .with_hint(format!("chown root:root {file}")),
             ),
             Ok(Some(facts)) if facts.mode & 0o077 != 0 => out.push(
                 Diagnostic::error(
                     span,
-                    format!("secret file {file} is readable by group or others (mode {:04o})", facts.mode & 0o7777),
+                    format!(
+                        "secret file {file} is readable by group or others (mode {:04o})",
+                        facts.mode & 0o7777
+                    ),
                 )
                 .with_hint(format!("chmod 600 {file}")),
             ),

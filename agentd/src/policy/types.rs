@@ -65,12 +65,19 @@ impl AgentName {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         let starts_with_letter = s.starts_with(|c: char| c.is_ascii_lowercase());
-        if s.is_empty() || s.len() > Self::MAX_LEN || !ok_chars || !starts_with_letter || s.ends_with('-') {
-            return Err(Invalid::new(format!("invalid agent name {s:?}")).hint(format!(
-                "use 1-{} characters of a-z, 0-9 and '-', starting with a letter (it names \
+        if s.is_empty()
+            || s.len() > Self::MAX_LEN
+            || !ok_chars
+            || !starts_with_letter
+            || s.ends_with('-')
+        {
+            return Err(
+                Invalid::new(format!("invalid agent name {s:?}")).hint(format!(
+                    "use 1-{} characters of a-z, 0-9 and '-', starting with a letter (it names \
                  the agent's cgroup and user)",
-                Self::MAX_LEN
-            )));
+                    Self::MAX_LEN
+                )),
+            );
         }
         Ok(Self(s.to_owned()))
     }
@@ -149,7 +156,9 @@ fn split_base(s: &str) -> Result<(PathBase, &str), Invalid> {
             return Err(err);
         };
         if !(rest.is_empty() || rest.starts_with('/')) {
-            return Err(Invalid::new(format!("expected '/' after {{{name}}} in {s:?}")));
+            return Err(Invalid::new(format!(
+                "expected '/' after {{{name}}} in {s:?}"
+            )));
         }
         return Ok((*base, rest));
     }
@@ -178,8 +187,11 @@ fn check_normalised(whole: &str, rest: &str) -> Result<(), Invalid> {
         .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
         let normal = normalise_lexically(whole);
-        return Err(Invalid::new(format!("path {whole:?} is not normalised"))
-            .hint(format!("write {normal:?}: no '.', '..', '//' or trailing '/'")));
+        return Err(
+            Invalid::new(format!("path {whole:?} is not normalised")).hint(format!(
+                "write {normal:?}: no '.', '..', '//' or trailing '/'"
+            )),
+        );
     }
     Ok(())
 }
@@ -227,7 +239,11 @@ impl PathTemplate {
                 .hint("a placeholder may only start a path, e.g. {workspace}/src"));
         }
         check_normalised(s, rest)?;
-        let rest = if base == PathBase::Root && rest == "/" { "" } else { rest };
+        let rest = if base == PathBase::Root && rest == "/" {
+            ""
+        } else {
+            rest
+        };
         Ok(Self {
             base,
             rest: rest.to_owned(),
@@ -365,7 +381,9 @@ impl ExecPattern {
                     .literal_separator(false)
                     .build()
                     .map(|g| g.compile_matcher())
-                    .map_err(|e| Invalid::new(format!("bad argument glob {a:?}: {}", glob_error(&e))))
+                    .map_err(|e| {
+                        Invalid::new(format!("bad argument glob {a:?}: {}", glob_error(&e)))
+                    })
             })
             .transpose()?;
         Ok(Self {
@@ -540,8 +558,9 @@ impl PortRange {
             }
         };
         if first > last {
-            return Err(Invalid::new(format!("empty port range {s}"))
-                .hint(format!("write {last}-{first}")));
+            return Err(
+                Invalid::new(format!("empty port range {s}")).hint(format!("write {last}-{first}"))
+            );
         }
         Ok(Self { first, last })
     }
@@ -592,8 +611,10 @@ impl NetRule {
             };
             let net = parse_net(inner, true)?;
             if !matches!(net, IpNet::V6(_)) {
-                return Err(Invalid::new(format!("{inner} in brackets is not an IPv6 address"))
-                    .hint("write IPv4 addresses without brackets: 10.0.0.1:443"));
+                return Err(
+                    Invalid::new(format!("{inner} in brackets is not an IPv6 address"))
+                        .hint("write IPv4 addresses without brackets: 10.0.0.1:443"),
+                );
             }
             (HostPattern::Net(net), ports)
         } else {
@@ -601,8 +622,10 @@ impl NetRule {
                 return Err(Invalid::new(format!("missing port in {s:?}")).hint(FORMS));
             };
             if host.contains(':') {
-                return Err(Invalid::new(format!("IPv6 address without brackets in {s:?}"))
-                    .hint("write IPv6 addresses in brackets: [2001:db8::1]:443"));
+                return Err(
+                    Invalid::new(format!("IPv6 address without brackets in {s:?}"))
+                        .hint("write IPv6 addresses in brackets: [2001:db8::1]:443"),
+                );
             }
             (parse_host(host)?, ports)
         };
@@ -639,9 +662,8 @@ fn parse_net(s: &str, v6: bool) -> Result<IpNet, Invalid> {
     if let Some((addr, len)) = s.split_once('/') {
         let addr: IpAddr = addr.parse().map_err(|_| bad())?;
         let len: u8 = len.parse().map_err(|_| bad())?;
-        let net = IpNet::new(addr, len).map_err(|_| {
-            Invalid::new(format!("prefix length /{len} is too long for {addr}"))
-        })?;
+        let net = IpNet::new(addr, len)
+            .map_err(|_| Invalid::new(format!("prefix length /{len} is too long for {addr}")))?;
         if net.network() != addr {
             let fixed = if v6 {
                 format!("[{}]", net.trunc())
@@ -786,7 +808,7 @@ impl fmt::Display for ByteSize {
         const UNITS: [(u32, &str); 4] = [(40, "T"), (30, "G"), (20, "M"), (10, "K")];
         for (shift, unit) in UNITS {
             let m = 1u64 << shift;
-            if self.0 >= m && self.0 % m == 0 {
+            if self.0 >= m && self.0.is_multiple_of(m) {
                 return write!(f, "{}{unit}", self.0 / m);
             }
         }
@@ -838,8 +860,9 @@ impl WallDuration {
         let d = span
             .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
             .map_err(|_| {
-                Invalid::new(format!("invalid duration {s:?}"))
-                    .hint("months and years have no fixed length; use days, hours, minutes or seconds")
+                Invalid::new(format!("invalid duration {s:?}")).hint(
+                    "months and years have no fixed length; use days, hours, minutes or seconds",
+                )
             })?;
         let d = Duration::try_from(d)
             .map_err(|_| Invalid::new(format!("duration {s:?} is negative")))?;
@@ -869,8 +892,10 @@ impl EnvName {
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(Invalid::new(format!("invalid environment variable name {s:?}"))
-                .hint("names are letters, digits and '_', not starting with a digit"))
+            Err(
+                Invalid::new(format!("invalid environment variable name {s:?}"))
+                    .hint("names are letters, digits and '_', not starting with a digit"),
+            )
         }
     }
 
@@ -882,9 +907,18 @@ impl EnvName {
     /// Whether the name suggests the value is a credential.
     pub fn looks_secret(&self) -> bool {
         let upper = self.0.to_ascii_uppercase();
-        ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "PRIVATE_KEY", "CREDENTIAL"]
-            .iter()
-            .any(|w| upper.contains(w))
+        [
+            "TOKEN",
+            "SECRET",
+            "PASSWORD",
+            "PASSWD",
+            "API_KEY",
+            "APIKEY",
+            "PRIVATE_KEY",
+            "CREDENTIAL",
+        ]
+        .iter()
+        .any(|w| upper.contains(w))
     }
 }
 
@@ -938,7 +972,306 @@ pub fn closest<'a>(input: &str, known: impl IntoIterator<Item = &'a str>) -> Opt
     known
         .into_iter()
         .map(|k| (strsim::damerau_levenshtein(input, k), k))
-        .filter(|(d, k)| *d <= (k.len() / 3).max(1) || k.starts_with(input) && input.len() >= 3)
+        .filter(|(d, k)| {
+            let prefix =
+                input.len().min(k.len()) >= 3 && (k.starts_with(input) || input.starts_with(k));
+            *d <= (k.len() / 3).max(1) || prefix
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placeholders() -> Placeholders {
+        Placeholders {
+            workspace: PathBuf::from("/work/repo"),
+            tmp: PathBuf::from("/run/agentd/tmp/s1"),
+            home: PathBuf::from("/run/agentd/home/s1"),
+        }
+    }
+
+    #[test]
+    fn agent_names() {
+        for ok in ["coder", "a", "ci-job-2", &"a".repeat(32)] {
+            assert!(AgentName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Coder",
+            "2coder",
+            "co_der",
+            "coder-",
+            "co der",
+            &"a".repeat(33),
+        ] {
+            assert!(AgentName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_templates_parse_and_resolve() {
+        let p = placeholders();
+        assert_eq!(
+            PathTemplate::parse("/usr").map(|t| t.resolve(&p)),
+            Ok(PathBuf::from("/usr"))
+        );
+        assert_eq!(
+            PathTemplate::parse("/").map(|t| t.resolve(&p)),
+            Ok(PathBuf::from("/"))
+        );
+        assert_eq!(
+            PathTemplate::parse("{workspace}").map(|t| t.resolve(&p)),
+            Ok(PathBuf::from("/work/repo"))
+        );
+        assert_eq!(
+            PathTemplate::parse("{home}/.cache").map(|t| t.resolve(&p)),
+            Ok(PathBuf::from("/run/agentd/home/s1/.cache"))
+        );
+        assert_eq!(
+            PathTemplate::parse("{tmp}/x").map(|t| t.to_string()),
+            Ok("{tmp}/x".into())
+        );
+    }
+
+    #[test]
+    fn path_templates_refuse_ambiguity() {
+        let msg = |s: &str| PathTemplate::parse(s).err().map(|e| e.message);
+        assert_eq!(msg("usr"), Some("relative path \"usr\"".into()));
+        assert_eq!(msg("~/x"), Some("relative path \"~/x\"".into()));
+        assert_eq!(
+            msg("/usr/"),
+            Some("path \"/usr/\" is not normalised".into())
+        );
+        assert_eq!(
+            msg("/usr//lib"),
+            Some("path \"/usr//lib\" is not normalised".into())
+        );
+        assert_eq!(
+            msg("/usr/../etc"),
+            Some("path \"/usr/../etc\" is not normalised".into())
+        );
+        assert_eq!(msg("{wrk}/x"), Some("unknown placeholder {wrk}".into()));
+        assert_eq!(
+            msg("{workspace}x"),
+            Some("expected '/' after {workspace} in \"{workspace}x\"".into())
+        );
+        assert_eq!(
+            msg("/a/{tmp}"),
+            Some("misplaced placeholder in \"/a/{tmp}\"".into())
+        );
+        assert_eq!(msg(""), Some("empty path".into()));
+        let hint = PathTemplate::parse("/usr/./lib").err().and_then(|e| e.hint);
+        assert_eq!(
+            hint,
+            Some("write \"/usr/lib\": no '.', '..', '//' or trailing '/'".into())
+        );
+    }
+
+    #[test]
+    fn starts_with_is_component_wise() {
+        let t = |s: &str| PathTemplate::parse(s).unwrap();
+        assert!(t("/usr/lib").starts_with(&t("/usr")));
+        assert!(t("/usr").starts_with(&t("/")));
+        assert!(!t("/usrlocal").starts_with(&t("/usr")));
+        assert!(t("{workspace}/a").starts_with(&t("{workspace}")));
+        assert!(!t("{workspace}/a").starts_with(&t("/")));
+    }
+
+    #[test]
+    fn protect_paths() {
+        assert_eq!(
+            ProtectPath::parse(".github/workflows"),
+            Ok(ProtectPath::AtEachRoot(".github/workflows".into()))
+        );
+        assert_eq!(
+            ProtectPath::parse(".idea/"),
+            Ok(ProtectPath::AtEachRoot(".idea".into()))
+        );
+        assert!(matches!(
+            ProtectPath::parse("{workspace}/Makefile"),
+            Ok(ProtectPath::Exact(_))
+        ));
+        assert!(ProtectPath::parse("../escape").is_err());
+    }
+
+    #[test]
+    fn exec_patterns_match_program_and_arguments() {
+        let p = placeholders();
+        let git_push = ExecPattern::parse("/usr/bin/git push*").unwrap();
+        assert!(git_push.matches(&p, Path::new("/usr/bin/git"), &["push", "origin", "main"]));
+        assert!(!git_push.matches(&p, Path::new("/usr/bin/git"), &["status"]));
+        let python = ExecPattern::parse("/usr/bin/python3*").unwrap();
+        assert!(python.matches(&p, Path::new("/usr/bin/python3.11"), &[]));
+        assert!(!python.matches(&p, Path::new("/usr/bin/python3/../../bin/sh"), &[]));
+        let ws = ExecPattern::parse("{workspace}/**").unwrap();
+        assert!(ws.matches(&p, Path::new("/work/repo/target/debug/test-bin"), &[]));
+        assert!(!ws.matches(&p, Path::new("/work/other/bin"), &[]));
+        let one_level = ExecPattern::parse("/usr/lib/git-core/*").unwrap();
+        assert!(!one_level.matches(&p, Path::new("/usr/lib/git-core/sub/x"), &[]));
+    }
+
+    #[test]
+    fn exec_patterns_escape_placeholder_directories() {
+        let mut p = placeholders();
+        p.workspace = PathBuf::from("/work/[odd]*dir");
+        let ws = ExecPattern::parse("{workspace}/run.sh").unwrap();
+        assert!(ws.matches(&p, Path::new("/work/[odd]*dir/run.sh"), &[]));
+        assert!(!ws.matches(&p, Path::new("/work/o*dir/run.sh"), &[]));
+    }
+
+    #[test]
+    fn exec_patterns_reject_bad_globs() {
+        assert!(ExecPattern::parse("/usr/bin/[").is_err());
+        assert!(ExecPattern::parse("bin/ls").is_err());
+        assert!(ExecPattern::parse("").is_err());
+    }
+
+    #[test]
+    fn net_rules_parse_every_form() {
+        let r = |s: &str| NetRule::parse(s).map(|r| r.to_string());
+        assert_eq!(r("api.example.com:443"), Ok("api.example.com:443".into()));
+        assert_eq!(r("API.Example.COM.:443"), Ok("api.example.com:443".into()));
+        assert_eq!(r("*.github.com:443"), Ok("*.github.com:443".into()));
+        assert_eq!(r("10.1.2.0/24:5432"), Ok("10.1.2.0/24:5432".into()));
+        assert_eq!(r("10.1.2.3:5432"), Ok("10.1.2.3:5432".into()));
+        assert_eq!(r("[2001:db8::/32]:443"), Ok("[2001:db8::/32]:443".into()));
+        assert_eq!(r("[::1]:8080"), Ok("[::1]:8080".into()));
+        assert_eq!(r("*:22"), Ok("*:22".into()));
+        assert_eq!(r("host:8000-8100/tcp"), Ok("host:8000-8100/tcp".into()));
+        assert_eq!(r("host:53/udp"), Ok("host:53/udp".into()));
+        assert_eq!(r("*:*"), Ok("*:*".into()));
+        let rule = NetRule::parse("host:1-65535").unwrap();
+        assert_eq!(rule.ports, PortRange::ALL);
+        assert!(NetRule::parse("0.0.0.0/0:443").unwrap().is_any_address());
+        assert!(!NetRule::parse("10.0.0.0/8:443").unwrap().is_any_address());
+    }
+
+    #[test]
+    fn net_rules_refuse_bad_input() {
+        let msg = |s: &str| NetRule::parse(s).err().map(|e| e.message);
+        assert_eq!(
+            msg("example.com"),
+            Some("missing port in \"example.com\"".into())
+        );
+        assert_eq!(msg("example.com:0"), Some("invalid port \"0\"".into()));
+        assert_eq!(
+            msg("example.com:65536"),
+            Some("invalid port \"65536\"".into())
+        );
+        assert_eq!(msg("example.com:9-1"), Some("empty port range 9-1".into()));
+        assert_eq!(
+            msg("10.1.2.3/24:1"),
+            Some("10.1.2.3/24 has host bits set".into())
+        );
+        assert_eq!(
+            msg("10.0.0.0/33:1"),
+            Some("prefix length /33 is too long for 10.0.0.0".into())
+        );
+        assert_eq!(
+            msg("2001:db8::1:443"),
+            Some("IPv6 address without brackets in \"2001:db8::1:443\"".into())
+        );
+        assert_eq!(
+            msg("[10.0.0.1]:443"),
+            Some("10.0.0.1 in brackets is not an IPv6 address".into())
+        );
+        assert_eq!(msg("[::1:443"), Some("unclosed '[' in \"[::1:443\"".into()));
+        assert!(msg("a.*.com:1").is_some());
+        assert!(msg("1.2.3:80").is_some());
+        assert!(msg(":80").is_some());
+        assert!(msg("-bad.com:80").is_some());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("512M"), Ok(ByteSize(512 << 20)));
+        assert_eq!(ByteSize::parse("2G"), Ok(ByteSize(2 << 30)));
+        assert_eq!(ByteSize::parse("2GiB"), Ok(ByteSize(2 << 30)));
+        assert_eq!(ByteSize::parse("4096"), Ok(ByteSize(4096)));
+        assert_eq!(ByteSize(2 << 30).to_string(), "2G");
+        assert_eq!(ByteSize(1536 << 20).to_string(), "1536M");
+        for bad in ["", "G", "2GB", "1.5G", "-1", "0", "99999999999T", "2X"] {
+            assert!(ByteSize::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_quotas() {
+        assert_eq!(CpuQuota::parse("200%"), Ok(CpuQuota { percent: 200 }));
+        for bad in ["200", "0%", "-5%", "x%", "102401%"] {
+            assert!(CpuQuota::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            WallDuration::parse("90s"),
+            Ok(WallDuration(Duration::from_secs(90)))
+        );
+        assert_eq!(
+            WallDuration::parse("1h30m"),
+            Ok(WallDuration(Duration::from_secs(5400)))
+        );
+        assert_eq!(
+            WallDuration::parse("1d"),
+            Ok(WallDuration(Duration::from_secs(86_400)))
+        );
+        assert_eq!(WallDuration(Duration::from_secs(7200)).to_string(), "2h");
+        for bad in ["", "2", "0s", "2 months", "1y", "-5m", "soon"] {
+            assert!(WallDuration::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(EnvName::parse("RUST_LOG").is_ok());
+        assert!(EnvName::parse("_x1").is_ok());
+        for bad in ["", "1X", "A-B", "A B", "A=B"] {
+            assert!(EnvName::parse(bad).is_err(), "{bad}");
+        }
+        assert!(EnvName::parse("GITHUB_TOKEN").unwrap().looks_secret());
+        assert!(!EnvName::parse("LANG").unwrap().looks_secret());
+    }
+
+    #[test]
+    fn syscall_names_are_checked_against_libseccomp() {
+        assert!(SyscallName::parse("ptrace").is_ok());
+        assert!(SyscallName::parse("io_uring_setup").is_ok());
+        assert!(SyscallName::parse("nosuchcall").is_err());
+    }
+
+    #[test]
+    fn closest_suggests_typos_only() {
+        let known = ["read", "read_write", "execute", "protect"];
+        assert_eq!(closest("reed", known), Some("read"));
+        assert_eq!(closest("exec", known), Some("execute"));
+        assert_eq!(closest("zzzzzz", known), None);
+    }
+
+    #[test]
+    fn local_networks_cover_metadata_and_loopback() {
+        let nets = local_networks();
+        let covered = |ip: &str| {
+            let ip: IpAddr = ip.parse().unwrap();
+            nets.iter().any(|n| n.contains(&ip))
+        };
+        for ip in [
+            "169.254.169.254",
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+        ] {
+            assert!(covered(ip), "{ip}");
+        }
+        assert!(!covered("1.1.1.1"));
+        assert!(!covered("2606:4700::1111"));
+    }
 }

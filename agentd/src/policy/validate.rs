@@ -150,7 +150,15 @@ impl Validator<'_> {
                 None if known.is_empty() => "remove it".to_owned(),
                 None => format!("known keys here: {}", known.join(", ")),
             };
-            Diagnostic::error(span, format!("unknown key `{key}`{table}")).with_hint(hint)
+            let line_start = self.source[..span.start.min(self.source.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            let in_header = self.source[line_start..].trim_start().starts_with('[');
+            if in_header {
+                Diagnostic::error(span, format!("unknown table [{key}]")).with_hint(hint)
+            } else {
+                Diagnostic::error(span, format!("unknown key `{key}`{table}")).with_hint(hint)
+            }
         } else if let Some(rest) = msg.strip_prefix("unknown variant `") {
             let (value, expected) = rest.split_once('`').unwrap_or((rest, ""));
             let known = backticked(expected);
@@ -174,11 +182,17 @@ impl Validator<'_> {
                     "missing `name` in [agent]".to_owned(),
                     "add `name = \"...\"`: the agent's identity on this host".to_owned(),
                 ),
-                other => (format!("missing `{other}`{table}"), format!("add `{other} = ...`")),
+                other => (
+                    format!("missing `{other}`{table}"),
+                    format!("add `{other} = ...`"),
+                ),
             };
             Diagnostic::error(span, what).with_hint(hint)
         } else if let Some(rest) = msg.strip_prefix("invalid type: ") {
-            Diagnostic::error(span, format!("wrong type{table}: found {rest}"))
+            Diagnostic::error(
+                span,
+                format!("wrong type{table}: found {}", plain_types(rest)),
+            )
         } else if let Some(rest) = msg.strip_prefix("invalid value: ") {
             Diagnostic::error(span, format!("invalid value{table}: {rest}"))
         } else if msg == "duplicate key" {
@@ -189,6 +203,27 @@ impl Validator<'_> {
         };
         self.diags.push(d);
     }
+}
+
+/// serde's type names in the words a policy author uses.
+fn plain_types(s: &str) -> String {
+    let mut out = s.to_owned();
+    for (from, to) in [
+        ("expected i64", "expected an integer"),
+        ("expected u32", "expected an integer"),
+        ("expected u64", "expected an integer"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a table"),
+        ("sequence", "list"),
+        ("map", "table"),
+    ] {
+        out = out.replace(from, to);
+    }
+    if let Some(i) = out.find("expected struct ") {
+        out.truncate(i);
+        out.push_str("expected a table");
+    }
+    out
 }
 
 /// The names inside backticks in "expected one of `a`, `b`".
@@ -315,15 +350,15 @@ fn agent(v: &mut Validator<'_>, raw: &RawPolicy, today: Date) -> Option<Agent> {
             "review the policy and move review_by forward",
         );
     }
-    let data_classes = a
-        .data_classes
-        .iter()
-        .map(|c| c.get_ref().clone())
-        .collect();
+    let data_classes = a.data_classes.iter().map(|c| c.get_ref().clone()).collect();
     Some(Agent {
         name: name?,
         owner,
-        environment: a.environment.as_ref().map(|e| *e.get_ref()).unwrap_or_default(),
+        environment: a
+            .environment
+            .as_ref()
+            .map(|e| *e.get_ref())
+            .unwrap_or_default(),
         trust: a.trust.as_ref().map(|t| *t.get_ref()).unwrap_or_default(),
         review_by,
         data_classes,
@@ -388,14 +423,12 @@ fn filesystem(v: &mut Validator<'_>, raw: &RawPolicy) -> Filesystem {
         }
     }
     for (path, span) in read.iter().chain(&read_write).chain(&execute) {
-        if let Some(abs) = path.as_absolute() {
-            if let Some(why) = sensitive_read(abs) {
-                v.warn(
-                    span.clone(),
-                    format!("{} grants read access to {why}", path),
-                    "grant the agent only the directories it needs",
-                );
-            }
+        if let Some(why) = path.as_absolute().and_then(sensitive_read) {
+            v.warn(
+                span.clone(),
+                format!("{path} grants read access to {why}"),
+                "grant the agent only the directories it needs",
+            );
         }
     }
     for (p, span) in &protect {
@@ -422,7 +455,9 @@ fn sensitive_read(abs: &Path) -> Option<&'static str> {
     if abs == Path::new("/") {
         return Some("the whole filesystem, including /home and /root");
     }
-    if Path::new("/home").starts_with(abs) || abs.starts_with("/home") && abs.components().count() <= 3 {
+    if Path::new("/home").starts_with(abs)
+        || abs.starts_with("/home") && abs.components().count() <= 3
+    {
         return Some("users' home directories");
     }
     if abs.starts_with("/root") {
@@ -434,12 +469,7 @@ fn sensitive_read(abs: &Path) -> Option<&'static str> {
     None
 }
 
-fn exec(
-    v: &mut Validator<'_>,
-    raw: &RawPolicy,
-    fs: &Filesystem,
-    agent: Option<&Agent>,
-) -> Exec {
+fn exec(v: &mut Validator<'_>, raw: &RawPolicy, fs: &Filesystem, agent: Option<&Agent>) -> Exec {
     let Some(e) = &raw.exec else {
         return Exec::default();
     };
@@ -447,7 +477,11 @@ fn exec(
     let ask = v.list(&e.ask, ExecPattern::parse);
     let production = agent.is_some_and(|a| a.environment == Environment::Production);
     for (pattern, span) in &allow {
-        if production && let Some(shell) = SHELLS.iter().find(|s| pattern.matches_absolute(Path::new(s))) {
+        if production
+            && let Some(shell) = SHELLS
+                .iter()
+                .find(|s| pattern.matches_absolute(Path::new(s)))
+        {
             let what = if pattern.to_string() == *shell {
                 format!("the shell {shell}")
             } else {
@@ -570,12 +604,7 @@ fn syscalls(v: &mut Validator<'_>, raw: &RawPolicy) -> Syscalls {
     }
 }
 
-fn int_in_range(
-    v: &mut Validator<'_>,
-    value: &Spanned<i64>,
-    what: &str,
-    max: i64,
-) -> Option<u64> {
+fn int_in_range(v: &mut Validator<'_>, value: &Spanned<i64>, what: &str, max: i64) -> Option<u64> {
     let n = *value.get_ref();
     if (1..=max).contains(&n) {
         u64::try_from(n).ok()
@@ -619,7 +648,10 @@ fn limits(v: &mut Validator<'_>, raw: &RawPolicy) -> Limits {
                 })
                 .and_then(|n| ByteSize::parse(&n.to_string())),
             other => Err(Invalid {
-                message: format!("wrong type: found {}, expected a size like \"2G\"", other.type_str()),
+                message: format!(
+                    "wrong type: found {}, expected a size like \"2G\"",
+                    other.type_str()
+                ),
                 hint: None,
             }),
         };
@@ -655,7 +687,10 @@ fn env_and_secrets(v: &mut Validator<'_>, raw: &RawPolicy) -> (Env, Vec<Secret>)
     let mut env = Env::default();
     let mut seen: BTreeMap<String, Range<usize>> = BTreeMap::new();
     let mut duplicate = |v: &mut Validator<'_>, name: &EnvName, span: &Range<usize>| {
-        if seen.insert(name.as_str().to_owned(), span.clone()).is_some() {
+        if seen
+            .insert(name.as_str().to_owned(), span.clone())
+            .is_some()
+        {
             v.error(
                 span.clone(),
                 Invalid {
@@ -754,7 +789,11 @@ fn audit(v: &mut Validator<'_>, raw: &RawPolicy) -> Audit {
 }
 
 fn first_line(s: &str) -> String {
-    let last = s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim();
+    let last = s
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim();
     last.strip_prefix("error: ").unwrap_or(last).to_owned()
 }
 
