@@ -92,11 +92,12 @@ fn sh(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// A `cargo` command using the workspace's pinned toolchain.
+/// A `cargo` command on the workspace's pinned toolchain. RUSTUP_TOOLCHAIN
+/// is set explicitly: cargo runs rustc from each package's directory, where
+/// rust-toolchain.toml does not apply.
 fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    // Let rust-toolchain.toml pick the toolchain, not the one running xtask.
-    cmd.env_remove("RUSTUP_TOOLCHAIN");
+    let mut cmd = Command::new("cargo");
+    cmd.env("RUSTUP_TOOLCHAIN", setup::USER_TOOLCHAIN);
     cmd
 }
 

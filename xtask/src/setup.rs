@@ -165,7 +165,6 @@ fn bpf_linker(report: &mut Report) -> Result<()> {
     println!("bpf-linker {BPF_LINKER_VERSION}: installing (against {LLVM_PREFIX})");
     let status = Command::new("cargo")
         .args([
-            &format!("+{USER_TOOLCHAIN}"),
             "install",
             "bpf-linker",
             "--version",
@@ -176,7 +175,7 @@ fn bpf_linker(report: &mut Report) -> Result<()> {
             "llvm-22",
         ])
         .env("LLVM_PREFIX", LLVM_PREFIX)
-        .env_remove("RUSTUP_TOOLCHAIN")
+        .env("RUSTUP_TOOLCHAIN", USER_TOOLCHAIN)
         .status()
         .context("cannot run cargo install")?;
     if !status.success() {

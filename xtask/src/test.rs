@@ -29,7 +29,6 @@ pub fn run(unprivileged: bool) -> Result<()> {
     step("cargo clippy (eBPF programs)");
     sh(Command::new("cargo")
         .args([
-            &format!("+{}", setup::EBPF_TOOLCHAIN),
             "clippy",
             "--package",
             "agentd-ebpf",
@@ -42,7 +41,7 @@ pub fn run(unprivileged: bool) -> Result<()> {
             "-D",
             "warnings",
         ])
-        .env_remove("RUSTUP_TOOLCHAIN"))?;
+        .env("RUSTUP_TOOLCHAIN", setup::EBPF_TOOLCHAIN))?;
 
     step("unit and CLI tests");
     sh(cargo().args([
@@ -65,7 +64,11 @@ pub fn run(unprivileged: bool) -> Result<()> {
         println!("not root: running the integration tests with sudo -E");
         let mut c = Command::new("sudo");
         c.args(["-E", "--preserve-env=PATH"]);
-        c.arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        c.args([
+            "env",
+            &format!("RUSTUP_TOOLCHAIN={}", setup::USER_TOOLCHAIN),
+            "cargo",
+        ]);
         c
     };
     cmd.args([
