@@ -29,6 +29,9 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    /// A limit's controller is missing on this host.
+    #[error(transparent)]
+    Missing(#[from] MissingController),
     /// Processes were still in the cgroup after the deadline.
     #[error("cgroup {path} still has processes after {waited:?}")]
     NotEmpty {
@@ -115,21 +118,7 @@ impl Cgroup {
 
     /// Waits until no process is left in the cgroup's subtree.
     pub fn wait_empty(&self, deadline: Duration) -> Result<(), CgroupError> {
-        let start = Instant::now();
-        let events = self.path.join("cgroup.events");
-        loop {
-            let text = fs::read_to_string(&events).map_err(io_err("read", &events))?;
-            if text.lines().any(|l| l == "populated 0") {
-                return Ok(());
-            }
-            if start.elapsed() >= deadline {
-                return Err(CgroupError::NotEmpty {
-                    path: self.path.clone(),
-                    waited: start.elapsed(),
-                });
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
+        self.wait_event("populated 0", deadline)
     }
 
     /// Removes the (empty) cgroup directory; retries briefly because the
@@ -148,5 +137,310 @@ impl Cgroup {
             }
         }
         fs::remove_dir(&self.path).map_err(io_err("rmdir", &self.path))
+    }
+}
+
+/// A resource controller agentd uses for `[limits]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Controller {
+    /// memory.max / memory.limit_in_bytes.
+    Memory,
+    /// pids.max.
+    Pids,
+    /// cpu.max / cpu.cfs_quota_us.
+    Cpu,
+}
+
+impl Controller {
+    /// The kernel's name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Pids => "pids",
+            Self::Cpu => "cpu",
+        }
+    }
+}
+
+/// The limits to apply to a session's cgroups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of memory (no swap on top).
+    pub memory: Option<u64>,
+    /// Tasks.
+    pub pids: Option<u32>,
+    /// Percent of one CPU.
+    pub cpu_percent: Option<u32>,
+}
+
+/// CPU period used for quotas, in microseconds.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Where each controller lives on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The cgroup2 mount.
+    pub v2_root: PathBuf,
+    /// Controllers enabled in the cgroup2 root (`cgroup.controllers`).
+    pub v2_controllers: Vec<String>,
+    /// v1 mounts by controller name, for hybrid hosts.
+    pub v1: Vec<(Controller, PathBuf)>,
+}
+
+impl Layout {
+    /// Reads the layout from `/proc/self/mountinfo` and cgroupfs.
+    pub fn discover() -> Result<Self, CgroupError> {
+        let mounts = crate::host::mounts();
+        let v2_root = mountinfo::of_type(&mounts, "cgroup2")
+            .next()
+            .map(|m| m.mount_point.clone())
+            .ok_or(CgroupError::NoCgroup2)?;
+        let controllers =
+            fs::read_to_string(v2_root.join("cgroup.controllers")).unwrap_or_default();
+        let v1 = [Controller::Memory, Controller::Pids, Controller::Cpu]
+            .into_iter()
+            .filter_map(|c| {
+                mountinfo::cgroup_v1(&mounts, c.name()).map(|m| (c, m.mount_point.clone()))
+            })
+            .collect();
+        Ok(Self {
+            v2_root,
+            v2_controllers: controllers.split_whitespace().map(str::to_owned).collect(),
+            v1,
+        })
+    }
+
+    /// Where `controller` is: `Some(None)` in cgroup2, `Some(Some(mount))`
+    /// in a v1 hierarchy, `None` nowhere.
+    pub fn locate(&self, controller: Controller) -> Option<Option<&Path>> {
+        if self.v2_controllers.iter().any(|c| c == controller.name()) {
+            return Some(None);
+        }
+        self.v1
+            .iter()
+            .find(|(c, _)| *c == controller)
+            .map(|(_, p)| Some(p.as_path()))
+    }
+}
+
+/// A limit the host cannot enforce.
+#[derive(Debug, thiserror::Error)]
+#[error("the {} controller is available neither in cgroup2 nor as a v1 hierarchy", .0.name())]
+pub struct MissingController(pub Controller);
+
+/// A session's cgroups: its cgroup2 leaf (membership, kill, freeze, BPF)
+/// and, on hybrid hosts, the v1 leaves that carry its limits.
+#[derive(Debug)]
+pub struct SessionCgroups {
+    /// `<cgroup2>/agentd/<session>`.
+    pub v2: Cgroup,
+    /// v1 leaves (`<mount>/agentd/<session>`).
+    pub v1: Vec<Cgroup>,
+}
+
+/// Enables `names` in `dir`'s `cgroup.subtree_control` (for its children).
+fn enable_controllers(dir: &Path, names: &[&str]) -> Result<(), CgroupError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let path = dir.join("cgroup.subtree_control");
+    let current = fs::read_to_string(&path).unwrap_or_default();
+    let missing: Vec<String> = names
+        .iter()
+        .filter(|n| !current.split_whitespace().any(|c| c == **n))
+        .map(|n| format!("+{n}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::write(&path, missing.join(" ")).map_err(io_err("write", &path))
+}
+
+fn write_file(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+    let path = dir.join(file);
+    fs::write(&path, value).map_err(io_err("write", &path))
+}
+
+impl SessionCgroups {
+    /// Creates the session's cgroups below `agentd/` and applies `limits`.
+    /// Fails (creating nothing that stays) when a limit's controller is
+    /// missing, unless `degraded` accepts it; returns what was skipped.
+    pub fn create(
+        layout: &Layout,
+        session: &str,
+        limits: &Limits,
+        degraded: bool,
+    ) -> Result<(Self, Vec<MissingController>), CgroupError> {
+        let mut wanted = Vec::new();
+        if limits.memory.is_some() {
+            wanted.push(Controller::Memory);
+        }
+        if limits.pids.is_some() {
+            wanted.push(Controller::Pids);
+        }
+        if limits.cpu_percent.is_some() {
+            wanted.push(Controller::Cpu);
+        }
+        let mut skipped = Vec::new();
+        let mut v2_wanted = Vec::new();
+        let mut v1_wanted = Vec::new();
+        for c in wanted {
+            match layout.locate(c) {
+                Some(None) => v2_wanted.push(c),
+                Some(Some(mount)) => v1_wanted.push((c, mount.to_path_buf())),
+                None if degraded => skipped.push(MissingController(c)),
+                None => return Err(CgroupError::Missing(MissingController(c))),
+            }
+        }
+        let parent = layout.v2_root.join(crate::paths::CGROUP_PARENT);
+        let names: Vec<&str> = v2_wanted.iter().map(|c| c.name()).collect();
+        enable_controllers(&layout.v2_root, &names)?;
+        let parent = Cgroup::create(parent)?;
+        enable_controllers(parent.path(), &names)?;
+        let v2 = Cgroup::create(parent.path().join(session))?;
+        let mut this = Self { v2, v1: Vec::new() };
+        if let Err(e) = this.apply(&v2_wanted, &v1_wanted, session, limits) {
+            let _ = this.remove();
+            return Err(e);
+        }
+        Ok((this, skipped))
+    }
+
+    fn apply(
+        &mut self,
+        v2: &[Controller],
+        v1: &[(Controller, PathBuf)],
+        session: &str,
+        limits: &Limits,
+    ) -> Result<(), CgroupError> {
+        for c in v2 {
+            let dir = self.v2.path().to_path_buf();
+            match c {
+                Controller::Memory => {
+                    let bytes = limits.memory.unwrap_or(u64::MAX).to_string();
+                    write_file(&dir, "memory.max", &bytes)?;
+                    if dir.join("memory.swap.max").exists() {
+                        write_file(&dir, "memory.swap.max", "0")?;
+                    }
+                }
+                Controller::Pids => {
+                    write_file(
+                        &dir,
+                        "pids.max",
+                        &limits.pids.unwrap_or(u32::MAX).to_string(),
+                    )?;
+                }
+                Controller::Cpu => {
+                    let quota = u64::from(limits.cpu_percent.unwrap_or(100)) * CPU_PERIOD_US / 100;
+                    write_file(&dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
+                }
+            }
+        }
+        for (c, mount) in v1 {
+            let cg = Cgroup::create(mount.join(crate::paths::CGROUP_PARENT).join(session))?;
+            let dir = cg.path().to_path_buf();
+            self.v1.push(cg);
+            match c {
+                Controller::Memory => {
+                    let bytes = limits.memory.unwrap_or(u64::MAX).to_string();
+                    write_file(&dir, "memory.limit_in_bytes", &bytes)?;
+                    // memory+swap: the same limit means no swap on top.
+                    if dir.join("memory.memsw.limit_in_bytes").exists() {
+                        write_file(&dir, "memory.memsw.limit_in_bytes", &bytes)?;
+                    }
+                }
+                Controller::Pids => {
+                    write_file(
+                        &dir,
+                        "pids.max",
+                        &limits.pids.unwrap_or(u32::MAX).to_string(),
+                    )?;
+                }
+                Controller::Cpu => {
+                    let quota = u64::from(limits.cpu_percent.unwrap_or(100)) * CPU_PERIOD_US / 100;
+                    write_file(&dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+                    write_file(&dir, "cpu.cfs_quota_us", &quota.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-opens a session's cgroups from their recorded paths.
+    pub fn open(v2: PathBuf, v1: Vec<PathBuf>) -> Self {
+        Self {
+            v2: Cgroup::open(v2),
+            v1: v1.into_iter().map(Cgroup::open).collect(),
+        }
+    }
+
+    /// Every `cgroup.procs` a session process must join.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        std::iter::once(&self.v2)
+            .chain(&self.v1)
+            .map(|c| c.path().join("cgroup.procs"))
+            .collect()
+    }
+
+    /// Kills every process of the session and waits until none is left.
+    /// Returns how many processes there were. Freezing first makes the
+    /// count exact and stops a fork bomb from racing the kill.
+    pub fn kill_all(&self, deadline: Duration) -> Result<usize, CgroupError> {
+        let freeze = self.v2.path().join("cgroup.freeze");
+        let frozen = fs::write(&freeze, "1").is_ok();
+        if frozen {
+            let _ = self.v2.wait_event("frozen 1", Duration::from_millis(200));
+        }
+        let count = self.v2.processes_recursive().map(|p| p.len()).unwrap_or(0);
+        self.v2.kill(deadline)?;
+        Ok(count)
+    }
+
+    /// Kills anything left and removes every cgroup of the session.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        if self.v2.path().exists() {
+            self.v2.kill(Duration::from_secs(10))?;
+        }
+        let mut first_error = None;
+        for cg in std::iter::once(&self.v2).chain(&self.v1) {
+            if let Err(e) = cg.remove() {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Cgroup {
+    /// Waits until `cgroup.events` has the line `line`, at most `deadline`.
+    pub fn wait_event(&self, line: &str, deadline: Duration) -> Result<(), CgroupError> {
+        let start = Instant::now();
+        let events = self.path.join("cgroup.events");
+        loop {
+            let text = fs::read_to_string(&events).map_err(io_err("read", &events))?;
+            if text.lines().any(|l| l == line) {
+                return Ok(());
+            }
+            if start.elapsed() >= deadline {
+                return Err(CgroupError::NotEmpty {
+                    path: self.path.clone(),
+                    waited: start.elapsed(),
+                });
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Processes in this cgroup and every descendant.
+    pub fn processes_recursive(&self) -> Result<Vec<u32>, CgroupError> {
+        let mut out = self.processes()?;
+        if let Ok(dir) = fs::read_dir(&self.path) {
+            for entry in dir.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.extend(Cgroup::open(entry.path()).processes_recursive()?);
+                }
+            }
+        }
+        Ok(out)
     }
 }

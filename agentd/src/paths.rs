@@ -17,3 +17,23 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// Name of agentd's parent cgroup in the cgroup2 hierarchy.
 pub const CGROUP_PARENT: &str = "agentd";
+/// Runtime state (tmpfs, gone at reboot).
+pub const RUN_DIR: &str = "/run/agentd";
+/// Live sessions' state directories.
+pub const SESSIONS_DIR: &str = "/run/agentd/sessions";
+/// Persistent state.
+pub const STATE_DIR: &str = "/var/lib/agentd";
+/// Per-session data directories ({tmp}, {home}).
+pub const SESSION_DATA_DIR: &str = "/var/lib/agentd/sessions";
+
+/// Creates `dir` (and parents) and makes it root-only (0700).
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    create_dir_mode(dir, 0o700)
+}
+
+/// Creates `dir` (and parents) and sets its mode to `mode`.
+pub fn create_dir_mode(dir: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}

@@ -8,6 +8,8 @@
 
 mod doctor;
 mod policy;
+mod run;
+mod sessions;
 
 use std::{
     ffi::OsString,
@@ -35,6 +37,47 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a session: run PROGRAM confined by the policy, as its own
+    /// unprivileged user. Exit status is the agent's (128+N when killed by
+    /// signal N); 125 setup failed, 126 cannot execute, 127 not found.
+    Run {
+        /// Policy file.
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        /// A label for the session, shown by `agentd ps`.
+        #[arg(long, value_name = "N")]
+        name: Option<String>,
+        /// The workspace ({workspace}); default: the current directory.
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        /// Give the agent its own pty (default: when stdin is a terminal).
+        #[arg(long, overrides_with = "no_tty")]
+        tty: bool,
+        /// Never give the agent a pty.
+        #[arg(long)]
+        no_tty: bool,
+        /// The program and its arguments.
+        #[arg(last = true, required = true, value_name = "PROGRAM [ARG]...")]
+        argv: Vec<OsString>,
+    },
+    /// Kill a session's whole process tree; returns once nothing is left.
+    Kill {
+        /// Session id (from `agentd ps` or `agentd run`).
+        #[arg(required_unless_present = "agent", conflicts_with = "agent")]
+        session: Option<String>,
+        /// Kill every session of this agent instead.
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
+        /// Why (recorded with the kill).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// List live sessions.
+    Ps {
+        /// Print the sessions as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate policies and explain what they grant.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -94,6 +137,32 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     init_tracing();
     match cli.command {
+        Command::Run {
+            policy,
+            name,
+            workspace,
+            tty,
+            no_tty,
+            argv,
+        } => run::run(run::Args {
+            policy,
+            name,
+            workspace,
+            tty: if tty {
+                Some(true)
+            } else if no_tty {
+                Some(false)
+            } else {
+                None
+            },
+            argv,
+        }),
+        Command::Kill {
+            session,
+            agent,
+            reason,
+        } => sessions::kill(session, agent, reason),
+        Command::Ps { json } => sessions::ps(json),
         Command::Policy(PolicyCommand::Check { json, files }) => policy::check(&files, json),
         Command::Policy(PolicyCommand::Explain { json, file }) => policy::explain(&file, json),
         Command::Doctor { json } => doctor::run(json),

@@ -21,7 +21,7 @@ fn today() -> jiff::civil::Date {
 }
 
 /// Reads and checks one file, including host checks of its secret files.
-fn load(path: &Path) -> Result<Checked, std::io::Error> {
+pub(super) fn load(path: &Path) -> Result<Checked, std::io::Error> {
     let bytes = fs::read(path)?;
     let mut checked = policy::check(&bytes, today());
     if let Some(p) = &checked.policy {
@@ -281,6 +281,10 @@ fn render(inv: &Inventory) -> String {
     let mut s = Section::new("audit");
     s.row("file events", &inv.audit.file_events);
     s.list("redact", &inv.audit.redact, "(built-in patterns only)");
+    out.push_str(&s.done());
+
+    let mut s = Section::new("enforcement");
+    s.row("", inv.enforcement);
     let mut text = out;
     text.push_str(s.done().trim_end());
     text.push('\n');

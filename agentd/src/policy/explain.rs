@@ -26,6 +26,8 @@ pub struct Inventory {
     pub environment: EnvSection,
     /// What is recorded.
     pub audit: AuditSection,
+    /// What happens when the host cannot enforce everything.
+    pub enforcement: &'static str,
 }
 
 /// Who the agent is.
@@ -300,6 +302,12 @@ impl Inventory {
                     .iter()
                     .map(|r| r.as_str().to_owned())
                     .collect(),
+            },
+            enforcement: if policy.enforcement.allow_degraded {
+                "degraded mode allowed: on hosts lacking a feature the session starts with what is \
+                 available, and each gap is reported"
+            } else {
+                "fail closed: the session does not start unless every guarantee can be enforced"
             },
         }
     }

@@ -96,6 +96,17 @@ pub struct Policy {
     pub secrets: Vec<Secret>,
     /// `[audit]`.
     pub audit: Audit,
+    /// `[enforcement]`.
+    pub enforcement: Enforcement,
+}
+
+/// `[enforcement]`: what happens when the host cannot enforce everything.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Enforcement {
+    /// Start sessions with partial enforcement (older Landlock ABI, missing
+    /// limit controllers) instead of refusing; each gap is reported. The
+    /// default, false, fails closed.
+    pub allow_degraded: bool,
 }
 
 /// `[agent]`: who the agent is.

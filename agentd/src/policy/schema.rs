@@ -31,6 +31,8 @@ pub(super) struct RawPolicy {
     pub secrets: Option<BTreeMap<Text, Spanned<RawSecret>>>,
     #[serde(default)]
     pub audit: Option<RawAudit>,
+    #[serde(default)]
+    pub enforcement: Option<Spanned<RawEnforcement>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +167,13 @@ pub(super) struct RawEnv {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSecret {
     pub file: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEnforcement {
+    #[serde(default)]
+    pub allow_degraded: Option<bool>,
 }
 
 /// Which file accesses become audit events.

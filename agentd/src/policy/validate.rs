@@ -6,8 +6,8 @@ use jiff::civil::Date;
 use toml::Spanned;
 
 use super::{
-    Agent, Audit, Diagnostic, Env, Exec, Filesystem, Limits, Network, Policy, PolicyDigest, Secret,
-    Syscalls, UserSpec, VERSION,
+    Agent, Audit, Diagnostic, Enforcement, Env, Exec, Filesystem, Limits, Network, Policy,
+    PolicyDigest, Secret, Syscalls, UserSpec, VERSION,
     diagnostic::enclosing_table,
     schema::{Environment, RawPolicy, Trust},
     types::{
@@ -276,6 +276,22 @@ pub(super) fn validate(
     let limits = limits(&mut v, &raw);
     let (env, secrets) = env_and_secrets(&mut v, &raw);
     let audit = audit(&mut v, &raw);
+    let enforcement = Enforcement {
+        allow_degraded: raw
+            .enforcement
+            .as_ref()
+            .and_then(|e| e.get_ref().allow_degraded)
+            .unwrap_or(false),
+    };
+    if let (true, Some(a), Some(e)) = (enforcement.allow_degraded, &agent, &raw.enforcement)
+        && a.environment == Environment::Production
+    {
+        v.warn(
+            e.span(),
+            "production policy allows degraded enforcement",
+            "sessions may start with partial confinement on older hosts; prefer failing closed",
+        );
+    }
 
     if v.diags.iter().any(Diagnostic::is_error) {
         return (None, v.diags);
@@ -295,6 +311,7 @@ pub(super) fn validate(
         env,
         secrets,
         audit,
+        enforcement,
     };
     (Some(policy), v.diags)
 }

@@ -1,0 +1,227 @@
+//! Mounts a session sees in its private mount namespace: the workspace
+//! through an idmapped mount (files the agent creates belong to the caller),
+//! read-only binds over protected paths, and a passwd/group that know the
+//! session's user. Everything is prepared in the parent; the child only
+//! attaches.
+use std::{
+    ffi::CString,
+    fs,
+    os::{
+        fd::{AsFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::{Path, PathBuf},
+};
+
+use super::{SandboxError, sys};
+use crate::policy::{BUILTIN_PROTECT, BUILTIN_PROTECT_GIT, ProtectPath};
+
+/// A path as a C string (paths never contain NUL on Linux).
+pub fn cstring(path: &Path) -> Result<CString, SandboxError> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| SandboxError::Path {
+        path: path.to_path_buf(),
+        why: "contains a NUL byte".into(),
+    })
+}
+
+/// A user namespace whose only mapping is `(inside, outside)` for the UID
+/// and the GID, used to build an idmapped mount.
+fn userns_mapping(uid: (u32, u32), gid: (u32, u32)) -> Result<OwnedFd, SandboxError> {
+    let fail = |step: &str, e: i32| {
+        SandboxError::Workspace(format!("{step}: {}", nix::errno::Errno::from_raw(e)))
+    };
+    let (ready_r, ready_w) = sys::pipe().map_err(|e| fail("pipe", e))?;
+    let (hold_r, hold_w) = sys::pipe().map_err(|e| fail("pipe", e))?;
+    use std::os::fd::AsRawFd as _;
+    let pid = sys::fork_userns_holder(ready_w.as_raw_fd(), hold_r.as_raw_fd(), hold_w.as_raw_fd())
+        .map_err(|e| fail("fork", e))?;
+    drop(ready_w);
+    drop(hold_r);
+    let result = (|| {
+        let mut byte = [0u8; 1];
+        let n = sys::read(ready_r.as_raw_fd(), &mut byte).map_err(|e| fail("read", e))?;
+        if n != 1 || byte[0] != b'1' {
+            return Err(SandboxError::Workspace(
+                "cannot create a user namespace for the idmapped workspace (unshare CLONE_NEWUSER failed)".into(),
+            ));
+        }
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let write = |file: &str, text: String| {
+            fs::write(proc.join(file), text)
+                .map_err(|e| SandboxError::Workspace(format!("write {file}: {e}")))
+        };
+        // "inside outside count". For an idmapped mount, "inside" is the
+        // on-disk ID and "outside" the ID processes see: files the caller
+        // owns on disk appear owned by the agent, and what the agent
+        // creates is stored as the caller's.
+        write("uid_map", format!("{} {} 1\n", uid.0, uid.1))?;
+        write("gid_map", format!("{} {} 1\n", gid.0, gid.1))?;
+        let ns = fs::File::open(proc.join("ns/user"))
+            .map_err(|e| SandboxError::Workspace(format!("open ns/user: {e}")))?;
+        Ok(OwnedFd::from(ns))
+    })();
+    drop(hold_w);
+    sys::reap(pid);
+    result
+}
+
+/// A detached, idmapped, nosuid/nodev copy of the workspace mount, in which
+/// the agent's `uid`/`gid` own what the caller owns on disk.
+pub fn idmapped_workspace(
+    workspace: &Path,
+    agent: (u32, u32),
+    caller: (u32, u32),
+) -> Result<OwnedFd, SandboxError> {
+    let ns = userns_mapping((caller.0, agent.0), (caller.1, agent.1))?;
+    let path = cstring(workspace)?;
+    let tree = sys::open_tree_clone(&path).map_err(|e| {
+        SandboxError::Workspace(format!(
+            "open_tree {}: {}",
+            workspace.display(),
+            nix::errno::Errno::from_raw(e)
+        ))
+    })?;
+    sys::set_idmap(tree.as_fd(), ns.as_fd()).map_err(|e| {
+        let errno = nix::errno::Errno::from_raw(e);
+        if e == libc::EINVAL || e == libc::EOPNOTSUPP {
+            SandboxError::Workspace(format!(
+                "the filesystem of {} does not support idmapped mounts (mount_setattr: {errno}); \
+                 use a workspace on ext4, xfs, btrfs or tmpfs (Linux >= 6.3)",
+                workspace.display()
+            ))
+        } else {
+            SandboxError::Workspace(format!("mount_setattr {}: {errno}", workspace.display()))
+        }
+    })?;
+    Ok(tree)
+}
+
+/// What to do to one path in the child's mount namespace.
+#[derive(Debug)]
+pub struct Bind {
+    /// Bind source.
+    pub source: CString,
+    /// Where.
+    pub target: CString,
+    /// Remount read-only after binding.
+    pub read_only: bool,
+}
+
+/// The protected paths that exist under the writable `roots` at session
+/// start, as binds: each protected path read-only, and each directory
+/// between the root and it pinned (bound onto itself) so that it cannot be
+/// renamed away and replaced.
+pub fn protect_binds(roots: &[PathBuf], extra: &[ProtectPath]) -> Result<Vec<Bind>, SandboxError> {
+    let mut targets: Vec<PathBuf> = Vec::new();
+    for root in roots {
+        let names = BUILTIN_PROTECT
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(extra.iter().filter_map(|p| match p {
+                ProtectPath::AtEachRoot(name) => Some(name.clone()),
+                ProtectPath::Exact(_) => None,
+            }));
+        for name in names {
+            targets.push(root.join(name));
+        }
+        for repo in git_repositories(root) {
+            for name in BUILTIN_PROTECT_GIT {
+                targets.push(repo.join(name));
+            }
+        }
+    }
+    let mut pins: Vec<PathBuf> = Vec::new();
+    let mut protected: Vec<PathBuf> = Vec::new();
+    for target in targets {
+        // Only what exists can be bound over; symlinks are not followed.
+        let Ok(meta) = fs::symlink_metadata(&target) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let Some(root) = roots.iter().find(|r| target.starts_with(r)) else {
+            continue;
+        };
+        let mut dir = target.parent();
+        while let Some(d) = dir.filter(|d| *d != root.as_path() && d.starts_with(root)) {
+            if !pins.iter().any(|p| p == d) {
+                pins.push(d.to_path_buf());
+            }
+            dir = d.parent();
+        }
+        if !protected.contains(&target) {
+            protected.push(target);
+        }
+    }
+    // Pins first, outermost first; then the read-only binds inside them.
+    pins.sort_by_key(|p| p.components().count());
+    protected.sort_by_key(|p| p.components().count());
+    pins.iter()
+        .map(|p| (p, false))
+        .chain(protected.iter().map(|p| (p, true)))
+        .map(|(p, read_only)| {
+            let c = cstring(p)?;
+            Ok(Bind {
+                source: c.clone(),
+                target: c,
+                read_only,
+            })
+        })
+        .collect()
+}
+
+/// Git repositories directly at `root` or one level below it (a workspace
+/// holding several checkouts), found by their `.git` directory.
+fn git_repositories(root: &Path) -> Vec<PathBuf> {
+    let mut repos = Vec::new();
+    if root.join(".git").is_dir() {
+        repos.push(root.to_path_buf());
+    }
+    if let Ok(dir) = fs::read_dir(root) {
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && path.join(".git").is_dir() {
+                repos.push(path);
+            }
+        }
+    }
+    repos
+}
+
+/// `/etc/passwd` and `/etc/group` as the host has them plus the session's
+/// dynamic user, written to `dir`; returns (passwd, group) paths.
+pub fn identity_files(
+    dir: &Path,
+    name: &str,
+    uid: u32,
+    gid: u32,
+    home: &Path,
+) -> Result<(PathBuf, PathBuf), SandboxError> {
+    let io = |what: &str, e: std::io::Error| SandboxError::Path {
+        path: dir.join(what),
+        why: e.to_string(),
+    };
+    let mut passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    if !passwd.is_empty() && !passwd.ends_with('\n') {
+        passwd.push('\n');
+    }
+    passwd.push_str(&format!(
+        "{name}:x:{uid}:{gid}:agentd session user:{}:/bin/sh\n",
+        home.display()
+    ));
+    let mut group = fs::read_to_string("/etc/group").unwrap_or_default();
+    if !group.is_empty() && !group.ends_with('\n') {
+        group.push('\n');
+    }
+    group.push_str(&format!("{name}:x:{gid}:\n"));
+    let p = dir.join("passwd");
+    let g = dir.join("group");
+    fs::write(&p, passwd).map_err(|e| io("passwd", e))?;
+    fs::write(&g, group).map_err(|e| io("group", e))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    for f in [&p, &g] {
+        fs::set_permissions(f, fs::Permissions::from_mode(0o644)).map_err(|e| io("passwd", e))?;
+    }
+    Ok((p, g))
+}

@@ -1,0 +1,403 @@
+//! Raw syscalls of the sandbox. Everything the child runs between fork and
+//! exec is here: plain syscalls on data the parent prepared, no allocation,
+//! no locks, no logging. Each returns the errno on failure; the caller
+//! reports it with the step that failed.
+#![expect(
+    unsafe_code,
+    reason = "raw syscalls between fork and exec, and mount API calls without libc wrappers"
+)]
+
+use std::{
+    ffi::CStr,
+    io,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+};
+
+/// errno of the last failed call.
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn check(ret: libc::c_long) -> Result<libc::c_long, i32> {
+    if ret < 0 { Err(errno()) } else { Ok(ret) }
+}
+
+fn check_int(ret: libc::c_int) -> Result<libc::c_int, i32> {
+    if ret < 0 { Err(errno()) } else { Ok(ret) }
+}
+
+/// `write(2)` all of `bytes`, retrying on EINTR.
+pub fn write_all(fd: RawFd, mut bytes: &[u8]) -> Result<(), i32> {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a valid, initialised slice for its length.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        let n = usize::try_from(n).map_err(|_| libc::EIO)?;
+        bytes = bytes.get(n..).ok_or(libc::EIO)?;
+    }
+    Ok(())
+}
+
+/// `read(2)` into `buf`, retrying on EINTR; returns the byte count.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, i32> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        return usize::try_from(n).map_err(|_| libc::EIO);
+    }
+}
+
+/// `close(2)`.
+pub fn close(fd: RawFd) {
+    // SAFETY: closing a descriptor number has no memory effects; the caller
+    // owns `fd` in this process.
+    unsafe { libc::close(fd) };
+}
+
+/// `_exit(2)`: leaves the forked child without running any destructor.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// `setsid(2)`.
+pub fn setsid() -> Result<(), i32> {
+    // SAFETY: no arguments.
+    check_int(unsafe { libc::setsid() }).map(drop)
+}
+
+/// Makes `fd` (a terminal) the controlling terminal (`TIOCSCTTY`).
+pub fn set_controlling_tty(fd: RawFd) -> Result<(), i32> {
+    // SAFETY: TIOCSCTTY takes an integer argument, no pointer.
+    check_int(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
+}
+
+/// `unshare(2)`.
+pub fn unshare(flags: libc::c_int) -> Result<(), i32> {
+    // SAFETY: flags only.
+    check_int(unsafe { libc::unshare(flags) }).map(drop)
+}
+
+/// `mount(2)` with optional source, filesystem type and data.
+pub fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+) -> Result<(), i32> {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    // SAFETY: every pointer is NULL or a NUL-terminated string that outlives
+    // the call; data is NULL.
+    check_int(unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            std::ptr::null(),
+        )
+    })
+    .map(drop)
+}
+
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
+
+/// `move_mount(2)`: attaches the detached mount `from` at `target`.
+pub fn move_mount(from: RawFd, target: &CStr) -> Result<(), i32> {
+    // SAFETY: both paths are NUL-terminated strings living across the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
+/// `chdir(2)`.
+pub fn chdir(path: &CStr) -> Result<(), i32> {
+    // SAFETY: NUL-terminated path.
+    check_int(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
+}
+
+/// `setrlimit(2)` with soft = hard = `value`.
+pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> Result<(), i32> {
+    let limit = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: `limit` is a valid rlimit for the duration of the call.
+    check_int(unsafe { libc::setrlimit(resource, &limit) }).map(drop)
+}
+
+/// `prctl(2)` with integer arguments.
+pub fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> Result<(), i32> {
+    // SAFETY: every option used here takes integers, not pointers.
+    check_int(unsafe { libc::prctl(option, arg2, 0, 0, 0) }).map(drop)
+}
+
+/// Clears the ambient capability set.
+pub fn clear_ambient_caps() -> Result<(), i32> {
+    // SAFETY: integer arguments only.
+    check_int(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// The highest capability number the kernel knows.
+pub fn last_cap() -> libc::c_ulong {
+    // CAP_LAST_CAP is 40 on Linux 6.x; probing with PR_CAPBSET_READ finds
+    // the kernel's own value.
+    let mut cap: libc::c_ulong = 0;
+    // SAFETY: PR_CAPBSET_READ takes an integer and returns 0/1 or EINVAL.
+    while unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap + 1, 0, 0, 0) } >= 0 {
+        cap += 1;
+        if cap > 63 {
+            break;
+        }
+    }
+    cap
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Empties the effective, permitted and inheritable sets of this thread.
+pub fn clear_caps() -> Result<(), i32> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and two data structs are the v3 ABI's layout and live
+    // across the call.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }).map(drop)
+}
+
+/// `setgroups(0, NULL)`, `setresgid`, `setresuid`.
+pub fn set_identity(uid: libc::uid_t, gid: libc::gid_t) -> Result<(), i32> {
+    // SAFETY: a zero-length group list with a NULL pointer is valid.
+    check_int(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    // SAFETY: integer arguments.
+    check_int(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: integer arguments.
+    check_int(unsafe { libc::setresuid(uid, uid, uid) })?;
+    Ok(())
+}
+
+/// `landlock_restrict_self(ruleset, 0)`.
+pub fn landlock_restrict_self(ruleset: RawFd) -> Result<(), i32> {
+    // SAFETY: integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) }).map(drop)
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, 0, prog)`.
+pub fn seccomp_set_filter(prog: &libc::sock_fprog) -> Result<(), i32> {
+    // SAFETY: `prog` points at a filter array the parent built, alive for
+    // the whole child (it lives in memory copied by fork).
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0u32,
+            std::ptr::from_ref(prog),
+        )
+    })
+    .map(drop)
+}
+
+/// Unblocks every signal (the supervisor blocks some for its own handling).
+pub fn unblock_all_signals() -> Result<(), i32> {
+    // SAFETY: `set` is initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        check_int(libc::pthread_sigmask(
+            libc::SIG_SETMASK,
+            &set,
+            std::ptr::null_mut(),
+        ))
+        .map(drop)
+    }
+}
+
+// ---- parent side: idmapped mounts ----
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
+const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// A detached copy of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`).
+pub fn open_tree_clone(path: &CStr) -> Result<OwnedFd, i32> {
+    // SAFETY: NUL-terminated path; the returned fd is owned by us.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+        )
+    })?;
+    let fd = RawFd::try_from(fd).map_err(|_| libc::EBADF)?;
+    // SAFETY: the kernel just returned this new descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes the detached mount `tree` idmapped through `userns`, nosuid and
+/// nodev (`mount_setattr(2)`).
+pub fn set_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), i32> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: u64::try_from(userns.as_raw_fd()).map_err(|_| libc::EBADF)?,
+    };
+    // SAFETY: `attr` is the kernel's mount_attr layout (size 32) and lives
+    // across the call; the path is empty with AT_EMPTY_PATH.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            std::ptr::from_ref(&attr),
+            size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// Forks a process into a new user namespace and returns its pid, after it
+/// signalled readiness on `ready`. It waits until `hold` reaches EOF.
+pub fn fork_userns_holder(
+    ready: RawFd,
+    hold_read: RawFd,
+    hold_write: RawFd,
+) -> Result<libc::pid_t, i32> {
+    // SAFETY: the child only calls async-signal-safe functions (unshare,
+    // write, read, close, _exit) on descriptors it inherited.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(errno());
+    }
+    if pid == 0 {
+        close(hold_write);
+        let ok = unshare(libc::CLONE_NEWUSER).is_ok();
+        let _ = write_all(ready, if ok { b"1" } else { b"0" });
+        close(ready);
+        let mut buf = [0u8; 1];
+        let _ = read(hold_read, &mut buf);
+        exit_now(0);
+    }
+    Ok(pid)
+}
+
+/// `waitpid(pid, 0)`, ignoring the status.
+pub fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+/// Creates a pipe with O_CLOEXEC; returns (read, write).
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), i32> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    check_int(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two new descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Forks the session watchdog. The child leaves the caller's session,
+/// blocks on `hold_read` and, if it reaches EOF (the supervisor died without
+/// saying goodbye), execs `/proc/self/exe` with `argv` (`agentd kill …`).
+/// A byte on the pipe means the session ended normally: it just exits.
+/// `argv` and `envp` are NULL-terminated arrays of pointers into C strings
+/// the caller keeps alive across the fork.
+pub fn fork_watchdog(
+    hold_read: RawFd,
+    hold_write: RawFd,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> Result<libc::pid_t, i32> {
+    if argv.last().is_none_or(|p| !p.is_null()) || envp.last().is_none_or(|p| !p.is_null()) {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: the child calls only async-signal-safe functions (close,
+    // setsid, read, execve, _exit) on memory that fork copied.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(errno());
+    }
+    if pid == 0 {
+        close(hold_write);
+        let _ = setsid();
+        let mut byte = [0u8; 1];
+        if matches!(read(hold_read, &mut byte), Ok(1)) {
+            exit_now(0);
+        }
+        // SAFETY: NULL-terminated argv/envp of valid C strings (checked above).
+        unsafe { libc::execve(c"/proc/self/exe".as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        exit_now(127);
+    }
+    Ok(pid)
+}
+
+/// `kill(2)`.
+pub fn kill(pid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: integer arguments.
+    unsafe { libc::kill(pid, signal) };
+}

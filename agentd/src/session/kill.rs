@@ -1,0 +1,104 @@
+//! Ending sessions by force: `agentd kill`, TTLs, and orphaned sessions
+//! whose supervisor died.
+use std::{
+    fs,
+    time::{Duration, Instant},
+};
+
+use super::{
+    SessionError,
+    id::SessionId,
+    state::{self, KillRecord, SessionState},
+};
+use crate::cgroup::SessionCgroups;
+
+/// How long a kill waits for the last process to go.
+pub const KILL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What a kill did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KillReport {
+    /// Processes that were in the session when it was killed.
+    pub processes: usize,
+    /// From the request to the moment no process was left.
+    pub elapsed: Duration,
+}
+
+/// Kills every process of session `id` and returns once none is left. The
+/// first recorded reason is kept; a session is never resumed. When no
+/// supervisor is alive to clean up, this cleans up too.
+pub fn kill_session(id: &SessionId, record: &KillRecord) -> Result<KillReport, SessionError> {
+    let start = Instant::now();
+    let st = SessionState::load(id).map_err(|_| SessionError::UnknownSession(id.clone()))?;
+    let _ = state::mark_killed(id, record);
+    let cgroups = SessionCgroups::open(st.cgroup.clone(), st.v1_cgroups.clone());
+    let processes = if st.cgroup.exists() {
+        cgroups
+            .kill_all(KILL_DEADLINE)
+            .map_err(|e| SessionError::Kill(id.clone(), e.to_string()))?
+    } else {
+        0
+    };
+    let elapsed = start.elapsed();
+    if !st.supervisor_alive() {
+        cleanup(&st, &cgroups);
+    }
+    Ok(KillReport { processes, elapsed })
+}
+
+/// Removes everything a session left: cgroups, data and state directories.
+pub fn cleanup(st: &SessionState, cgroups: &SessionCgroups) {
+    let _ = cgroups.remove();
+    let _ = fs::remove_dir_all(&st.data_dir);
+    let _ = fs::remove_dir_all(state::dir(&st.id));
+}
+
+/// A session found without a living supervisor, and what was done.
+#[derive(Debug)]
+pub struct Orphan {
+    /// The session.
+    pub id: SessionId,
+    /// Its agent.
+    pub agent: String,
+    /// The kill, if processes were left.
+    pub report: Option<KillReport>,
+}
+
+/// Kills and removes every session whose supervisor is gone. Run by every
+/// agentd command that touches sessions, so that none lives on unsupervised
+/// for longer than it takes to run one.
+pub fn sweep_orphans() -> Vec<Orphan> {
+    let mut swept = Vec::new();
+    for entry in state::list() {
+        match entry {
+            Ok(st) if !st.supervisor_alive() => {
+                let record = KillRecord {
+                    reason: "killed".into(),
+                    text: Some("its supervisor died (orphaned session)".into()),
+                    by_uid: nix::unistd::getuid().as_raw(),
+                };
+                let report = kill_session(&st.id, &record).ok();
+                swept.push(Orphan {
+                    id: st.id.clone(),
+                    agent: st.agent.clone(),
+                    report,
+                });
+            }
+            Ok(_) => {}
+            Err(id) => {
+                // A directory without state: a session being created right
+                // now, or debris from a crash before its state was written.
+                let dir = state::dir(&id);
+                let old = fs::metadata(&dir)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(30));
+                if old {
+                    let _ = fs::remove_dir_all(&dir);
+                }
+            }
+        }
+    }
+    swept
+}
