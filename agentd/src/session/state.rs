@@ -94,9 +94,11 @@ impl SessionState {
         serde_json::from_slice(&bytes).map_err(std::io::Error::other)
     }
 
-    /// Whether the supervisor recorded here is still running.
+    /// Whether the supervisor recorded here is still running (a zombie,
+    /// whose descriptors are already closed, counts as dead).
     pub fn supervisor_alive(&self) -> bool {
-        process_start_time(self.supervisor_pid) == Some(self.supervisor_start)
+        matches!(process_stat(self.supervisor_pid), Some((state, start))
+            if start == self.supervisor_start && state != 'Z' && state != 'X')
     }
 }
 
@@ -134,8 +136,15 @@ pub fn list() -> Vec<Result<SessionState, SessionId>> {
 
 /// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks.
 pub fn process_start_time(pid: u32) -> Option<u64> {
+    process_stat(pid).map(|(_, start)| start)
+}
+
+/// Fields 3 (state) and 22 (start time) of `/proc/<pid>/stat`.
+fn process_stat(pid: u32) -> Option<(char, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command may contain spaces and ')': parse after the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
 }

@@ -1,13 +1,9 @@
-//! A tiny helper that the integration tests run to attempt one action from a
-//! chosen cgroup and network namespace, and report the outcome on stdout as
-//! `ok` or `errno <NAME>`.
+//! A helper the integration tests run — inside sessions, or inside cgroups
+//! and network namespaces they create — to attempt one action and report
+//! the outcome on stdout: `ok`, or `errno <NAME>`, plus `key=value` lines
+//! for actions that report data.
 //!
 //! Usage: `agentd-probe [--netns NAME] [--cgroup DIR] ACTION [ARGS]`
-//!
-//! Actions:
-//! - `connect-local v4|v6`: listen on the loopback, then (after joining the
-//!   cgroup) connect to it.
-//! - `connect ADDR PORT`: TCP connect.
 #![expect(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -15,11 +11,16 @@
 )]
 
 use std::{
-    fs::File,
+    ffi::CString,
+    fs::{self, File},
+    io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    os::unix::fs::{PermissionsExt as _, symlink},
     process::ExitCode,
+    time::Duration,
 };
 
+use caps::CapSet;
 use nix::{errno::Errno, sched::CloneFlags};
 
 fn report(result: Result<(), Errno>) -> ExitCode {
@@ -35,13 +36,18 @@ fn report(result: Result<(), Errno>) -> ExitCode {
     }
 }
 
-fn io_errno(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+fn io(r: std::io::Result<impl Sized>) -> Result<(), Errno> {
+    r.map(drop)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+}
+
+fn ret(r: libc::c_long) -> Result<(), Errno> {
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
 fn join_cgroup(cgroup: Option<&str>) -> Result<(), String> {
     if let Some(dir) = cgroup {
-        std::fs::write(
+        fs::write(
             format!("{dir}/cgroup.procs"),
             std::process::id().to_string(),
         )
@@ -50,8 +56,289 @@ fn join_cgroup(cgroup: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-fn connect(addr: SocketAddr) -> Result<(), Errno> {
-    TcpStream::connect(addr).map(drop).map_err(|e| io_errno(&e))
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("agentd-probe: {msg}");
+    ExitCode::from(2)
+}
+
+fn identity() -> ExitCode {
+    let caps = |set| caps::read(None, set).map(|c| c.len()).unwrap_or(usize::MAX);
+    // SAFETY: PR_GET_NO_NEW_PRIVS takes no pointer arguments.
+    let nnp = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
+    let (r, e, s) = nix::unistd::getresuid()
+        .map(|u| (u.real.as_raw(), u.effective.as_raw(), u.saved.as_raw()))
+        .unwrap_or((u32::MAX, u32::MAX, u32::MAX));
+    let groups: Vec<String> = nix::unistd::getgroups()
+        .unwrap_or_default()
+        .iter()
+        .map(|g| g.as_raw().to_string())
+        .collect();
+    println!("uid={r} euid={e} suid={s}");
+    println!(
+        "gid={} egid={}",
+        nix::unistd::getgid(),
+        nix::unistd::getegid()
+    );
+    println!("groups={}", groups.join(","));
+    println!(
+        "caps_effective={} caps_permitted={} caps_inheritable={} caps_bounding={} caps_ambient={}",
+        caps(CapSet::Effective),
+        caps(CapSet::Permitted),
+        caps(CapSet::Inheritable),
+        caps(CapSet::Bounding),
+        caps(CapSet::Ambient)
+    );
+    println!("no_new_privs={nnp}");
+    println!(
+        "cwd={}",
+        std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    ExitCode::SUCCESS
+}
+
+fn sleep_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// fork(2) without exec; the child runs `child` and then exits.
+fn fork_then(child: impl FnOnce()) -> Result<libc::pid_t, Errno> {
+    // SAFETY: the probe is single-threaded; the child only runs `child`.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(Errno::last()),
+        0 => {
+            child();
+            // SAFETY: leaving the child without running the parent's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        p => Ok(p),
+    }
+}
+
+fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
+    if let Err(e) = join_cgroup(cgroup) {
+        return usage(&e);
+    }
+    match action {
+        ["identity"] => identity(),
+        ["env"] => {
+            for (k, v) in std::env::vars_os() {
+                println!("{}={}", k.to_string_lossy(), v.to_string_lossy());
+            }
+            ExitCode::SUCCESS
+        }
+        ["read", path] => report(io(File::open(path).and_then(|mut f| {
+            let mut s = Vec::new();
+            f.read_to_end(&mut s)
+        }))),
+        ["write", path] => report(io(fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(b"probe\n")))),
+        ["truncate", path] => report(io(fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path))),
+        ["mkdir", path] => report(io(fs::create_dir(path))),
+        ["symlink", target, link] => report(io(symlink(target, link))),
+        ["hardlink", src, dst] => report(io(fs::hard_link(src, dst))),
+        ["rename", src, dst] => report(io(fs::rename(src, dst))),
+        ["unlink", path] => report(io(fs::remove_file(path))),
+        ["chmod", path, mode] => {
+            let Ok(mode) = u32::from_str_radix(mode, 8) else {
+                return usage("bad mode");
+            };
+            report(io(fs::set_permissions(
+                path,
+                fs::Permissions::from_mode(mode),
+            )))
+        }
+        ["exec", path, args @ ..] => {
+            let Ok(p) = CString::new(*path) else {
+                return usage("bad path");
+            };
+            let mut argv: Vec<CString> = vec![p.clone()];
+            argv.extend(args.iter().filter_map(|a| CString::new(*a).ok()));
+            let err = nix::unistd::execv(&p, &argv)
+                .err()
+                .unwrap_or(Errno::UnknownErrno);
+            report(Err(err))
+        }
+        ["ptrace-sibling"] => {
+            let child = match fork_then(|| {
+                sleep_forever();
+            }) {
+                Ok(p) => p,
+                Err(e) => return report(Err(e)),
+            };
+            // SAFETY: PTRACE_ATTACH takes a pid and ignores the pointers.
+            let r = unsafe { libc::ptrace(libc::PTRACE_ATTACH, child, 0, 0) };
+            let result = ret(r);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            report(result)
+        }
+        ["unshare", what] => {
+            let flags = match *what {
+                "user" => CloneFlags::CLONE_NEWUSER,
+                "net" => CloneFlags::CLONE_NEWNET,
+                "mount" => CloneFlags::CLONE_NEWNS,
+                "pid" => CloneFlags::CLONE_NEWPID,
+                _ => return usage("unshare user|net|mount|pid"),
+            };
+            report(nix::sched::unshare(flags))
+        }
+        ["clone-newuser"] => {
+            // SAFETY: raw clone with SIGCHLD and CLONE_NEWUSER, no stack: the
+            // child returns 0 here and exits at once.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    libc::SIGCHLD | libc::CLONE_NEWUSER,
+                    0,
+                    0,
+                    0,
+                    0,
+                )
+            };
+            if r == 0 {
+                // SAFETY: leaving the child immediately.
+                unsafe { libc::_exit(0) };
+            }
+            report(ret(r))
+        }
+        ["mount"] => report(nix::mount::mount(
+            Some("none"),
+            "/tmp",
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )),
+        ["bpf"] => {
+            // SAFETY: BPF_PROG_LOAD with a NULL attr; the kernel (or seccomp)
+            // rejects it before reading memory.
+            report(ret(unsafe { libc::syscall(libc::SYS_bpf, 5, 0, 0) }))
+        }
+        ["io_uring_setup"] => {
+            let mut params = [0u8; 120];
+            // SAFETY: `params` is a zeroed io_uring_params-sized buffer.
+            report(ret(unsafe {
+                libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr())
+            }))
+        }
+        ["keyctl"] => {
+            // SAFETY: KEYCTL_GET_KEYRING_ID (0) of the session keyring; integers only.
+            report(ret(unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 0) }))
+        }
+        ["perf_event_open"] => {
+            let mut attr = [0u8; 128];
+            // SAFETY: a zeroed perf_event_attr buffer.
+            report(ret(unsafe {
+                libc::syscall(libc::SYS_perf_event_open, attr.as_mut_ptr(), 0, -1, -1, 0)
+            }))
+        }
+        ["tiocsti"] => {
+            let c: u8 = b'x';
+            // SAFETY: TIOCSTI reads one byte from the pointer.
+            report(ret(unsafe { libc::ioctl(0, libc::TIOCSTI, &c) }.into()))
+        }
+        ["tiocsti-high-bits"] => {
+            let c: u8 = b'x';
+            let cmd = 0x1_0000_0000u64 | u64::from(libc::TIOCSTI as u32);
+            // SAFETY: as above; the upper bits are ignored by the kernel.
+            report(ret(unsafe { libc::syscall(libc::SYS_ioctl, 0, cmd, &c) }))
+        }
+        ["x32"] => {
+            // getpid through the x32 ABI: the filter kills the process.
+            // SAFETY: getpid takes no arguments.
+            let r = unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) };
+            report(ret(r))
+        }
+        ["personality", value] => {
+            let Ok(v) = u64::from_str_radix(value.trim_start_matches("0x"), 16) else {
+                return usage("personality HEX");
+            };
+            // SAFETY: integer argument.
+            report(ret(unsafe { libc::syscall(libc::SYS_personality, v) }))
+        }
+        ["fork-bomb", n] => {
+            let n: u32 = n.parse().unwrap_or(0);
+            let mut made = 0;
+            let mut failure = None;
+            for _ in 0..n {
+                match fork_then(|| {
+                    sleep_forever();
+                }) {
+                    Ok(_) => made += 1,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            println!("forked={made}");
+            report(failure.map_or(Ok(()), Err))
+        }
+        ["alloc", mb] => {
+            let mb: usize = mb.parse().unwrap_or(0);
+            let mut v: Vec<u8> = Vec::with_capacity(mb << 20);
+            for i in 0..(mb << 20) {
+                if i % 4096 == 0 {
+                    v.push(1);
+                } else {
+                    v.push(0);
+                }
+            }
+            println!("touched={}", v.len() >> 20);
+            report(Ok(()))
+        }
+        ["daemonize", pidfile] => {
+            let pidfile = (*pidfile).to_owned();
+            let r = fork_then(move || {
+                let _ = nix::unistd::setsid();
+                let _ = fork_then(move || {
+                    let _ = fs::write(&pidfile, std::process::id().to_string());
+                    sleep_forever();
+                });
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            report(r.map(drop))
+        }
+        ["spawn-tree", n] => {
+            let n: u32 = n.parse().unwrap_or(0);
+            for _ in 0..n {
+                if let Err(e) = fork_then(|| {
+                    sleep_forever();
+                }) {
+                    return report(Err(e));
+                }
+            }
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            sleep_forever()
+        }
+        ["sleep", secs] => {
+            std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(1)));
+            report(Ok(()))
+        }
+        ["connect", addr, port] => {
+            let (Ok(a), Ok(p)) = (addr.parse::<IpAddr>(), port.parse::<u16>()) else {
+                return usage("connect ADDR PORT");
+            };
+            report(io(TcpStream::connect_timeout(
+                &SocketAddr::new(a, p),
+                Duration::from_secs(2),
+            )))
+        }
+        other => usage(&format!("unknown action {other:?}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -61,17 +348,13 @@ fn main() -> ExitCode {
     while args.first().is_some_and(|a| a.starts_with("--")) {
         let flag = args.remove(0);
         if args.is_empty() {
-            eprintln!("{flag} needs a value");
-            return ExitCode::from(2);
+            return usage(&format!("{flag} needs a value"));
         }
         let value = args.remove(0);
         match flag.as_str() {
             "--netns" => netns = Some(value),
             "--cgroup" => cgroup = Some(value),
-            _ => {
-                eprintln!("unknown flag {flag}");
-                return ExitCode::from(2);
-            }
+            _ => return usage(&format!("unknown flag {flag}")),
         }
     }
     if let Some(name) = &netns {
@@ -81,49 +364,26 @@ fn main() -> ExitCode {
                 nix::sched::setns(f, CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())
             });
         if let Err(e) = entered {
-            eprintln!("cannot enter netns {name}: {e}");
-            return ExitCode::from(2);
+            return usage(&format!("cannot enter netns {name}: {e}"));
         }
     }
     let action: Vec<&str> = args.iter().map(String::as_str).collect();
-    match action.as_slice() {
-        ["connect-local", family] => {
-            let ip: IpAddr = if *family == "v6" {
-                Ipv6Addr::LOCALHOST.into()
-            } else {
-                Ipv4Addr::LOCALHOST.into()
-            };
-            let listener =
-                match TcpListener::bind((ip, 0)).and_then(|l| l.local_addr().map(|a| (l, a))) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        eprintln!("cannot listen on {ip}: {e}");
-                        return ExitCode::from(2);
-                    }
-                };
-            if let Err(e) = join_cgroup(cgroup.as_deref()) {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-            report(connect(listener.1))
+    if let ["connect-local", family] = action.as_slice() {
+        // Listen first (outside the cgroup), then join it and connect.
+        let ip: IpAddr = if *family == "v6" {
+            Ipv6Addr::LOCALHOST.into()
+        } else {
+            Ipv4Addr::LOCALHOST.into()
+        };
+        let listener = match TcpListener::bind((ip, 0)).and_then(|l| l.local_addr().map(|a| (l, a)))
+        {
+            Ok(l) => l,
+            Err(e) => return usage(&format!("cannot listen on {ip}: {e}")),
+        };
+        if let Err(e) = join_cgroup(cgroup.as_deref()) {
+            return usage(&e);
         }
-        ["connect", addr, port] => {
-            let target = match (addr.parse::<IpAddr>(), port.parse::<u16>()) {
-                (Ok(a), Ok(p)) => SocketAddr::new(a, p),
-                _ => {
-                    eprintln!("bad address {addr} {port}");
-                    return ExitCode::from(2);
-                }
-            };
-            if let Err(e) = join_cgroup(cgroup.as_deref()) {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-            report(connect(target))
-        }
-        other => {
-            eprintln!("unknown action {other:?}");
-            ExitCode::from(2)
-        }
+        return report(io(TcpStream::connect(listener.1)));
     }
+    run(&action, cgroup.as_deref())
 }
