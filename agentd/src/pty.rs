@@ -26,6 +26,14 @@ pub struct Pty {
 pub fn open(like: BorrowedFd<'_>) -> io::Result<Pty> {
     let size = sys::window_size(like.as_raw_fd());
     let pair = nix::pty::openpty(size.as_ref(), None).map_err(io::Error::from)?;
+    // Close-on-exec: the agent gets the slave as stdio only.
+    for fd in [&pair.master, &pair.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(io::Error::from)?;
+    }
     let slave_path = nix::unistd::ttyname(&pair.slave).map_err(io::Error::from)?;
     Ok(Pty {
         master: pair.master,

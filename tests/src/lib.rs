@@ -163,3 +163,205 @@ pub fn probe(probe_bin: &str, args: &[&str]) -> ProbeResult {
         ),
     }
 }
+
+/// The binaries a session test runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Bins {
+    /// agentd itself.
+    pub agentd: &'static str,
+    /// The probe run inside sessions.
+    pub probe: &'static str,
+}
+
+impl Bins {
+    /// The directory holding the probe (granted read and execute by test
+    /// policies).
+    pub fn probe_dir(&self) -> PathBuf {
+        Path::new(self.probe)
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+    }
+}
+
+/// A policy granting what the probe needs, plus `extra` TOML appended
+/// (tables other than [agent] and [filesystem] may be added there).
+pub fn test_policy(bins: &Bins, filesystem_extra: &str, extra: &str) -> String {
+    let probe_dir = bins.probe_dir().display().to_string();
+    format!(
+        r#"version = 1
+
+[agent]
+name = "escape-test"
+owner = "agentd-tests"
+
+[filesystem]
+read = ["/usr", "/lib", "/lib64", "/etc/ld.so.cache", "{probe_dir}"]
+read_write = ["{{workspace}}", "{{tmp}}"]
+execute = ["{probe_dir}", "/usr/bin", "/bin", "/usr/lib", "/lib", "/lib64"]
+{filesystem_extra}
+
+{extra}
+"#
+    )
+}
+
+/// A finished `agentd run`.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit status (-1 when killed by a signal itself).
+    pub status: i32,
+    /// The agent's stdout.
+    pub stdout: String,
+    /// agentd's and the agent's stderr.
+    pub stderr: String,
+}
+
+impl Finished {
+    /// The session id from agentd's first stderr line.
+    pub fn session_id(&self) -> Option<String> {
+        session_id_from(&self.stderr)
+    }
+
+    /// The probe's one-line verdict: `Ok`, or the errno name.
+    pub fn verdict(&self) -> ProbeResult {
+        let line = self.stdout.lines().last().unwrap_or("").trim();
+        match line.split_once(' ') {
+            None if line == "ok" => Ok(()),
+            Some(("errno", name)) => Err(name.to_owned()),
+            _ => panic!(
+                "probe printed {:?} (status {}), stderr: {}",
+                self.stdout, self.status, self.stderr
+            ),
+        }
+    }
+
+    /// The value of a `key=value` the probe printed.
+    pub fn value(&self, key: &str) -> Option<String> {
+        self.stdout
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_owned))
+    }
+}
+
+/// Parses `agentd: session <id> (agent <name>)`.
+pub fn session_id_from(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("agentd: session "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+}
+
+/// A policy file and a workspace for one test, removed on drop.
+#[derive(Debug)]
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// A fresh directory holding `policy.toml` and `workspace/`.
+    pub fn new(policy: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("agentd-test-")
+            .tempdir_in("/tmp")
+            .unwrap_or_else(|e| panic!("tempdir: {e}"));
+        std::fs::write(dir.path().join("policy.toml"), policy)
+            .unwrap_or_else(|e| panic!("write policy: {e}"));
+        std::fs::create_dir(dir.path().join("workspace")).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        Self { dir }
+    }
+
+    /// The policy file.
+    pub fn policy(&self) -> PathBuf {
+        self.dir.path().join("policy.toml")
+    }
+
+    /// The workspace.
+    pub fn workspace(&self) -> PathBuf {
+        self.dir.path().join("workspace")
+    }
+
+    /// A command `agentd run --policy … --workspace … --no-tty -- args…`.
+    pub fn command(&self, bins: &Bins, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bins.agentd);
+        cmd.arg("run")
+            .arg("--policy")
+            .arg(self.policy())
+            .arg("--workspace")
+            .arg(self.workspace())
+            .arg("--no-tty")
+            .arg("--")
+            .args(args)
+            .env("AGENTD_LOG", "warn");
+        cmd
+    }
+
+    /// Runs a session to its end.
+    pub fn run(&self, bins: &Bins, args: &[&str]) -> Finished {
+        finish(self.command(bins, args))
+    }
+
+    /// Runs the probe with `action` in a session.
+    pub fn probe(&self, bins: &Bins, action: &[&str]) -> Finished {
+        let mut args = vec![bins.probe];
+        args.extend_from_slice(action);
+        self.run(bins, &args)
+    }
+}
+
+/// Runs `cmd` and collects its output.
+pub fn finish(mut cmd: Command) -> Finished {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    Finished {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie: dead, not yet reaped).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// Polls `f` every 10 ms until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Asserts that nothing of session `id` is left on the host: state
+/// directory, data directory, cgroups.
+pub fn assert_session_gone(id: &str) {
+    let state = Path::new("/run/agentd/sessions").join(id);
+    let data = Path::new("/var/lib/agentd/sessions").join(id);
+    let cgroup = agentd::cgroup::cgroup2_root()
+        .map(|r| r.join("agentd").join(id))
+        .unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(5), || !state.exists()
+            && !data.exists()
+            && !cgroup.exists()),
+        "session {id} left state {} data {} cgroup {}",
+        state.exists(),
+        data.exists(),
+        cgroup.exists()
+    );
+}

@@ -76,6 +76,8 @@ impl SandboxError {
 pub enum Step {
     /// Unblock the signals the supervisor blocks for itself.
     Signals = 1,
+    /// Mark every inherited descriptor close-on-exec.
+    Descriptors,
     /// Join the session's cgroups.
     Cgroup,
     /// Start a new session (and take the pty as controlling terminal).
@@ -113,8 +115,9 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Self; 18] = [
+    const ALL: [Self; 19] = [
         Self::Signals,
+        Self::Descriptors,
         Self::Cgroup,
         Self::Session,
         Self::Namespaces,
@@ -143,6 +146,7 @@ impl Step {
     pub const fn describe(self) -> &'static str {
         match self {
             Self::Signals => "unblock signals (pthread_sigmask)",
+            Self::Descriptors => "close inherited descriptors on exec (close_range)",
             Self::Cgroup => "join the session cgroups (write cgroup.procs)",
             Self::Session => "start a new session (setsid, TIOCSCTTY)",
             Self::Namespaces => "create mount, network and IPC namespaces (unshare)",
@@ -207,7 +211,8 @@ pub struct ChildPlan {
 impl ChildPlan {
     /// Runs in the forked child, right before `execve`. The order matters:
     ///
-    /// 1. signals: the supervisor's blocked signals must not leak into the agent;
+    /// 1. signals and descriptors: nothing the supervisor blocked or holds
+    ///    (pty master, sockets, lock files) leaks into the agent;
     /// 2. cgroups first, so that everything after is accounted and killable;
     /// 3. a new session: the agent leaves the caller's terminal and job
     ///    control (with a pty, the pty is its controlling terminal);
@@ -237,6 +242,7 @@ impl ChildPlan {
     fn steps(&self) -> Result<(), (Step, i32)> {
         let at = |step: Step| move |errno: i32| (step, errno);
         sys::unblock_all_signals().map_err(at(Step::Signals))?;
+        sys::cloexec_all_from(3).map_err(at(Step::Descriptors))?;
         for fd in &self.cgroup_procs {
             sys::write_all(fd.as_raw_fd(), b"0").map_err(at(Step::Cgroup))?;
         }

@@ -369,7 +369,6 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd), i32> {
 /// the caller keeps alive across the fork.
 pub fn fork_watchdog(
     hold_read: RawFd,
-    hold_write: RawFd,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> Result<libc::pid_t, i32> {
@@ -383,7 +382,9 @@ pub fn fork_watchdog(
         return Err(errno());
     }
     if pid == 0 {
-        close(hold_write);
+        // Hold nothing of the supervisor's but stdio and the pipe: a
+        // copied pty slave or socket would outlive the session.
+        close_all_from(3, hold_read);
         let _ = setsid();
         let mut byte = [0u8; 1];
         if matches!(read(hold_read, &mut byte), Ok(1)) {
@@ -394,6 +395,32 @@ pub fn fork_watchdog(
         exit_now(127);
     }
     Ok(pid)
+}
+
+/// Closes every descriptor >= `from` except `keep` (`close_range(2)`).
+pub fn close_all_from(from: u32, keep: RawFd) {
+    let keep = u32::try_from(keep).unwrap_or(u32::MAX);
+    // SAFETY: integer arguments; closing descriptors has no memory effects.
+    unsafe {
+        if keep > from {
+            libc::syscall(libc::SYS_close_range, from, keep - 1, 0u32);
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            keep.saturating_add(1).max(from),
+            u32::MAX,
+            0u32,
+        );
+    }
+}
+
+/// Marks every descriptor >= `from` close-on-exec, so that nothing of the
+/// supervisor leaks into the agent.
+pub fn cloexec_all_from(from: u32) -> Result<(), i32> {
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+    // SAFETY: integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, CLOSE_RANGE_CLOEXEC) })
+        .map(drop)
 }
 
 /// `kill(2)`.

@@ -849,13 +849,7 @@ impl Watchdog {
         let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
         let envp = [std::ptr::null()];
-        let pid = sandbox::sys::fork_watchdog(
-            hold_read.as_raw_fd(),
-            hold_write.as_raw_fd(),
-            &argv,
-            &envp,
-        )
-        .map_err(fail)?;
+        let pid = sandbox::sys::fork_watchdog(hold_read.as_raw_fd(), &argv, &envp).map_err(fail)?;
         drop(hold_read);
         Ok(Self {
             pid,

@@ -1,0 +1,661 @@
+//! Sessions under attack: each guarantee of SPEC.md 1, 2, 3, 6, 7 and 8 is
+//! tried from inside a real session (a real user, real Landlock, seccomp,
+//! cgroups and mounts), the forbidden thing must fail with the right errno,
+//! and the allowed thing must work. Every test checks that the session left
+//! nothing behind.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "integration test helpers: a failed step fails the test"
+)]
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    path::Path,
+    process::Stdio,
+    time::Duration,
+};
+
+use agentd_tests::{
+    Bins, Feature, Sandbox, assert_session_gone, eventually, process_gone, require, test_policy,
+};
+
+const BINS: Bins = Bins {
+    agentd: env!("CARGO_BIN_EXE_agentd-under-test"),
+    probe: env!("CARGO_BIN_EXE_agentd-probe"),
+};
+
+macro_rules! require_sessions {
+    () => {
+        require!(
+            Feature::Root,
+            Feature::Landlock,
+            Feature::Seccomp,
+            Feature::Cgroup2,
+            Feature::Limits
+        );
+    };
+}
+
+fn sandbox() -> Sandbox {
+    Sandbox::new(&test_policy(
+        &BINS,
+        "",
+        "[limits]\nmax_processes = 64\nmemory = \"256M\"\n",
+    ))
+}
+
+fn eperm() -> Result<(), String> {
+    Err("EPERM".to_owned())
+}
+
+#[test]
+fn agent_runs_as_an_unprivileged_user_without_capabilities() {
+    require_sessions!();
+    let sb = sandbox();
+    let run = sb.probe(&BINS, &["identity"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let uid: u32 = run.value("uid").unwrap().parse().unwrap();
+    assert!((61184..=65519).contains(&uid), "dynamic uid, got {uid}");
+    assert_ne!(
+        uid,
+        nix::unistd::getuid().as_raw(),
+        "never the caller's uid"
+    );
+    for key in ["euid", "suid"] {
+        assert_eq!(run.value(key).unwrap(), uid.to_string());
+    }
+    assert_eq!(run.value("gid").unwrap(), uid.to_string());
+    assert_eq!(
+        run.value("groups").as_deref(),
+        Some(""),
+        "no supplementary groups"
+    );
+    for set in [
+        "effective",
+        "permitted",
+        "inheritable",
+        "bounding",
+        "ambient",
+    ] {
+        assert_eq!(
+            run.value(&format!("caps_{set}")).as_deref(),
+            Some("0"),
+            "caps_{set}"
+        );
+    }
+    assert_eq!(run.value("no_new_privs").as_deref(), Some("1"));
+    assert_eq!(
+        run.value("cwd").map(std::path::PathBuf::from),
+        Some(fs::canonicalize(sb.workspace()).unwrap())
+    );
+    assert_session_gone(&run.session_id().unwrap());
+}
+
+#[test]
+fn concurrent_sessions_never_share_a_uid() {
+    require_sessions!();
+    let sb = sandbox();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            sb.command(&BINS, &[BINS.probe, "identity"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut uids: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("uid=").map(str::to_owned))
+                .unwrap()
+        })
+        .collect();
+    uids.sort();
+    uids.dedup();
+    assert_eq!(uids.len(), 4, "four concurrent sessions, four UIDs");
+}
+
+#[test]
+fn setuid_binaries_do_not_elevate() {
+    require_sessions!();
+    // A setuid-root copy of the probe, in a directory the policy lets run.
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let suid = dir.path().join("suid-probe");
+    fs::copy(BINS.probe, &suid).unwrap();
+    fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap();
+    assert_eq!(fs::metadata(&suid).unwrap().mode() & 0o4000, 0o4000);
+    let d = dir.path().display().to_string();
+    let sb = Sandbox::new(
+        &test_policy(&BINS, "", "").replace("execute = [", &format!("execute = [\"{d}\", ")),
+    );
+    let run = sb.run(&BINS, &[suid.to_str().unwrap(), "identity"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let uid = run.value("uid").unwrap();
+    assert_ne!(uid, "0");
+    assert_eq!(
+        run.value("euid").unwrap(),
+        uid,
+        "set-user-ID is ignored (no_new_privs)"
+    );
+    assert_eq!(run.value("caps_effective").as_deref(), Some("0"));
+}
+
+#[test]
+fn filesystem_outside_the_policy_is_denied() {
+    require_sessions!();
+    let sb = sandbox();
+    let ws = sb.workspace();
+    let w = |p: &str| ws.join(p).display().to_string();
+    assert_eq!(
+        sb.probe(&BINS, &["write", &w("allowed.txt")]).verdict(),
+        Ok(())
+    );
+    assert!(ws.join("allowed.txt").exists());
+    assert_eq!(
+        sb.probe(&BINS, &["read", "/etc/shadow"]).verdict(),
+        Err("EACCES".into())
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["read", "/etc/hostname"]).verdict(),
+        Err("EACCES".into())
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["write", "/etc/agentd-escape"]).verdict(),
+        Err("EACCES".into())
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["write", "/var/tmp/agentd-escape"])
+            .verdict(),
+        Err("EACCES".into())
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["write", "/tmp/agentd-escape"]).verdict(),
+        Err("EACCES".into())
+    );
+    assert!(!Path::new("/var/tmp/agentd-escape").exists());
+    // Files outside the workspace the agent could reach only by name.
+    assert_eq!(
+        sb.probe(&BINS, &["truncate", "/etc/hostname"]).verdict(),
+        Err("EACCES".into())
+    );
+}
+
+#[test]
+fn links_and_renames_cannot_leave_the_workspace() {
+    require_sessions!();
+    let sb = sandbox();
+    let ws = sb.workspace();
+    let w = |p: &str| ws.join(p).display().to_string();
+    fs::write(ws.join("mine.txt"), "x").unwrap();
+    // A symlink to a host file is just a name: following it is still denied.
+    assert_eq!(
+        sb.probe(&BINS, &["symlink", "/etc/hostname", &w("link")])
+            .verdict(),
+        Ok(())
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["read", &w("link")]).verdict(),
+        Err("EACCES".into())
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["write", &w("link")]).verdict(),
+        Err("EACCES".into())
+    );
+    // Hard links and renames across the workspace boundary.
+    assert_eq!(
+        sb.probe(&BINS, &["hardlink", "/etc/hostname", &w("h")])
+            .verdict(),
+        Err("EXDEV".into())
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["rename", &w("mine.txt"), "/var/tmp/stolen"])
+            .verdict(),
+        Err("EXDEV".into())
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["hardlink", &w("mine.txt"), "/tmp/stolen"])
+            .verdict(),
+        Err("EXDEV".into())
+    );
+    assert!(ws.join("mine.txt").exists());
+    assert!(!Path::new("/var/tmp/stolen").exists());
+}
+
+#[test]
+fn dangerous_syscalls_fail_with_eperm() {
+    require_sessions!();
+    let sb = sandbox();
+    for action in [
+        &["ptrace-sibling"][..],
+        &["unshare", "user"],
+        &["unshare", "net"],
+        &["unshare", "mount"],
+        &["clone-newuser"],
+        &["mount"],
+        &["bpf"],
+        &["io_uring_setup"],
+        &["keyctl"],
+        &["perf_event_open"],
+        &["tiocsti"],
+        &["tiocsti-high-bits"],
+        &["personality", "0040000"],
+    ] {
+        assert_eq!(sb.probe(&BINS, action).verdict(), eperm(), "{action:?}");
+    }
+    assert_eq!(
+        sb.probe(&BINS, &["personality", "ffffffff"]).verdict(),
+        Ok(()),
+        "querying stays possible"
+    );
+}
+
+#[test]
+fn setuid_bits_cannot_be_set_in_the_workspace() {
+    require_sessions!();
+    let sb = sandbox();
+    let f = sb.workspace().join("tool");
+    assert_eq!(
+        sb.probe(&BINS, &["write", f.to_str().unwrap()]).verdict(),
+        Ok(())
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["chmod", f.to_str().unwrap(), "755"])
+            .verdict(),
+        Ok(())
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["chmod", f.to_str().unwrap(), "4755"])
+            .verdict(),
+        eperm()
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["chmod", f.to_str().unwrap(), "2755"])
+            .verdict(),
+        eperm()
+    );
+    assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o755);
+}
+
+#[test]
+fn x32_syscalls_kill_the_process() {
+    require_sessions!();
+    let run = sandbox().probe(&BINS, &["x32"]);
+    assert_eq!(
+        run.status,
+        128 + libc::SIGSYS,
+        "killed by SIGSYS: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn fork_bomb_is_stopped_by_the_pids_limit() {
+    require_sessions!();
+    let sb = Sandbox::new(&test_policy(&BINS, "", "[limits]\nmax_processes = 20\n"));
+    let run = sb.probe(&BINS, &["fork-bomb", "1000"]);
+    assert_eq!(run.verdict(), Err("EAGAIN".into()));
+    let forked: u32 = run.value("forked").unwrap().parse().unwrap();
+    assert!(forked < 20, "forked {forked} with max_processes = 20");
+    assert_session_gone(&run.session_id().unwrap());
+}
+
+#[test]
+fn memory_limit_kills_the_hog() {
+    require_sessions!();
+    let sb = Sandbox::new(&test_policy(&BINS, "", "[limits]\nmemory = \"64M\"\n"));
+    let run = sb.probe(&BINS, &["alloc", "256"]);
+    assert_eq!(
+        run.status,
+        128 + libc::SIGKILL,
+        "OOM-killed: {}",
+        run.stdout
+    );
+    let run = sb.probe(&BINS, &["alloc", "16"]);
+    assert_eq!(run.status, 0, "a small allocation fits: {}", run.stderr);
+}
+
+#[test]
+fn environment_is_clean() {
+    require_sessions!();
+    let policy = test_policy(
+        &BINS,
+        "",
+        "[env]\npass = [\"LANG\"]\nset = { FROM_POLICY = \"yes\" }\n",
+    );
+    let sb = Sandbox::new(&policy);
+    let run = agentd_tests::finish({
+        let mut c = sb.command(&BINS, &[BINS.probe, "env"]);
+        c.env("CALLER_SECRET", "do-not-leak-4f2a")
+            .env("LANG", "C.UTF-8")
+            .env("LD_PRELOAD", "/evil.so");
+        c
+    });
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let id = run.session_id().unwrap();
+    assert!(
+        !run.stdout.contains("do-not-leak-4f2a"),
+        "caller variable leaked:\n{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("LD_PRELOAD"));
+    assert!(run.stdout.contains("LANG=C.UTF-8\n"));
+    assert!(run.stdout.contains("FROM_POLICY=yes\n"));
+    assert!(run.stdout.contains(&format!("AGENTD_SESSION_ID={id}\n")));
+    let tp = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("TRACEPARENT="))
+        .unwrap();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4);
+    assert_eq!(
+        (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+        ("00", 32, 16, "01")
+    );
+    for var in [
+        "HOME=/var/lib/agentd/sessions/",
+        "TMPDIR=/var/lib/agentd/sessions/",
+        "PATH=",
+        "USER=agentd-escape-test",
+        "LOGNAME=",
+    ] {
+        assert!(run.stdout.contains(var), "{var} missing:\n{}", run.stdout);
+    }
+    let names: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert_eq!(names.len(), 9, "exactly the expected variables: {names:?}");
+}
+
+#[test]
+fn no_network_until_egress_rules_exist() {
+    require_sessions!();
+    let run = sandbox().probe(&BINS, &["connect", "127.0.0.1", "9"]);
+    assert_eq!(
+        run.verdict(),
+        Err("ENETUNREACH".into()),
+        "a fresh network namespace with loopback down"
+    );
+}
+
+#[test]
+fn daemonized_grandchild_dies_with_the_session() {
+    require_sessions!();
+    let sb = sandbox();
+    let pidfile = sb.workspace().join("daemon.pid");
+    let run = sb.probe(&BINS, &["daemonize", pidfile.to_str().unwrap()]);
+    assert_eq!(run.verdict(), Ok(()));
+    let pid: u32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || process_gone(pid)),
+        "daemon {pid} outlived its session"
+    );
+    assert_session_gone(&run.session_id().unwrap());
+}
+
+#[test]
+fn kill_ends_a_1000_process_tree() {
+    require_sessions!();
+    let sb = Sandbox::new(&test_policy(&BINS, "", "[limits]\nmax_processes = 2000\n"));
+    let mut child = sb
+        .command(&BINS, &[BINS.probe, "spawn-tree", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let id = agentd_tests::session_id_from(&first).expect("session id first on stderr");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+
+    let kill = agentd_tests::finish({
+        let mut c = std::process::Command::new(BINS.agentd);
+        c.args(["kill", &id, "--reason", "test"]);
+        c
+    });
+    assert_eq!(kill.status, 0, "{}", kill.stderr);
+    let killed: usize = kill
+        .stdout
+        .split_whitespace()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected kill output {:?}", kill.stdout));
+    assert_eq!(
+        killed, 1001,
+        "the probe and its 1000 children: {}",
+        kill.stdout
+    );
+    let cgroup = agentd::cgroup::cgroup2_root()
+        .unwrap()
+        .join("agentd")
+        .join(&id);
+    assert!(
+        !cgroup.exists()
+            || fs::read_to_string(cgroup.join("cgroup.procs"))
+                .unwrap_or_default()
+                .is_empty(),
+        "kill returns only when no process is left"
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGKILL));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(rest.contains("killed by uid 0: test"), "{rest}");
+    assert_session_gone(&id);
+
+    let again = agentd_tests::finish({
+        let mut c = std::process::Command::new(BINS.agentd);
+        c.args(["kill", &id]);
+        c
+    });
+    assert_eq!(again.status, 1, "a finished session is unknown");
+    assert!(again.stderr.contains("no session"), "{}", again.stderr);
+}
+
+#[test]
+fn killed_supervisor_does_not_leave_the_session_running() {
+    require_sessions!();
+    let sb = sandbox();
+    let mut child = sb
+        .command(&BINS, &[BINS.probe, "spawn-tree", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let id = agentd_tests::session_id_from(&first).unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let cgroup = agentd::cgroup::cgroup2_root()
+        .unwrap()
+        .join("agentd")
+        .join(&id);
+    let procs: Vec<u32> = fs::read_to_string(cgroup.join("cgroup.procs"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    assert_eq!(procs.len(), 11);
+
+    child.kill().unwrap(); // SIGKILL to the supervisor
+    child.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || procs
+            .iter()
+            .all(|p| process_gone(*p))),
+        "session processes outlived their supervisor"
+    );
+    assert_session_gone(&id);
+}
+
+#[test]
+fn ttl_kills_the_session() {
+    require_sessions!();
+    let sb = Sandbox::new(&test_policy(&BINS, "", "[limits]\nmax_duration = \"1s\"\n"));
+    let start = std::time::Instant::now();
+    let run = sb.probe(&BINS, &["sleep", "60"]);
+    assert_eq!(run.status, 128 + libc::SIGKILL);
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert!(
+        run.stderr.contains("max_duration reached"),
+        "{}",
+        run.stderr
+    );
+    assert_session_gone(&run.session_id().unwrap());
+}
+
+#[test]
+fn exit_statuses_follow_the_shell_convention() {
+    require_sessions!();
+    let sb = sandbox();
+    assert_eq!(
+        sb.probe(&BINS, &["read", "/etc/shadow"]).status,
+        1,
+        "the agent's own status"
+    );
+    let run = sb.run(&BINS, &["no-such-program-here"]);
+    assert_eq!(run.status, 127, "{}", run.stderr);
+    assert!(run.stderr.contains("command not found"));
+    // Exists but is outside every execute path: Landlock refuses the exec.
+    let run = sb.run(&BINS, &["/usr/sbin/nologin"]);
+    assert_eq!(run.status, 126, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot execute /usr/sbin/nologin: EACCES"),
+        "{}",
+        run.stderr
+    );
+    let bad = Sandbox::new("version = 1\n[agent]\nname = \"x\"\nbogus = 1\n");
+    let run = bad.run(&BINS, &["/bin/true"]);
+    assert_eq!(run.status, 125);
+    assert!(run.stderr.contains("unknown key `bogus`"), "{}", run.stderr);
+}
+
+#[test]
+fn the_agent_gets_its_own_pty() {
+    require_sessions!();
+    let sb = sandbox();
+    let mut cmd = sb.command(&BINS, &[BINS.probe, "tiocsti"]);
+    // Replace --no-tty by --tty: a pty although stdin is not a terminal.
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().replace("--no-tty", "--tty"))
+        .collect();
+    let mut tty = std::process::Command::new(BINS.agentd);
+    tty.args(&args);
+    cmd = tty;
+    let run = agentd_tests::finish(cmd);
+    assert_eq!(
+        run.verdict(),
+        eperm(),
+        "stdout through the pty: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn workspace_files_belong_to_the_caller_and_git_and_python_work() {
+    require_sessions!();
+    let policy = test_policy(&BINS, "", "[exec]\nallow = [\"/usr/bin/git\", \"/usr/lib/git-core/*\", \"/usr/bin/python3*\"]\n\n[env]\nset = { GIT_AUTHOR_NAME = \"agent\", GIT_AUTHOR_EMAIL = \"agent@example.com\", GIT_COMMITTER_NAME = \"agent\", GIT_COMMITTER_EMAIL = \"agent@example.com\", GIT_CONFIG_NOSYSTEM = \"1\" }\n")
+        .replace("read = [", "read = [\"/etc/gitconfig\", ");
+    let sb = Sandbox::new(&policy);
+    // The caller is user 4242 (as `sudo` would record it).
+    let caller = 4242;
+    nix::unistd::chown(&sb.workspace(), Some(caller.into()), Some(caller.into())).unwrap();
+    let run_as_caller = |args: &[&str]| {
+        let mut c = sb.command(&BINS, args);
+        c.env("SUDO_UID", caller.to_string())
+            .env("SUDO_GID", caller.to_string());
+        agentd_tests::finish(c)
+    };
+    let run = run_as_caller(&[
+        "/usr/bin/python3",
+        "-c",
+        "open('hello.py','w').write('print(42)\\n')",
+    ]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let meta = fs::metadata(sb.workspace().join("hello.py")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (caller, caller),
+        "created files belong to the caller"
+    );
+
+    let run = run_as_caller(&["/usr/bin/git", "init", "-q"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let run = run_as_caller(&["/usr/bin/git", "add", "hello.py"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let run = run_as_caller(&["/usr/bin/git", "commit", "-q", "-m", "from the agent"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let run = run_as_caller(&["/usr/bin/git", "log", "--format=%s %an"]);
+    assert_eq!(run.stdout.trim(), "from the agent agent");
+    let git = fs::metadata(sb.workspace().join(".git/HEAD")).unwrap();
+    assert_eq!(git.uid(), caller);
+    let run = run_as_caller(&["/usr/bin/python3", "hello.py"]);
+    assert_eq!(run.stdout.trim(), "42");
+}
+
+#[test]
+fn protected_paths_cannot_be_changed() {
+    require_sessions!();
+    let sb = sandbox();
+    let ws = sb.workspace();
+    fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+    fs::write(ws.join(".git/config"), "[core]\n").unwrap();
+    fs::write(ws.join(".envrc"), "echo hi\n").unwrap();
+    fs::create_dir_all(ws.join(".vscode")).unwrap();
+    fs::write(ws.join(".vscode/tasks.json"), "{}\n").unwrap();
+    let w = |p: &str| ws.join(p).display().to_string();
+    for action in [
+        vec!["write", &w(".envrc")],
+        vec!["write", &w(".git/config")],
+        vec!["write", &w(".git/hooks/pre-commit")],
+        vec!["write", &w(".vscode/tasks.json")],
+    ] {
+        assert_eq!(
+            sb.probe(&BINS, &action).verdict(),
+            Err("EROFS".into()),
+            "{action:?}"
+        );
+    }
+    for action in [
+        vec!["unlink", &w(".envrc")],
+        vec!["rename", &w(".git"), &w("git-moved")],
+        vec!["rename", &w(".vscode"), &w("vscode-moved")],
+    ] {
+        assert_eq!(
+            sb.probe(&BINS, &action).verdict(),
+            Err("EBUSY".into()),
+            "{action:?}"
+        );
+    }
+    // The rest of the repository stays writable.
+    assert_eq!(
+        sb.probe(&BINS, &["write", &w(".git/index")]).verdict(),
+        Ok(())
+    );
+    assert_eq!(fs::read_to_string(ws.join(".envrc")).unwrap(), "echo hi\n");
+    assert!(!ws.join(".git/hooks/pre-commit").exists());
+}
