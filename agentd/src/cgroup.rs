@@ -112,13 +112,21 @@ impl Cgroup {
     /// then waits until it is empty, at most `deadline`.
     pub fn kill(&self, deadline: Duration) -> Result<(), CgroupError> {
         let kill = self.path.join("cgroup.kill");
-        fs::write(&kill, "1").map_err(io_err("write", &kill))?;
+        match fs::write(&kill, "1") {
+            // Removed meanwhile: a cgroup can only be removed once empty.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            other => other.map_err(io_err("write", &kill))?,
+        }
         self.wait_empty(deadline)
     }
 
-    /// Waits until no process is left in the cgroup's subtree.
+    /// Waits until no process is left in the cgroup's subtree (or the
+    /// cgroup is gone, which implies it).
     pub fn wait_empty(&self, deadline: Duration) -> Result<(), CgroupError> {
-        self.wait_event("populated 0", deadline)
+        match self.wait_event("populated 0", deadline) {
+            Err(CgroupError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 
     /// Removes the (empty) cgroup directory; retries briefly because the

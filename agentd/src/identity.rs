@@ -130,7 +130,9 @@ fn dynamic(agent: &str, range: RangeInclusive<u32>) -> Result<Identity, Identity
         path: dir.clone(),
         source,
     })?;
-    let used_by_processes = process_uids();
+    // Scanned once, after the first lock is held: a process that takes a
+    // UID later than that belongs to a session holding its lock.
+    let mut used_by_processes = None;
     let (first, last) = (*range.start(), *range.end());
     let span = u64::from(last - first) + 1;
     // Start at a varying offset so consecutive sessions rarely reuse a UID.
@@ -139,7 +141,9 @@ fn dynamic(agent: &str, range: RangeInclusive<u32>) -> Result<Identity, Identity
         let Ok(uid) = u32::try_from(u64::from(first) + (start.wrapping_add(i) % span)) else {
             continue;
         };
-        if used_by_processes.contains(&uid)
+        if used_by_processes
+            .as_ref()
+            .is_some_and(|u: &std::collections::HashSet<u32>| u.contains(&uid))
             || User::from_uid(Uid::from_raw(uid)).ok().flatten().is_some()
             || Group::from_gid(Gid::from_raw(uid)).ok().flatten().is_some()
         {
@@ -160,8 +164,12 @@ fn dynamic(agent: &str, range: RangeInclusive<u32>) -> Result<Identity, Identity
         let Ok(lease) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
             continue; // held by a live session
         };
-        // A process may have taken the UID between the scan and the lock.
-        if process_uids().contains(&uid) {
+        // A leftover process of a crashed session (or any other) may run
+        // with this UID without holding its lock.
+        if used_by_processes
+            .get_or_insert_with(process_uids)
+            .contains(&uid)
+        {
             continue;
         }
         return Ok(Identity {

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{EXIT_INVALID, fail, print_json};
+use super::{fail, print_json};
 use crate::session::{self, KillRecord, SessionId, kill, state};
 
 fn require_root() -> Option<ExitCode> {
@@ -130,6 +130,5 @@ pub(super) fn ps(json: bool) -> ExitCode {
             r.command.join(" ")
         );
     }
-    let _ = EXIT_INVALID;
     ExitCode::SUCCESS
 }

@@ -193,7 +193,6 @@ pub fn probes() -> &'static HostReport {
 fn probe_all() -> HostReport {
     let mut actions = Vec::new();
     let mounts = read_mounts();
-    let root = nix::unistd::geteuid().is_root();
     let kernel = nix::sys::utsname::uname()
         .map(|u| {
             format!(
@@ -203,36 +202,47 @@ fn probe_all() -> HostReport {
             )
         })
         .unwrap_or_else(|e| format!("unknown (uname: {e})"));
-
-    let lsm = probe_bpf_lsm(&mounts, root, &mut actions);
-    let cgroup2 = mountinfo::of_type(&mounts, "cgroup2")
-        .next()
-        .map(|m| m.mount_point.clone());
-    let checks = vec![
-        if root {
-            Check::ok(Feature::Root, "running as root")
-        } else {
-            Check::missing(
-                Feature::Root,
-                format!("running as uid {}", nix::unistd::geteuid()),
-                "run agentd as root (sudo), or through the agentd daemon",
-            )
-        },
-        probe_landlock(),
-        probe_seccomp(false),
-        probe_seccomp(true),
-        lsm,
-        probe_btf(),
-        probe_cgroup2(&mounts, cgroup2.as_deref()),
-        probe_cgroup_kill(cgroup2.as_deref()),
-        probe_limits(&mounts, cgroup2.as_deref()),
-        probe_bpffs(&mounts),
-        probe_ebpf(root),
-    ];
+    let checks = Feature::ALL
+        .iter()
+        .map(|f| probe_with(*f, &mounts, &mut actions))
+        .collect();
     HostReport {
         kernel,
         checks,
         actions,
+    }
+}
+
+/// Probes one feature now (uncached): what session setup uses, so that a
+/// session does not pay for probes it does not need.
+pub fn probe(feature: Feature) -> Check {
+    probe_with(feature, &read_mounts(), &mut Vec::new())
+}
+
+fn probe_with(feature: Feature, mounts: &[mountinfo::Mount], actions: &mut Vec<String>) -> Check {
+    let root = nix::unistd::geteuid().is_root();
+    let cgroup2 = || {
+        mountinfo::of_type(mounts, "cgroup2")
+            .next()
+            .map(|m| m.mount_point.clone())
+    };
+    match feature {
+        Feature::Root if root => Check::ok(Feature::Root, "running as root"),
+        Feature::Root => Check::missing(
+            Feature::Root,
+            format!("running as uid {}", nix::unistd::geteuid()),
+            "run agentd as root (sudo), or through the agentd daemon",
+        ),
+        Feature::Landlock => probe_landlock(),
+        Feature::Seccomp => probe_seccomp(false),
+        Feature::SeccompUserNotif => probe_seccomp(true),
+        Feature::BpfLsm => probe_bpf_lsm(mounts, root, actions),
+        Feature::Btf => probe_btf(),
+        Feature::Cgroup2 => probe_cgroup2(mounts, cgroup2().as_deref()),
+        Feature::CgroupKill => probe_cgroup_kill(cgroup2().as_deref()),
+        Feature::Limits => probe_limits(mounts, cgroup2().as_deref()),
+        Feature::Bpffs => probe_bpffs(mounts),
+        Feature::Ebpf => probe_ebpf(root),
     }
 }
 

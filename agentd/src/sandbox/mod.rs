@@ -10,7 +10,6 @@ pub mod sys;
 
 use std::{
     ffi::CString,
-    io,
     os::fd::{AsRawFd as _, OwnedFd},
     path::PathBuf,
 };
@@ -112,10 +111,12 @@ pub enum Step {
     Landlock,
     /// Load the seccomp filter.
     Seccomp,
+    /// Execute the program.
+    Exec,
 }
 
 impl Step {
-    const ALL: [Self; 19] = [
+    const ALL: [Self; 20] = [
         Self::Signals,
         Self::Descriptors,
         Self::Cgroup,
@@ -135,6 +136,7 @@ impl Step {
         Self::Chdir,
         Self::Landlock,
         Self::Seccomp,
+        Self::Exec,
     ];
 
     /// The step for a reported number.
@@ -164,6 +166,7 @@ impl Step {
             Self::Chdir => "enter the working directory (chdir)",
             Self::Landlock => "enforce Landlock (landlock_restrict_self)",
             Self::Seccomp => "load the seccomp filter (seccomp SECCOMP_SET_MODE_FILTER)",
+            Self::Exec => "execute the program (execve)",
         }
     }
 }
@@ -175,11 +178,82 @@ const SECBIT_KEEP_CAPS_LOCKED: libc::c_ulong = 1 << 5;
 const SECBIT_NO_CAP_AMBIENT_RAISE: libc::c_ulong = 1 << 6;
 const SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED: libc::c_ulong = 1 << 7;
 
+/// The program to execute, as execve wants it.
+#[derive(Debug)]
+pub struct Exec {
+    program: CString,
+    _strings: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl Exec {
+    /// `program` with `argv` (argv[0] included) and `env` (NAME, value).
+    pub fn new(
+        program: &std::path::Path,
+        argv: &[std::ffi::OsString],
+        env: &[(String, std::ffi::OsString)],
+    ) -> Result<Self, SandboxError> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let nul = |what: &str| SandboxError::Path {
+            path: program.to_path_buf(),
+            why: format!("{what} contains a NUL byte"),
+        };
+        let program_c = mounts::cstring(program)?;
+        let mut strings = Vec::with_capacity(argv.len() + env.len());
+        for a in argv {
+            strings.push(CString::new(a.as_bytes()).map_err(|_| nul("an argument"))?);
+        }
+        for (k, v) in env {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            strings.push(CString::new(kv).map_err(|_| nul("an environment variable"))?);
+        }
+        let (a, e) = strings.split_at(argv.len());
+        let argv = a
+            .iter()
+            .map(|c| c.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let envp = e
+            .iter()
+            .map(|c| c.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        Ok(Self {
+            program: program_c,
+            _strings: strings,
+            argv,
+            envp,
+        })
+    }
+}
+
+/// How the child came out, seen from the parent.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// fork/clone3 failed.
+    Fork(i32),
+    /// A setup step (or execve itself, as [`Step::Exec`]) failed in the child.
+    Step(Step, i32),
+}
+
 /// Everything the child needs, prepared by the parent.
 #[derive(Debug)]
 pub struct ChildPlan {
-    /// `cgroup.procs` of each session cgroup, open for writing.
+    /// The session's cgroup2 directory: the child is created in it
+    /// (clone3 CLONE_INTO_CGROUP).
+    pub cgroup_dir: OwnedFd,
+    /// `cgroup.procs` of the cgroup2 leaf, written only when clone3 is
+    /// unavailable.
+    pub cgroup_v2_procs: OwnedFd,
+    /// `cgroup.procs` of each v1 cgroup (hybrid hosts), open for writing.
     pub cgroup_procs: Vec<OwnedFd>,
+    /// stdin, stdout, stderr for the agent (`None`: inherit).
+    pub stdio: Option<[OwnedFd; 3]>,
+    /// What to execute.
+    pub exec: Exec,
     /// Whether stdin is the session's pty (becomes the controlling tty).
     pub controlling_tty: bool,
     /// `unshare` flags.
@@ -209,11 +283,57 @@ pub struct ChildPlan {
 }
 
 impl ChildPlan {
+    /// Forks the agent into the session cgroup, applies every step in the
+    /// child and executes the program. Returns the pid once execve has
+    /// succeeded, or the failing step and errno.
+    pub fn spawn(self, report_read: &OwnedFd) -> Result<libc::pid_t, SpawnError> {
+        let (forked, migrate) = match sys::fork_into_cgroup(self.cgroup_dir.as_raw_fd()) {
+            Ok(f) => (f, false),
+            // Linux < 5.7: fork, and the child writes its own cgroup.procs.
+            Err(libc::ENOSYS) => (sys::fork().map_err(SpawnError::Fork)?, true),
+            Err(e) => return Err(SpawnError::Fork(e)),
+        };
+        match forked {
+            sys::Forked::Child => self.child(migrate),
+            sys::Forked::Parent(pid) => {
+                // Our copy of the report pipe's write end must go: EOF then
+                // means the child's execve succeeded (CLOEXEC closed it).
+                drop(self);
+                match read_report(report_read) {
+                    Some((step, errno)) => {
+                        sys::reap(pid);
+                        Err(SpawnError::Step(step, errno))
+                    }
+                    None => Ok(pid),
+                }
+            }
+        }
+    }
+
+    /// The child side: never returns.
+    fn child(&self, migrate: bool) -> ! {
+        let failure = match self.steps(migrate) {
+            Err(failure) => failure,
+            Ok(()) => (
+                Step::Exec,
+                sys::execve(&self.exec.program, &self.exec.argv, &self.exec.envp),
+            ),
+        };
+        let (step, errno) = failure;
+        let mut record = [0u8; 8];
+        record[..4].copy_from_slice(&(step as u32).to_le_bytes());
+        record[4..].copy_from_slice(&errno.to_le_bytes());
+        let _ = sys::write_all(self.report.as_raw_fd(), &record);
+        sys::exit_now(127)
+    }
+
     /// Runs in the forked child, right before `execve`. The order matters:
     ///
-    /// 1. signals and descriptors: nothing the supervisor blocked or holds
-    ///    (pty master, sockets, lock files) leaks into the agent;
-    /// 2. cgroups first, so that everything after is accounted and killable;
+    /// 0. the child was created inside the session's cgroup2 leaf
+    ///    (clone3), so everything is accounted and killable from the start;
+    /// 1. signals and descriptors: nothing the supervisor blocked, ignored
+    ///    or holds (pty master, sockets, lock files) leaks into the agent;
+    /// 2. v1 cgroups (hybrid hosts) next, for the same reason;
     /// 3. a new session: the agent leaves the caller's terminal and job
     ///    control (with a pty, the pty is its controlling terminal);
     /// 4. namespaces and mounts while still root: private mounts, the
@@ -229,20 +349,20 @@ impl ChildPlan {
     /// 9. seccomp last: it denies syscalls used by the steps above.
     ///
     /// No allocation, locking or logging happens here.
-    pub fn apply(&self) -> io::Result<()> {
-        self.steps().map_err(|(step, errno)| {
-            let mut record = [0u8; 8];
-            record[..4].copy_from_slice(&(step as u32).to_le_bytes());
-            record[4..].copy_from_slice(&errno.to_le_bytes());
-            let _ = sys::write_all(self.report.as_raw_fd(), &record);
-            io::Error::from_raw_os_error(errno)
-        })
-    }
-
-    fn steps(&self) -> Result<(), (Step, i32)> {
+    fn steps(&self, migrate: bool) -> Result<(), (Step, i32)> {
         let at = |step: Step| move |errno: i32| (step, errno);
         sys::unblock_all_signals().map_err(at(Step::Signals))?;
+        sys::default_sigpipe().map_err(at(Step::Signals))?;
+        if let Some(stdio) = &self.stdio {
+            for (target, fd) in stdio.iter().enumerate() {
+                let target = i32::try_from(target).map_err(|_| (Step::Descriptors, libc::EBADF))?;
+                sys::dup2(fd.as_raw_fd(), target).map_err(at(Step::Descriptors))?;
+            }
+        }
         sys::cloexec_all_from(3).map_err(at(Step::Descriptors))?;
+        if migrate {
+            sys::write_all(self.cgroup_v2_procs.as_raw_fd(), b"0").map_err(at(Step::Cgroup))?;
+        }
         for fd in &self.cgroup_procs {
             sys::write_all(fd.as_raw_fd(), b"0").map_err(at(Step::Cgroup))?;
         }

@@ -217,14 +217,17 @@ pub fn clear_caps() -> Result<(), i32> {
     check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }).map(drop)
 }
 
-/// `setgroups(0, NULL)`, `setresgid`, `setresuid`.
+/// `setgroups(0, NULL)`, `setresgid`, `setresuid` as raw syscalls: glibc's
+/// wrappers broadcast the change to every thread it knows of, and after
+/// clone3 the child's copy of that list names threads that do not exist in
+/// it (the call would wait for them forever). The child has one thread.
 pub fn set_identity(uid: libc::uid_t, gid: libc::gid_t) -> Result<(), i32> {
     // SAFETY: a zero-length group list with a NULL pointer is valid.
-    check_int(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    check(unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) })?;
     // SAFETY: integer arguments.
-    check_int(unsafe { libc::setresgid(gid, gid, gid) })?;
+    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
     // SAFETY: integer arguments.
-    check_int(unsafe { libc::setresuid(uid, uid, uid) })?;
+    check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })?;
     Ok(())
 }
 
@@ -427,4 +430,101 @@ pub fn cloexec_all_from(from: u32) -> Result<(), i32> {
 pub fn kill(pid: libc::pid_t, signal: libc::c_int) {
     // SAFETY: integer arguments.
     unsafe { libc::kill(pid, signal) };
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// What a fork-like call returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// In the parent, with the child's pid.
+    Parent(libc::pid_t),
+    /// In the child.
+    Child,
+}
+
+/// `clone3(CLONE_INTO_CGROUP)` without a new stack: fork(2), except that
+/// the child starts in the cgroup2 directory `cgroup`, with no migration
+/// (which costs a writer lock and an RCU grace period per process).
+/// The child must only make async-signal-safe calls before execve.
+pub fn fork_into_cgroup(cgroup: RawFd) -> Result<Forked, i32> {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: u64::try_from(cgroup).map_err(|_| libc::EBADF)?,
+    };
+    // SAFETY: `args` is a valid clone_args (v2, 88 bytes); without CLONE_VM
+    // and with a NULL stack the child runs on a copy of this stack, as after
+    // fork(2).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::from_ref(&args),
+            size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        r if r < 0 => Err(errno()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(
+            libc::pid_t::try_from(pid).map_err(|_| libc::EIO)?,
+        )),
+    }
+}
+
+/// fork(2) (the fallback when clone3 is missing).
+pub fn fork() -> Result<Forked, i32> {
+    // SAFETY: the caller makes only async-signal-safe calls in the child.
+    match unsafe { libc::fork() } {
+        r if r < 0 => Err(errno()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// `dup2(2)`; the new descriptor is not close-on-exec.
+pub fn dup2(from: RawFd, to: RawFd) -> Result<(), i32> {
+    // SAFETY: integer arguments.
+    check_int(unsafe { libc::dup2(from, to) }).map(drop)
+}
+
+/// Resets SIGPIPE to its default (Rust ignores it; ignored dispositions
+/// survive execve).
+pub fn default_sigpipe() -> Result<(), i32> {
+    // SAFETY: SIG_DFL is a valid disposition.
+    if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) } == libc::SIG_ERR {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+/// `execve(2)`; returns only on failure.
+pub fn execve(program: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> i32 {
+    // SAFETY: the caller passes NULL-terminated arrays of C strings that
+    // outlive the call.
+    unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    errno()
 }

@@ -15,11 +15,9 @@ use std::{
         unix::{
             ffi::OsStrExt as _,
             fs::{MetadataExt as _, PermissionsExt as _},
-            process::{CommandExt as _, ExitStatusExt as _},
         },
     },
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicI32, Ordering},
@@ -371,7 +369,8 @@ fn resolve_all(paths: &[PathTemplate], ph: &Placeholders) -> Vec<PathBuf> {
 ///    could fail half-way unseen;
 /// 7. the state file, then the watchdog (which kills the session if this
 ///    supervisor dies);
-/// 8. the agent (see [`ChildPlan::apply`] for the child's own order).
+/// 8. the agent, created inside its cgroup (see [`ChildPlan::spawn`] for
+///    the child's own order).
 pub fn run(
     opts: RunOptions<'_>,
     notify: &mut dyn FnMut(Notice<'_>),
@@ -384,13 +383,16 @@ pub fn run(
     }
     let policy = opts.policy;
     let degraded = policy.enforcement.allow_degraded;
-    let report = host::probes();
-    for feature in [
-        host::Feature::Cgroup2,
-        host::Feature::Seccomp,
-        host::Feature::Landlock,
-    ] {
-        report.require(feature).map_err(SessionError::Host)?;
+    // Only the probes a session needs (doctor runs them all).
+    for feature in [host::Feature::Seccomp, host::Feature::Landlock] {
+        let check = host::probe(feature);
+        if check.status != host::Status::Ok {
+            return Err(SessionError::Host(format!(
+                "{}: {}",
+                feature.name(),
+                check.detail
+            )));
+        }
     }
     let cwd = std::env::current_dir().map_err(io_err("getcwd", Path::new(".")))?;
     let workspace = check_workspace(opts.workspace.as_deref().unwrap_or(&cwd))?;
@@ -601,23 +603,46 @@ pub fn run(
     let watchdog = Watchdog::start(&id)?;
 
     // 8. the agent
-    let cgroup_procs = procs_files
+    let cgroup_dir = teardown
+        .cgroups
+        .as_ref()
+        .map(|c| c.v2.path().to_path_buf())
+        .unwrap_or_default();
+    let open_wr = |p: &PathBuf| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .map(OwnedFd::from)
+            .map_err(io_err("open", p))
+    };
+    let cgroup_v2_procs = open_wr(&procs_files[0])?;
+    let cgroup_procs = procs_files[1..]
         .iter()
-        .map(|p| {
-            fs::OpenOptions::new()
-                .write(true)
-                .open(p)
-                .map(OwnedFd::from)
-                .map_err(io_err("open", p))
-        })
+        .map(open_wr)
         .collect::<Result<Vec<_>, _>>()?;
+    let cgroup_dir_fd = fs::File::open(&cgroup_dir)
+        .map(OwnedFd::from)
+        .map_err(io_err("open", &cgroup_dir))?;
     let (report_read, report_write) = sandbox::sys::pipe().map_err(|e| SessionError::Io {
         op: "pipe",
         path: PathBuf::new(),
         source: std::io::Error::from_raw_os_error(e),
     })?;
+    let stdio = match &pty {
+        Some(p) => {
+            let dup = || p.slave.try_clone().map_err(io_err("dup", &p.slave_path));
+            Some([dup()?, dup()?, dup()?])
+        }
+        None => None,
+    };
+    let mut argv = opts.argv.clone();
+    argv[0] = program_arg.clone();
     let plan = ChildPlan {
+        cgroup_dir: cgroup_dir_fd,
+        cgroup_v2_procs,
         cgroup_procs,
+        stdio,
+        exec: sandbox::Exec::new(&program, &argv, &environment)?,
         controlling_tty: pty.is_some(),
         namespaces: libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC,
         workspace: Some((tree, workspace_c)),
@@ -632,25 +657,6 @@ pub fn run(
         seccomp: filter,
         report: report_write,
     };
-    let mut cmd = Command::new(&program);
-    cmd.arg0(program_arg).args(&opts.argv[1..]).env_clear();
-    for (k, v) in &environment {
-        cmd.env(k, v);
-    }
-    if let Some(p) = &pty {
-        let stdio = |fd: &OwnedFd| {
-            fd.try_clone()
-                .map(Stdio::from)
-                .map_err(io_err("dup", &p.slave_path))
-        };
-        cmd.stdin(stdio(&p.slave)?)
-            .stdout(stdio(&p.slave)?)
-            .stderr(stdio(&p.slave)?);
-    }
-    // SAFETY-equivalent note: `apply` only issues raw syscalls on data
-    // prepared above (see sandbox::ChildPlan).
-    let plan = Arc::new(plan);
-    let child_plan = Arc::clone(&plan);
     // Signals the supervisor handles itself; the child unblocks them.
     let mut handled = SigSet::empty();
     for s in [
@@ -670,34 +676,30 @@ pub fn run(
         pty.as_ref().map(|p| p.master.try_clone()),
     );
     let start = Instant::now();
-    // The closure runs between fork and exec; see ChildPlan::apply.
-    let spawned = unsafe_pre_exec(&mut cmd, move || child_plan.apply()).spawn();
-    drop(cmd);
-    drop(plan);
-    let mut child = match spawned {
-        Ok(child) => child,
+    let pid = match plan.spawn(&report_read) {
+        Ok(pid) => pid,
         Err(e) => {
-            let err = match sandbox::read_report(&report_read) {
-                Some((step, errno)) => SessionError::Setup { step, errno },
-                None => match e.raw_os_error() {
-                    Some(libc::ENOENT) => SessionError::NotFound(program.display().to_string()),
-                    Some(errno) => SessionError::CannotExecute {
-                        program: program.display().to_string(),
-                        errno,
-                    },
-                    None => SessionError::CannotExecute {
-                        program: program.display().to_string(),
-                        errno: libc::EIO,
-                    },
+            let err = match e {
+                sandbox::SpawnError::Step(Step::Exec, libc::ENOENT) => {
+                    SessionError::NotFound(program.display().to_string())
+                }
+                sandbox::SpawnError::Step(Step::Exec, errno) => SessionError::CannotExecute {
+                    program: program.display().to_string(),
+                    errno,
+                },
+                sandbox::SpawnError::Step(step, errno) => SessionError::Setup { step, errno },
+                sandbox::SpawnError::Fork(errno) => SessionError::Io {
+                    op: "clone3",
+                    path: cgroup_dir.clone(),
+                    source: std::io::Error::from_raw_os_error(errno),
                 },
             };
             watchdog.dismiss();
             return Err(err);
         }
     };
-    let pid = child.id();
-    agent_pid.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
-    st.pid = Some(pid);
+    agent_pid.store(pid, Ordering::SeqCst);
+    st.pid = u32::try_from(pid).ok();
     let _ = st.save();
     let (raw, relay) = match &pty {
         Some(p) => {
@@ -709,12 +711,7 @@ pub fn run(
     drop(pty);
     let (ttl_done, ttl) = spawn_ttl(&id, policy.limits.max_duration.map(|d| d.0), &st);
 
-    let status = child.wait().map_err(io_err("wait", Path::new("agent")))?;
-    let exit = match (status.code(), status.signal()) {
-        (Some(c), _) => Exit::Code(c),
-        (None, Some(s)) => Exit::Signal(s),
-        (None, None) => Exit::Code(1),
-    };
+    let exit = wait(pid).map_err(io_err("wait", Path::new("agent")))?;
     let _ = ttl_done.send(());
     let ttl_fired = ttl.and_then(|t| t.join().ok()).unwrap_or(false);
 
@@ -746,19 +743,17 @@ pub fn run(
     })
 }
 
-/// `CommandExt::pre_exec`, in one place: the closure must only issue
-/// async-signal-safe syscalls (it runs between fork and exec).
-#[expect(
-    unsafe_code,
-    reason = "pre_exec is how std runs code between fork and exec"
-)]
-fn unsafe_pre_exec<F>(cmd: &mut Command, f: F) -> &mut Command
-where
-    F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
-{
-    // SAFETY: `f` is ChildPlan::apply, which allocates nothing, takes no
-    // lock and only calls raw syscalls on data prepared before the fork.
-    unsafe { cmd.pre_exec(f) }
+/// Waits for the agent's root process.
+fn wait(pid: libc::pid_t) -> std::io::Result<Exit> {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Exit::Code(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Exit::Signal(sig as i32)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to the agent and SIGWINCH to its
