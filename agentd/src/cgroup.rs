@@ -394,6 +394,9 @@ impl SessionCgroups {
     /// Returns how many processes there were. Freezing first makes the
     /// count exact and stops a fork bomb from racing the kill.
     pub fn kill_all(&self, deadline: Duration) -> Result<usize, CgroupError> {
+        if self.v2.is_empty() {
+            return Ok(0);
+        }
         let freeze = self.v2.path().join("cgroup.freeze");
         let frozen = fs::write(&freeze, "1").is_ok();
         if frozen {
@@ -437,6 +440,12 @@ impl Cgroup {
             }
             thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Whether no process is left in the cgroup's subtree (or it is gone).
+    pub fn is_empty(&self) -> bool {
+        fs::read_to_string(self.path.join("cgroup.events"))
+            .map_or(true, |t| t.lines().any(|l| l == "populated 0"))
     }
 
     /// Processes in this cgroup and every descendant.

@@ -659,3 +659,54 @@ fn protected_paths_cannot_be_changed() {
     assert_eq!(fs::read_to_string(ws.join(".envrc")).unwrap(), "echo hi\n");
     assert!(!ws.join(".git/hooks/pre-commit").exists());
 }
+
+#[test]
+fn strict_profile_runs_a_shell_python_and_git_but_not_the_dangerous_set() {
+    require_sessions!();
+    let policy = test_policy(
+        &BINS,
+        "",
+        "[syscalls]\nprofile = \"strict\"\n\n[env]\nset = { GIT_CONFIG_NOSYSTEM = \"1\" }\n",
+    );
+    let sb = Sandbox::new(&policy);
+    let run = sb.run(&BINS, &["/bin/sh", "-c", "echo shell; /usr/bin/python3 -c 'import subprocess; print(subprocess.run([\"/bin/echo\", \"child\"], capture_output=True, text=True).stdout.strip())'"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "shell\nchild\n");
+    let run = sb.run(&BINS, &["/usr/bin/git", "init", "-q"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(sb.workspace().join(".git/HEAD").exists());
+    for action in [
+        &["bpf"][..],
+        &["ptrace-sibling"],
+        &["unshare", "user"],
+        &["tiocsti"],
+        &["io_uring_setup"],
+        &["mount"],
+    ] {
+        assert_eq!(sb.probe(&BINS, action).verdict(), eperm(), "{action:?}");
+    }
+    let f = sb.workspace().join("f");
+    fs::write(&f, "").unwrap();
+    assert_eq!(
+        sb.probe(&BINS, &["chmod", f.to_str().unwrap(), "4755"])
+            .verdict(),
+        eperm()
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["chmod", f.to_str().unwrap(), "0755"])
+            .verdict(),
+        Ok(())
+    );
+}
+
+#[test]
+fn policy_syscall_adjustments_apply() {
+    require_sessions!();
+    let sb = Sandbox::new(&test_policy(
+        &BINS,
+        "",
+        "[syscalls]\ndeny = [\"memfd_create\"]\n",
+    ));
+    let run = sb.run(&BINS, &["/usr/bin/python3", "-c", "import os\ntry:\n    os.memfd_create('x')\n    print('ok')\nexcept OSError as e:\n    print(e.errno)"]);
+    assert_eq!(run.stdout.trim(), libc::EPERM.to_string(), "{}", run.stderr);
+}

@@ -9,6 +9,7 @@
     reason = "xtask reports progress"
 )]
 
+mod bench;
 mod demo;
 mod setup;
 mod test;
@@ -48,6 +49,9 @@ enum Task {
     },
     /// Build agentd and show it at work on policies/demo.toml.
     Demo,
+    /// Measure launch time, syscall overhead and kill latency side by side
+    /// with bare execution, bubblewrap and firejail; writes docs/benchmarks.md.
+    Bench,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Task::Build { release } => setup::run().and_then(|_| build(release).map(|_| ())),
         Task::Test { unprivileged } => test::run(unprivileged),
         Task::Demo => demo::run(),
+        Task::Bench => bench::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

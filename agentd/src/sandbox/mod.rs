@@ -276,8 +276,8 @@ pub struct ChildPlan {
     pub cwd: CString,
     /// Landlock ruleset.
     pub landlock: OwnedFd,
-    /// seccomp program.
-    pub seccomp: seccomp::Program,
+    /// seccomp programs, loaded in order.
+    pub seccomp: Vec<seccomp::Program>,
     /// Write end of the report pipe (CLOEXEC).
     pub report: OwnedFd,
 }
@@ -416,7 +416,9 @@ impl ChildPlan {
             .map_err(at(Step::ParentDeath))?;
         sys::chdir(&self.cwd).map_err(at(Step::Chdir))?;
         sys::landlock_restrict_self(self.landlock.as_raw_fd()).map_err(at(Step::Landlock))?;
-        sys::seccomp_set_filter(&self.seccomp.fprog()).map_err(at(Step::Seccomp))?;
+        for program in &self.seccomp {
+            sys::seccomp_set_filter(&program.fprog()).map_err(at(Step::Seccomp))?;
+        }
         Ok(())
     }
 }

@@ -368,16 +368,11 @@ fn syscall(name: &str) -> Option<ScmpSyscall> {
     ScmpSyscall::from_name(name).ok()
 }
 
-/// Builds the filter for `policy`.
-pub fn build(policy: &Syscalls) -> Result<Program, SandboxError> {
-    let eperm = ScmpAction::Errno(libc::EPERM);
-    let allowed_extra = |name: &str| policy.allow.iter().any(|a| a.as_str() == name);
-    let denied_extra = |name: &str| policy.deny.iter().any(|d| d.as_str() == name);
+type Add<'a> = dyn Fn(&mut ScmpFilterContext, ScmpAction, &str, &[ScmpArgCompare]) -> Result<(), SandboxError>
+    + 'a;
 
-    let default = match policy.profile {
-        SyscallProfile::Default => ScmpAction::Allow,
-        SyscallProfile::Strict => eperm,
-    };
+/// A filter context with agentd's common settings.
+fn context(default: ScmpAction) -> Result<ScmpFilterContext, SandboxError> {
     let mut ctx = ScmpFilterContext::new(default).map_err(scmp_err("seccomp_init"))?;
     // Foreign architectures (and x32 on x86_64) are killed, not filtered.
     ctx.set_act_badarch(ScmpAction::KillProcess)
@@ -388,8 +383,19 @@ pub fn build(policy: &Syscalls) -> Result<Program, SandboxError> {
     // agentd sets no_new_privs itself, at the step it chooses.
     ctx.set_ctl_nnp(false)
         .map_err(scmp_err("clear the NNP control"))?;
+    Ok(ctx)
+}
 
-    let add = |ctx: &mut ScmpFilterContext, action, name: &str, cmp: &[ScmpArgCompare]| {
+/// Builds the filters for `policy`, in load order: one for the default
+/// profile; for the strict profile a default-allow filter with the argument
+/// checks, then the allowlist (the kernel applies the most restrictive verdict of all
+/// filters; libseccomp cannot express "allowed except these argument
+/// values" inside an allowlist).
+pub fn build(policy: &Syscalls) -> Result<Vec<Program>, SandboxError> {
+    let eperm = ScmpAction::Errno(libc::EPERM);
+    let allowed_extra = |name: &str| policy.allow.iter().any(|a| a.as_str() == name);
+    let denied_extra = |name: &str| policy.deny.iter().any(|d| d.as_str() == name);
+    let add: &Add<'_> = &|ctx, action, name, cmp| {
         let Some(sc) = syscall(name) else {
             return Ok(()); // not on this architecture
         };
@@ -400,171 +406,120 @@ pub fn build(policy: &Syscalls) -> Result<Program, SandboxError> {
         };
         r.map(drop).map_err(scmp_err(name))
     };
-
     match policy.profile {
         SyscallProfile::Default => {
+            let mut ctx = context(ScmpAction::Allow)?;
             for name in DANGEROUS.iter().filter(|n| !allowed_extra(n)) {
                 add(&mut ctx, eperm, name, &[])?;
             }
+            for name in &policy.deny {
+                add(&mut ctx, eperm, name.as_str(), &[])?;
+            }
+            argument_checks(&mut ctx, add, &allowed_extra)?;
+            fallbacks(&mut ctx, add, &allowed_extra)?;
+            Ok(vec![export(&ctx)?])
         }
         SyscallProfile::Strict => {
+            let mut allow = context(eperm)?;
             for name in STRICT_ALLOW.iter().filter(|n| !denied_extra(n)) {
-                if matches!(*name, "clone" | "clone3" | "ioctl" | "personality") {
-                    continue; // handled with argument checks below
-                }
-                if MODE_ARGS.iter().any(|(m, _)| m == name) {
-                    continue;
-                }
-                add(&mut ctx, ScmpAction::Allow, name, &[])?;
+                add(&mut allow, ScmpAction::Allow, name, &[])?;
             }
             for name in &policy.allow {
-                add(&mut ctx, ScmpAction::Allow, name.as_str(), &[])?;
+                add(&mut allow, ScmpAction::Allow, name.as_str(), &[])?;
             }
-            // Syscalls allowed unless an argument check below denies them.
-            for name in ["clone", "ioctl"]
-                .into_iter()
-                .chain(MODE_ARGS.iter().map(|(m, _)| *m))
-            {
-                for arg_free in allow_unless_flagged(name) {
-                    add(&mut ctx, ScmpAction::Allow, name, &arg_free)?;
-                }
-            }
-            add(
-                &mut ctx,
-                ScmpAction::Allow,
-                "personality",
-                &[ScmpArgCompare::new(0, ScmpCompareOp::Equal, 0xffff_ffff)],
-            )?;
-            add(
-                &mut ctx,
-                ScmpAction::Allow,
-                "personality",
-                &[ScmpArgCompare::new(0, ScmpCompareOp::Equal, 0)],
-            )?;
+            fallbacks(&mut allow, add, &allowed_extra)?;
+            let mut checks = context(ScmpAction::Allow)?;
+            argument_checks(&mut checks, add, &allowed_extra)?;
+            // The allowlist goes last: loading a filter is itself a syscall.
+            Ok(vec![export(&checks)?, export(&allow)?])
         }
     }
-    for name in &policy.deny {
-        add(&mut ctx, eperm, name.as_str(), &[])?;
-    }
+}
 
-    if policy.profile == SyscallProfile::Default {
-        // Namespaces: clone with any CLONE_NEW* flag fails with EPERM.
-        if !allowed_extra("unshare") {
-            for flag in CLONE_NS_FLAGS {
-                add(
-                    &mut ctx,
-                    eperm,
-                    "clone",
-                    &[ScmpArgCompare::new(
-                        0,
-                        ScmpCompareOp::MaskedEqual(*flag),
-                        *flag,
-                    )],
-                )?;
-            }
-        }
-        // TIOCSTI / TIOCLINUX push input into a terminal. The kernel takes
-        // the command as 32 bits; compare only those.
-        for cmd in [libc::TIOCSTI, libc::TIOCLINUX] {
+/// Denials that depend on arguments (EPERM).
+fn argument_checks(
+    ctx: &mut ScmpFilterContext,
+    add: &Add<'_>,
+    allowed_extra: &dyn Fn(&str) -> bool,
+) -> Result<(), SandboxError> {
+    let eperm = ScmpAction::Errno(libc::EPERM);
+    // Namespaces: clone with any CLONE_NEW* flag.
+    if !allowed_extra("unshare") {
+        for flag in CLONE_NS_FLAGS {
             add(
-                &mut ctx,
+                ctx,
                 eperm,
-                "ioctl",
+                "clone",
                 &[ScmpArgCompare::new(
-                    1,
-                    ScmpCompareOp::MaskedEqual(0xffff_ffff),
-                    u64::from(cmd as u32),
+                    0,
+                    ScmpCompareOp::MaskedEqual(*flag),
+                    *flag,
                 )],
             )?;
         }
-        // Personality flags that weaken the address space fail with EPERM.
-        // The query (0xffffffff) has bit 31 set, which no flag uses, so
-        // "flag set and bit 31 clear" matches changes but not the query.
-        if !allowed_extra("personality") {
-            for flag in PERSONALITY_FLAGS {
-                add(
-                    &mut ctx,
-                    eperm,
-                    "personality",
-                    &[ScmpArgCompare::new(
-                        0,
-                        ScmpCompareOp::MaskedEqual(flag | 0x8000_0000),
-                        *flag,
-                    )],
-                )?;
-            }
-        }
-        // Files that could become set-user-ID or set-group-ID: on an
-        // idmapped workspace they would belong to the caller.
-        for (name, arg) in MODE_ARGS {
-            for bit in [u64::from(libc::S_ISUID), u64::from(libc::S_ISGID)] {
-                add(
-                    &mut ctx,
-                    eperm,
-                    name,
-                    &[ScmpArgCompare::new(
-                        *arg,
-                        ScmpCompareOp::MaskedEqual(bit),
-                        bit,
-                    )],
-                )?;
-            }
+    }
+    // TIOCSTI / TIOCLINUX push input into a terminal. The kernel takes the
+    // command as 32 bits; compare only those.
+    for cmd in [libc::TIOCSTI, libc::TIOCLINUX] {
+        add(
+            ctx,
+            eperm,
+            "ioctl",
+            &[ScmpArgCompare::new(
+                1,
+                ScmpCompareOp::MaskedEqual(0xffff_ffff),
+                u64::from(cmd as u32),
+            )],
+        )?;
+    }
+    // Personality flags that weaken the address space. The query
+    // (0xffffffff) has bit 31 set, which no flag uses, so "flag set and bit
+    // 31 clear" matches changes but not the query.
+    if !allowed_extra("personality") {
+        for flag in PERSONALITY_FLAGS {
+            add(
+                ctx,
+                eperm,
+                "personality",
+                &[ScmpArgCompare::new(
+                    0,
+                    ScmpCompareOp::MaskedEqual(flag | 0x8000_0000),
+                    *flag,
+                )],
+            )?;
         }
     }
-    // clone3 takes its flags in memory seccomp cannot read: ENOSYS makes
-    // libc fall back to clone, whose flags are checked above. openat2 (its
-    // mode is in memory too) gets the same treatment.
+    // Files that could become set-user-ID or set-group-ID: on an idmapped
+    // workspace they would belong to the caller.
+    for (name, arg) in MODE_ARGS {
+        for bit in [u64::from(libc::S_ISUID), u64::from(libc::S_ISGID)] {
+            add(
+                ctx,
+                eperm,
+                name,
+                &[ScmpArgCompare::new(
+                    *arg,
+                    ScmpCompareOp::MaskedEqual(bit),
+                    bit,
+                )],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// clone3 takes its flags in memory seccomp cannot read: ENOSYS makes libc
+/// fall back to clone, whose flags are checked. openat2 (its mode is in
+/// memory too) gets the same treatment.
+fn fallbacks(
+    ctx: &mut ScmpFilterContext,
+    add: &Add<'_>,
+    allowed_extra: &dyn Fn(&str) -> bool,
+) -> Result<(), SandboxError> {
     if !allowed_extra("clone3") {
-        add(&mut ctx, ScmpAction::Errno(libc::ENOSYS), "clone3", &[])?;
+        add(ctx, ScmpAction::Errno(libc::ENOSYS), "clone3", &[])?;
     }
-    add(&mut ctx, ScmpAction::Errno(libc::ENOSYS), "openat2", &[])?;
-
-    export(&ctx)
-}
-
-/// For the strict profile: argument conditions under which `name` is
-/// allowed (one rule each). The dangerous argument values stay denied by
-/// the default action.
-fn allow_unless_flagged(name: &str) -> Vec<Vec<ScmpArgCompare>> {
-    match name {
-        "clone" => {
-            let all_ns = CLONE_NS_FLAGS.iter().fold(0, |a, f| a | f);
-            vec![vec![ScmpArgCompare::new(
-                0,
-                ScmpCompareOp::MaskedEqual(all_ns),
-                0,
-            )]]
-        }
-        "ioctl" => ioctl_allow_rules(),
-        _ => {
-            let arg = MODE_ARGS
-                .iter()
-                .find(|(m, _)| *m == name)
-                .map_or(0, |(_, a)| *a);
-            let bits = u64::from(libc::S_ISUID | libc::S_ISGID);
-            vec![vec![ScmpArgCompare::new(
-                arg,
-                ScmpCompareOp::MaskedEqual(bits),
-                0,
-            )]]
-        }
-    }
-}
-
-/// ioctl is allowed for every command but TIOCSTI and TIOCLINUX: allow the
-/// command ranges around them (the kernel compares 32-bit commands).
-fn ioctl_allow_rules() -> Vec<Vec<ScmpArgCompare>> {
-    let sti = u64::from(libc::TIOCSTI as u32);
-    let linux = u64::from(libc::TIOCLINUX as u32);
-    let (low, high) = (sti.min(linux), sti.max(linux));
-    vec![
-        vec![ScmpArgCompare::new(1, ScmpCompareOp::Less, low)],
-        vec![
-            ScmpArgCompare::new(1, ScmpCompareOp::Greater, low),
-            ScmpArgCompare::new(1, ScmpCompareOp::Less, high),
-        ],
-        vec![ScmpArgCompare::new(1, ScmpCompareOp::Greater, high)],
-    ]
+    add(ctx, ScmpAction::Errno(libc::ENOSYS), "openat2", &[])
 }
 
 /// Exports the compiled BPF program through a memfd.

@@ -378,6 +378,7 @@ pub fn run(
     if !nix::unistd::geteuid().is_root() {
         return Err(SessionError::NotRoot);
     }
+    let mut phase = Phases::start();
     for orphan in kill::sweep_orphans() {
         notify(Notice::Orphan(&orphan));
     }
@@ -398,6 +399,7 @@ pub fn run(
     let workspace = check_workspace(opts.workspace.as_deref().unwrap_or(&cwd))?;
     let (caller_uid, caller_gid) = identity::caller();
 
+    phase.mark("preflight");
     // 2. id and state directory
     let id = SessionId::generate();
     notify(Notice::Started {
@@ -414,6 +416,7 @@ pub fn run(
     fs::create_dir(&state_dir).map_err(io_err("mkdir", &state_dir))?;
     teardown.dirs.push(state_dir.clone());
 
+    phase.mark("state dir");
     // 3. identity
     let ident = identity::acquire(
         &policy.identity,
@@ -422,6 +425,7 @@ pub fn run(
         identity::DEFAULT_RANGE,
     )?;
 
+    phase.mark("identity");
     // 4. {tmp}, {home}
     let data_dir = Path::new(paths::SESSION_DATA_DIR).join(id.as_str());
     paths::create_dir_mode(Path::new(paths::SESSION_DATA_DIR), 0o711)
@@ -443,6 +447,7 @@ pub fn run(
             .map_err(io_err("chmod", dir))?;
     }
 
+    phase.mark("data dirs");
     // 5. cgroups
     let limits = cgroup::Limits {
         memory: policy.limits.memory.map(|m| m.0),
@@ -457,6 +462,7 @@ pub fn run(
     let procs_files = cgroups.procs_files();
     teardown.cgroups = Some(cgroups);
 
+    phase.mark("cgroups");
     // 6. secrets, environment, program
     let secrets = read_secrets(policy)?;
     let trace_id = env::hex(&id::random_bytes::<16>());
@@ -483,6 +489,7 @@ pub fn run(
     let program = resolve_program(program_arg, &path_var, &workspace)
         .ok_or_else(|| SessionError::NotFound(program_arg.to_string_lossy().into_owned()))?;
 
+    phase.mark("environment");
     // Landlock
     let pty = if opts.tty {
         Some(
@@ -513,6 +520,7 @@ pub fn run(
     }
     let filter = seccomp::build(&policy.syscalls)?;
 
+    phase.mark("seccomp");
     // Mounts: the workspace idmapped to the caller, protected paths, passwd.
     let workspace_c = mounts::cstring(&workspace)?;
     let tree =
@@ -561,6 +569,7 @@ pub fn run(
         rlimits.push((libc::RLIMIT_NOFILE, n));
     }
 
+    phase.mark("landlock+mounts");
     // 7. state file and watchdog
     let (supervisor_pid, supervisor_start) = (
         std::process::id(),
@@ -602,6 +611,7 @@ pub fn run(
     st.save().map_err(io_err("write", &state_dir))?;
     let watchdog = Watchdog::start(&id)?;
 
+    phase.mark("state+watchdog");
     // 8. the agent
     let cgroup_dir = teardown
         .cgroups
@@ -711,10 +721,12 @@ pub fn run(
     drop(pty);
     let (ttl_done, ttl) = spawn_ttl(&id, policy.limits.max_duration.map(|d| d.0), &st);
 
+    phase.mark("spawn");
     let exit = wait(pid).map_err(io_err("wait", Path::new("agent")))?;
     let _ = ttl_done.send(());
     let ttl_fired = ttl.and_then(|t| t.join().ok()).unwrap_or(false);
 
+    phase.mark("agent ran");
     // Teardown: every remaining process dies, then the cgroups and dirs go.
     let leftovers = teardown
         .cgroups
@@ -734,6 +746,7 @@ pub fn run(
     watchdog.dismiss();
     drop(teardown);
     drop(ident);
+    phase.mark("teardown");
     Ok(Outcome {
         id,
         exit,
@@ -741,6 +754,29 @@ pub fn run(
         duration: start.elapsed(),
         leftovers,
     })
+}
+
+/// Setup timings, logged at debug level (`AGENTD_LOG=agentd=debug`).
+struct Phases {
+    last: Instant,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Self {
+            last: Instant::now(),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        tracing::debug!(
+            phase,
+            micros = now.duration_since(self.last).as_micros() as u64,
+            "session setup"
+        );
+        self.last = now;
+    }
 }
 
 /// Waits for the agent's root process.

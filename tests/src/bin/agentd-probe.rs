@@ -324,6 +324,26 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
             let _ = std::io::stdout().flush();
             sleep_forever()
         }
+        ["stat-loop", n, path] => {
+            // The syscall-heavy benchmark: stat + open + read + close.
+            let n: u64 = n.parse().unwrap_or(0);
+            let start = std::time::Instant::now();
+            let mut buf = [0u8; 64];
+            for _ in 0..n {
+                if let Err(e) = fs::metadata(path) {
+                    return report(io(Err::<(), _>(e)));
+                }
+                match File::open(path) {
+                    Ok(mut f) => {
+                        let _ = f.read(&mut buf);
+                    }
+                    Err(e) => return report(io(Err::<(), _>(e))),
+                }
+            }
+            let ns = start.elapsed().as_nanos() / u128::from(n.max(1));
+            println!("ns_per_iteration={ns}");
+            report(Ok(()))
+        }
         ["sleep", secs] => {
             std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(1)));
             report(Ok(()))

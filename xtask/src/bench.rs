@@ -1,0 +1,297 @@
+//! `cargo xtask bench`: agentd's performance figures, measured side by side
+//! with bare execution and the sandboxes installable here (bubblewrap,
+//! firejail), reported as ratios and written to docs/benchmarks.md.
+use std::{
+    fmt::Write as _,
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{cargo, root, setup, sh, step};
+
+/// One hyperfine result.
+struct Timing {
+    name: String,
+    median_ms: f64,
+    mean_ms: f64,
+    stddev_ms: f64,
+}
+
+fn hyperfine(dir: &Path, runs: u32, commands: &[(&str, String)]) -> Result<Vec<Timing>> {
+    let json = dir.join("hyperfine.json");
+    let mut cmd = Command::new("hyperfine");
+    cmd.current_dir(dir.join("workspace"))
+        .args([
+            "-N",
+            "--warmup",
+            "10",
+            "--runs",
+            &runs.to_string(),
+            "--export-json",
+        ])
+        .arg(&json);
+    for (name, command) in commands {
+        cmd.args(["--command-name", name, command]);
+    }
+    sh(&mut cmd)?;
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&json)?)?;
+    let results = v["results"]
+        .as_array()
+        .context("hyperfine JSON without results")?;
+    Ok(results
+        .iter()
+        .map(|r| Timing {
+            name: r["command"].as_str().unwrap_or("?").to_owned(),
+            median_ms: r["median"].as_f64().unwrap_or(f64::NAN) * 1000.0,
+            mean_ms: r["mean"].as_f64().unwrap_or(f64::NAN) * 1000.0,
+            stddev_ms: r["stddev"].as_f64().unwrap_or(f64::NAN) * 1000.0,
+        })
+        .collect())
+}
+
+fn write_policy(dir: &Path, name: &str, probe_dir: &Path, limits: &str) -> Result<PathBuf> {
+    let d = probe_dir.display();
+    let text = format!(
+        "version = 1\n[agent]\nname = \"bench\"\nowner = \"bench\"\n\n[filesystem]\n\
+         read = [\"/usr\", \"/lib\", \"/lib64\", \"/etc/ld.so.cache\", \"{d}\"]\n\
+         read_write = [\"{{workspace}}\", \"{{tmp}}\"]\n\
+         execute = [\"{d}\", \"/usr/bin\", \"/bin\", \"/usr/lib\", \"/lib\", \"/lib64\"]\n\n{limits}\n"
+    );
+    let path = dir.join(name);
+    fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn value(output: &str, key: &str) -> Option<f64> {
+    output
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Time to kill a session holding `n` processes, via `agentd kill`.
+fn kill_tree(agentd: &Path, probe: &Path, policy: &Path, ws: &Path, n: u32) -> Result<f64> {
+    let mut child = Command::new(agentd)
+        .args(["run", "--policy"])
+        .arg(policy)
+        .arg("--workspace")
+        .arg(ws)
+        .args(["--no-tty", "--"])
+        .arg(probe)
+        .args(["spawn-tree", &n.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().context("stderr")?).read_line(&mut first)?;
+    let id = first
+        .strip_prefix("agentd: session ")
+        .and_then(|r| r.split_whitespace().next())
+        .context("no session id")?
+        .to_owned();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut ready)?;
+    let out = Command::new(agentd).args(["kill", &id]).output()?;
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "killed session <id>: <n> processes, gone after <ms> ms"
+    text.split("gone after ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|ms| ms.parse().ok())
+        .with_context(|| format!("unexpected kill output {text:?}"))
+}
+
+pub fn run() -> Result<()> {
+    setup::run()?;
+    step("build (release)");
+    sh(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "agentd",
+        "--bin",
+        "agentd",
+    ]))?;
+    sh(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "agentd-tests",
+        "--bin",
+        "agentd-probe",
+    ]))?;
+    let release = root().join("target/release");
+    let agentd = release.join("agentd");
+    let probe = release.join("agentd-probe");
+    for tool in ["hyperfine", "bwrap", "firejail"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            bail!("{tool} is missing; run `cargo xtask setup`");
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("agentd-bench-{}", std::process::id()));
+    fs::create_dir_all(dir.join("workspace"))?;
+    let guard = RemoveDir(dir.clone());
+    let ws = dir.join("workspace");
+    let minimal = write_policy(&dir, "minimal.toml", &release, "")?;
+    let limited = write_policy(
+        &dir,
+        "limited.toml",
+        &release,
+        "[limits]\nmax_processes = 2000\nmemory = \"1G\"\ncpu = \"100%\"\nopen_files = 1024\n",
+    )?;
+    let a = agentd.display();
+
+    step("launch: /bin/true");
+    let launch = hyperfine(
+        &dir,
+        200,
+        &[
+            ("bare", "/bin/true".into()),
+            ("agentd run (no limits)", format!("{a} run --policy {} --no-tty -- /bin/true", minimal.display())),
+            ("agentd run (pids, memory, cpu limits)", format!("{a} run --policy {} --no-tty -- /bin/true", limited.display())),
+            ("bwrap --unshare-all", "bwrap --ro-bind / / --dev /dev --proc /proc --unshare-all --die-with-parent /bin/true".into()),
+            ("firejail --noprofile", "firejail --quiet --noprofile /bin/true".into()),
+        ],
+    )?;
+
+    step("syscall-heavy: stat + open + read + close loop");
+    let target = ws.join("target.txt");
+    fs::write(&target, "benchmark")?;
+    let iterations = "200000";
+    let t = target.display().to_string();
+    let mut bare = Vec::new();
+    let mut confined = Vec::new();
+    for _ in 0..5 {
+        let out = Command::new(&probe)
+            .args(["stat-loop", iterations, &t])
+            .output()?;
+        bare.push(
+            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration")
+                .context("bare stat-loop")?,
+        );
+        let out = Command::new(&agentd)
+            .args(["run", "--policy"])
+            .arg(&minimal)
+            .arg("--workspace")
+            .arg(&ws)
+            .args(["--no-tty", "--"])
+            .arg(&probe)
+            .args(["stat-loop", iterations, &t])
+            .output()?;
+        confined.push(
+            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration").with_context(
+                || {
+                    format!(
+                        "confined stat-loop: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                },
+            )?,
+        );
+    }
+    let (bare_ns, confined_ns) = (median(bare), median(confined));
+
+    step("kill a 1000-process tree");
+    let kills: Vec<f64> = (0..5)
+        .map(|_| kill_tree(&agentd, &probe, &limited, &ws, 1000))
+        .collect::<Result<_>>()?;
+    let kill_ms = median(kills);
+
+    let report = render(&launch, bare_ns, confined_ns, kill_ms);
+    print!("\n{report}");
+    let doc = root().join("docs/benchmarks.md");
+    fs::create_dir_all(root().join("docs"))?;
+    fs::write(&doc, report)?;
+    println!("written to {}", doc.display());
+    drop(guard);
+    Ok(())
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn host() -> String {
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{date}, Linux {}, {cpus} CPUs", kernel.trim())
+}
+
+fn render(launch: &[Timing], bare_ns: f64, confined_ns: f64, kill_ms: f64) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Measured by `cargo xtask bench` ({}), release build, as root.\n",
+        host()
+    );
+    let _ = writeln!(
+        s,
+        "## Launch: `/bin/true` (hyperfine, 200 runs, 10 warm-up)\n"
+    );
+    let _ = writeln!(
+        s,
+        "| command | median | mean ± σ | vs bare | vs agentd (no limits) |"
+    );
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: |");
+    let bare = launch.first().map_or(f64::NAN, |t| t.median_ms);
+    let ours = launch.get(1).map_or(f64::NAN, |t| t.median_ms);
+    for t in launch {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} ms | {:.2} ± {:.2} ms | +{:.2} ms | {:.2}× |",
+            t.name,
+            t.median_ms,
+            t.mean_ms,
+            t.stddev_ms,
+            t.median_ms - bare,
+            t.median_ms / ours
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nTargets (SPEC.md): agentd ≤ bare + 2 ms median, and ≥ 3× faster than bwrap --unshare-all.\n"
+    );
+    let _ = writeln!(
+        s,
+        "## Syscall-heavy workload (stat + open + read + close, 200 000 iterations, median of 5)\n"
+    );
+    let _ = writeln!(s, "| where | per iteration | vs bare |");
+    let _ = writeln!(s, "| --- | ---: | ---: |");
+    let _ = writeln!(s, "| bare | {bare_ns:.0} ns | 1.00× |");
+    let _ = writeln!(
+        s,
+        "| in a session (Landlock + seccomp) | {confined_ns:.0} ns | {:.2}× ({:+.1}%) |",
+        confined_ns / bare_ns,
+        (confined_ns / bare_ns - 1.0) * 100.0
+    );
+    let _ = writeln!(s, "\nTarget: ≤ 10% slower than bare.\n");
+    let _ = writeln!(
+        s,
+        "## Kill of a 1000-process tree (`agentd kill`, median of 5)\n"
+    );
+    let _ = writeln!(
+        s,
+        "From the request until no process of the session is left: {kill_ms:.1} ms (target ≤ 100 ms)."
+    );
+    s
+}
