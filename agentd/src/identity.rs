@@ -189,29 +189,23 @@ fn nanos() -> u64 {
         .map_or(0, |d| u64::from(d.subsec_nanos()))
 }
 
-/// Real, effective, saved and filesystem UIDs of every process on the host.
+/// The effective UID of every process on the host: the owner of its
+/// `/proc/<pid>` directory, one stat per process (reading every `status`
+/// file costs ten times more).
 fn process_uids() -> std::collections::HashSet<u32> {
-    let mut uids = std::collections::HashSet::new();
+    use std::os::unix::fs::MetadataExt as _;
     let Ok(dir) = fs::read_dir("/proc") else {
-        return uids;
+        return std::collections::HashSet::new();
     };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(status) = fs::read_to_string(entry.path().join("status")) else {
-            continue;
-        };
-        if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
-            uids.extend(
-                line.split_whitespace()
-                    .skip(1)
-                    .filter_map(|u| u.parse::<u32>().ok()),
-            );
-        }
-    }
-    uids
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .as_encoded_bytes()
+                .iter()
+                .all(u8::is_ascii_digit)
+        })
+        .filter_map(|e| e.metadata().ok().map(|m| m.uid()))
+        .collect()
 }
 
 /// The caller to whom workspace files belong: the invoking user behind

@@ -164,6 +164,37 @@ pub fn run() -> Result<()> {
         ],
     )?;
 
+    step("launch: where the time goes (AGENTD_LOG=agentd=debug, 30 runs)");
+    let mut phases: Vec<(String, Vec<f64>)> = Vec::new();
+    for _ in 0..30 {
+        let out = Command::new(&agentd)
+            .current_dir(&ws)
+            .args(["run", "--policy"])
+            .arg(&minimal)
+            .args(["--no-tty", "--", "/bin/true"])
+            .env("AGENTD_LOG", "agentd=debug")
+            .env("NO_COLOR", "1")
+            .output()?;
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            let (Some(phase), Some(micros)) = (
+                line.split("phase=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next()),
+                line.split("micros=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|m| m.parse::<f64>().ok()),
+            ) else {
+                continue;
+            };
+            match phases.iter_mut().find(|(p, _)| p == phase) {
+                Some((_, v)) => v.push(micros / 1000.0),
+                None => phases.push((phase.to_owned(), vec![micros / 1000.0])),
+            }
+        }
+    }
+    let phases: Vec<(String, f64)> = phases.into_iter().map(|(p, v)| (p, median(v))).collect();
+
     step("syscall-heavy: stat + open + read + close loop");
     let target = ws.join("target.txt");
     fs::write(&target, "benchmark")?;
@@ -207,7 +238,7 @@ pub fn run() -> Result<()> {
         .collect::<Result<_>>()?;
     let kill_ms = median(kills);
 
-    let report = render(&launch, bare_ns, confined_ns, kill_ms);
+    let report = render(&launch, &phases, bare_ns, confined_ns, kill_ms);
     print!("\n{report}");
     let doc = root().join("docs/benchmarks.md");
     fs::create_dir_all(root().join("docs"))?;
@@ -236,7 +267,13 @@ fn host() -> String {
     format!("{date}, Linux {}, {cpus} CPUs", kernel.trim())
 }
 
-fn render(launch: &[Timing], bare_ns: f64, confined_ns: f64, kill_ms: f64) -> String {
+fn render(
+    launch: &[Timing],
+    phases: &[(String, f64)],
+    bare_ns: f64,
+    confined_ns: f64,
+    kill_ms: f64,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
@@ -270,6 +307,20 @@ fn render(launch: &[Timing], bare_ns: f64, confined_ns: f64, kill_ms: f64) -> St
     let _ = writeln!(
         s,
         "\nTargets (SPEC.md): agentd ≤ bare + 2 ms median, and ≥ 3× faster than bwrap --unshare-all.\n"
+    );
+    let _ = writeln!(
+        s,
+        "Where `agentd run` spends its time (medians of 30 runs, `AGENTD_LOG=agentd=debug`):\n"
+    );
+    let _ = writeln!(s, "| phase | median |");
+    let _ = writeln!(s, "| --- | ---: |");
+    for (phase, ms) in phases {
+        let _ = writeln!(s, "| {phase} | {ms:.2} ms |");
+    }
+    let _ = writeln!(
+        s,
+        "| sum (the rest is process start-up and exit) | {:.2} ms |\n",
+        phases.iter().map(|(_, m)| m).sum::<f64>()
     );
     let _ = writeln!(
         s,

@@ -21,11 +21,17 @@ pub fn run() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("agentd-demo-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("workspace"))?;
     let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "version = 1\n[agent]\nname = \"demo\"\n[filesystem]\nreed = [\"/usr\"]\n")?;
+    std::fs::write(
+        &bad,
+        "version = 1\n[agent]\nname = \"demo\"\n[filesystem]\nreed = [\"/usr\"]\n",
+    )?;
     let status = Command::new(&agentd)
         .args(["policy", "check", &bad.to_string_lossy()])
         .status()?;
-    println!("(exit status {}: invalid policy)", status.code().unwrap_or(-1));
+    println!(
+        "(exit status {}: invalid policy)",
+        status.code().unwrap_or(-1)
+    );
 
     step("agentd doctor: can this host enforce sessions?");
     let status = Command::new(&agentd).arg("doctor").status()?;
@@ -33,12 +39,18 @@ pub fn run() -> Result<()> {
 
     step("agentd run --policy policies/demo.toml -- python3 agent.py");
     let workspace = dir.join("workspace");
-    std::fs::copy(root().join("xtask/demo/agent.py"), workspace.join("agent.py"))?;
+    std::fs::copy(
+        root().join("xtask/demo/agent.py"),
+        workspace.join("agent.py"),
+    )?;
     let status = Command::new(&agentd)
         .args(["run", "--policy", &policy, "--workspace"])
         .arg(&workspace)
         .args(["--", "/usr/bin/python3", "agent.py"])
-        .env("DEMO_CALLER_TOKEN", "the caller's secret, not for the agent")
+        .env(
+            "DEMO_CALLER_TOKEN",
+            "the caller's secret, not for the agent",
+        )
         .status()?;
     println!("(agent exit status {})", status.code().unwrap_or(-1));
     sh(Command::new("ls").arg("-ln").arg(&workspace))?;

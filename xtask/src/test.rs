@@ -71,13 +71,8 @@ pub fn run(unprivileged: bool) -> Result<()> {
         ]);
         c
     };
-    cmd.args([
-        "test",
-        "--package",
-        "agentd-tests",
-        "--",
-        "--test-threads=1",
-    ]);
+    // In parallel on purpose: concurrent sessions are part of what is tested.
+    cmd.args(["test", "--package", "agentd-tests"]);
     sh(&mut cmd)
 }
 

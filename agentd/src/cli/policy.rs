@@ -285,6 +285,12 @@ fn render(inv: &Inventory) -> String {
 
     let mut s = Section::new("enforcement");
     s.row("", inv.enforcement);
+    let gaps: Vec<String> = inv
+        .not_yet_enforced
+        .iter()
+        .map(|g| (*g).to_owned())
+        .collect();
+    s.list("not yet", &gaps, "(none)");
     let mut text = out;
     text.push_str(s.done().trim_end());
     text.push('\n');

@@ -7,6 +7,14 @@ use super::{
     SyscallProfile, UserSpec, local_networks,
 };
 
+/// What this version does not enforce yet, and what holds meanwhile.
+const NOT_YET_ENFORCED: &[&str] = &[
+    "[exec] allow/ask: not checked at exec time yet; any program under a [filesystem] execute path can run",
+    "[network] allow/ask and dns: sessions get no network at all (a private network namespace with loopback down)",
+    "[audit]: no audit trail is written yet",
+    "protected paths that do not exist when the session starts can be created (existing ones are read-only)",
+];
+
 /// Everything a policy grants, in the terms an auditor uses.
 #[derive(Debug, Serialize)]
 pub struct Inventory {
@@ -28,6 +36,9 @@ pub struct Inventory {
     pub audit: AuditSection,
     /// What happens when the host cannot enforce everything.
     pub enforcement: &'static str,
+    /// Parts of the policy this version of agentd does not enforce yet, and
+    /// what holds instead.
+    pub not_yet_enforced: Vec<&'static str>,
 }
 
 /// Who the agent is.
@@ -309,6 +320,7 @@ impl Inventory {
             } else {
                 "fail closed: the session does not start unless every guarantee can be enforced"
             },
+            not_yet_enforced: NOT_YET_ENFORCED.to_vec(),
         }
     }
 }
