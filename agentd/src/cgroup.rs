@@ -269,6 +269,51 @@ fn write_file(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
     fs::write(&path, value).map_err(io_err("write", &path))
 }
 
+/// The files (and values) that set `controller`'s limit, in writing order;
+/// `optional` files are skipped where the kernel lacks them (no swap
+/// accounting).
+fn limit_files(
+    controller: Controller,
+    v1: bool,
+    limits: &Limits,
+) -> Vec<(&'static str, String, bool)> {
+    let memory = limits.memory.unwrap_or(u64::MAX).to_string();
+    let pids = limits.pids.unwrap_or(u32::MAX).to_string();
+    let quota = (u64::from(limits.cpu_percent.unwrap_or(100)) * CPU_PERIOD_US / 100).to_string();
+    match (controller, v1) {
+        // No swap on top of the memory limit.
+        (Controller::Memory, false) => vec![
+            ("memory.max", memory, false),
+            ("memory.swap.max", "0".into(), true),
+        ],
+        (Controller::Memory, true) => vec![
+            ("memory.limit_in_bytes", memory.clone(), false),
+            ("memory.memsw.limit_in_bytes", memory, true),
+        ],
+        (Controller::Pids, _) => vec![("pids.max", pids, false)],
+        (Controller::Cpu, false) => vec![("cpu.max", format!("{quota} {CPU_PERIOD_US}"), false)],
+        (Controller::Cpu, true) => vec![
+            ("cpu.cfs_period_us", CPU_PERIOD_US.to_string(), false),
+            ("cpu.cfs_quota_us", quota, false),
+        ],
+    }
+}
+
+fn write_limit(
+    dir: &Path,
+    controller: Controller,
+    v1: bool,
+    limits: &Limits,
+) -> Result<(), CgroupError> {
+    for (file, value, optional) in limit_files(controller, v1, limits) {
+        if optional && !dir.join(file).exists() {
+            continue;
+        }
+        write_file(dir, file, &value)?;
+    }
+    Ok(())
+}
+
 impl SessionCgroups {
     /// Creates the session's cgroups below `agentd/` and applies `limits`.
     /// Fails (creating nothing that stays) when a limit's controller is
@@ -322,54 +367,13 @@ impl SessionCgroups {
         limits: &Limits,
     ) -> Result<(), CgroupError> {
         for c in v2 {
-            let dir = self.v2.path().to_path_buf();
-            match c {
-                Controller::Memory => {
-                    let bytes = limits.memory.unwrap_or(u64::MAX).to_string();
-                    write_file(&dir, "memory.max", &bytes)?;
-                    if dir.join("memory.swap.max").exists() {
-                        write_file(&dir, "memory.swap.max", "0")?;
-                    }
-                }
-                Controller::Pids => {
-                    write_file(
-                        &dir,
-                        "pids.max",
-                        &limits.pids.unwrap_or(u32::MAX).to_string(),
-                    )?;
-                }
-                Controller::Cpu => {
-                    let quota = u64::from(limits.cpu_percent.unwrap_or(100)) * CPU_PERIOD_US / 100;
-                    write_file(&dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
-                }
-            }
+            write_limit(self.v2.path(), *c, false, limits)?;
         }
         for (c, mount) in v1 {
             let cg = Cgroup::create(mount.join(crate::paths::CGROUP_PARENT).join(session))?;
             let dir = cg.path().to_path_buf();
             self.v1.push(cg);
-            match c {
-                Controller::Memory => {
-                    let bytes = limits.memory.unwrap_or(u64::MAX).to_string();
-                    write_file(&dir, "memory.limit_in_bytes", &bytes)?;
-                    // memory+swap: the same limit means no swap on top.
-                    if dir.join("memory.memsw.limit_in_bytes").exists() {
-                        write_file(&dir, "memory.memsw.limit_in_bytes", &bytes)?;
-                    }
-                }
-                Controller::Pids => {
-                    write_file(
-                        &dir,
-                        "pids.max",
-                        &limits.pids.unwrap_or(u32::MAX).to_string(),
-                    )?;
-                }
-                Controller::Cpu => {
-                    let quota = u64::from(limits.cpu_percent.unwrap_or(100)) * CPU_PERIOD_US / 100;
-                    write_file(&dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
-                    write_file(&dir, "cpu.cfs_quota_us", &quota.to_string())?;
-                }
-            }
+            write_limit(&dir, *c, true, limits)?;
         }
         Ok(())
     }
@@ -459,5 +463,74 @@ impl Cgroup {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(v2: &[&str], v1: &[Controller]) -> Layout {
+        Layout {
+            v2_root: PathBuf::from("/sys/fs/cgroup"),
+            v2_controllers: v2.iter().map(|s| (*s).to_owned()).collect(),
+            v1: v1
+                .iter()
+                .map(|c| (*c, PathBuf::from(format!("/sys/fs/cgroup/{}", c.name()))))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn controllers_are_found_in_v2_first_then_v1() {
+        let hybrid = layout(&["hugetlb"], &[Controller::Memory, Controller::Pids]);
+        assert_eq!(
+            hybrid.locate(Controller::Memory),
+            Some(Some(Path::new("/sys/fs/cgroup/memory")))
+        );
+        assert_eq!(hybrid.locate(Controller::Cpu), None);
+        let unified = layout(&["cpu", "memory", "pids"], &[Controller::Memory]);
+        assert_eq!(unified.locate(Controller::Memory), Some(None));
+    }
+
+    #[test]
+    fn limit_files_per_hierarchy() {
+        let limits = Limits {
+            memory: Some(2 << 30),
+            pids: Some(64),
+            cpu_percent: Some(150),
+        };
+        let names = |c, v1| -> Vec<(String, String)> {
+            limit_files(c, v1, &limits)
+                .into_iter()
+                .map(|(f, v, _)| (f.to_owned(), v))
+                .collect()
+        };
+        assert_eq!(
+            names(Controller::Memory, false),
+            [
+                ("memory.max".into(), "2147483648".into()),
+                ("memory.swap.max".into(), "0".into())
+            ]
+        );
+        assert_eq!(
+            names(Controller::Memory, true)[1].0,
+            "memory.memsw.limit_in_bytes"
+        );
+        assert_eq!(
+            names(Controller::Cpu, false),
+            [("cpu.max".into(), "150000 100000".into())]
+        );
+        assert_eq!(
+            names(Controller::Cpu, true),
+            [
+                ("cpu.cfs_period_us".into(), "100000".into()),
+                ("cpu.cfs_quota_us".into(), "150000".into())
+            ]
+        );
+        assert_eq!(
+            names(Controller::Pids, true),
+            [("pids.max".into(), "64".into())]
+        );
     }
 }

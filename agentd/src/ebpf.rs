@@ -90,6 +90,20 @@ impl EbpfError {
     }
 }
 
+/// The `cgroup_sock_addr` program `name` of the object.
+fn sock_addr_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, EbpfError> {
+    ebpf.program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| EbpfError::Load {
+            program: name,
+            source: Box::new(e),
+        })
+}
+
 /// agentd's programs, loaded into the kernel (and verified). Dropping this
 /// detaches and unloads everything it attached.
 #[derive(Debug)]
@@ -105,17 +119,12 @@ impl Programs {
         }
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| EbpfError::Object(Box::new(e)))?;
         for name in [program::CGROUP_CONNECT4, program::CGROUP_CONNECT6] {
-            let prog = ebpf
-                .program_mut(name)
-                .ok_or(EbpfError::MissingProgram(name))?;
-            let prog: &mut CgroupSockAddr = prog.try_into().map_err(|e| EbpfError::Load {
-                program: name,
-                source: Box::new(e),
-            })?;
-            prog.load().map_err(|e| EbpfError::Load {
-                program: name,
-                source: Box::new(e),
-            })?;
+            sock_addr_program(&mut ebpf, name)?
+                .load()
+                .map_err(|e| EbpfError::Load {
+                    program: name,
+                    source: Box::new(e),
+                })?;
         }
         Ok(Self { ebpf })
     }
@@ -136,14 +145,7 @@ impl Programs {
             source,
         })?;
         for name in [program::CGROUP_CONNECT4, program::CGROUP_CONNECT6] {
-            let prog = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(EbpfError::MissingProgram(name))?;
-            let prog: &mut CgroupSockAddr = prog.try_into().map_err(|e| EbpfError::Load {
-                program: name,
-                source: Box::new(e),
-            })?;
+            let prog = sock_addr_program(&mut self.ebpf, name)?;
             // A bpf_link attachment (Linux >= 5.7) always coexists with other
             // programs on the cgroup; the mode flag must be 0 for links.
             prog.attach(&dir, CgroupAttachMode::Single)
