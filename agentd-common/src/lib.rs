@@ -10,25 +10,78 @@
 
 /// Names of the kernel programs, as userspace looks them up in the object.
 pub mod program {
-    /// `cgroup/connect4`: decides IPv4 `connect(2)` from session cgroups.
+    /// `cgroup/connect4`.
     pub const CGROUP_CONNECT4: &str = "cgroup_connect4";
-    /// `cgroup/connect6`: decides IPv6 `connect(2)` from session cgroups.
+    /// `cgroup/connect6`.
     pub const CGROUP_CONNECT6: &str = "cgroup_connect6";
-
-    /// Every program in the object, in load order.
-    pub const ALL: [&str; 2] = [CGROUP_CONNECT4, CGROUP_CONNECT6];
+    /// `cgroup/sendmsg4` (UDP).
+    pub const CGROUP_SENDMSG4: &str = "cgroup_sendmsg4";
+    /// `cgroup/sendmsg6` (UDP).
+    pub const CGROUP_SENDMSG6: &str = "cgroup_sendmsg6";
+    /// `cgroup/bind4`.
+    pub const CGROUP_BIND4: &str = "cgroup_bind4";
+    /// `cgroup/bind6`.
+    pub const CGROUP_BIND6: &str = "cgroup_bind6";
+    /// `cgroup/sock_create`: raw and packet sockets.
+    pub const CGROUP_SOCK_CREATE: &str = "cgroup_sock_create";
+    /// `tracepoint/syscalls/sys_enter_execve`.
+    pub const TP_ENTER_EXECVE: &str = "tp_enter_execve";
+    /// `tracepoint/syscalls/sys_exit_execve`: refused execs.
+    pub const TP_EXIT_EXECVE: &str = "tp_exit_execve";
+    /// `tracepoint/syscalls/sys_enter_execveat`.
+    pub const TP_ENTER_EXECVEAT: &str = "tp_enter_execveat";
+    /// `tracepoint/syscalls/sys_exit_execveat`: refused execs.
+    pub const TP_EXIT_EXECVEAT: &str = "tp_exit_execveat";
+    /// `tracepoint/syscalls/sys_enter_openat`.
+    pub const TP_ENTER_OPENAT: &str = "tp_enter_openat";
+    /// `tracepoint/syscalls/sys_exit_openat`: file events.
+    pub const TP_EXIT_OPENAT: &str = "tp_exit_openat";
+    /// `tracepoint/syscalls/sys_enter_unlinkat`.
+    pub const TP_ENTER_UNLINKAT: &str = "tp_enter_unlinkat";
+    /// `tracepoint/syscalls/sys_exit_unlinkat`: file events.
+    pub const TP_EXIT_UNLINKAT: &str = "tp_exit_unlinkat";
+    /// `tracepoint/syscalls/sys_enter_renameat2`.
+    pub const TP_ENTER_RENAMEAT2: &str = "tp_enter_renameat2";
+    /// `tracepoint/syscalls/sys_exit_renameat2`: file events.
+    pub const TP_EXIT_RENAMEAT2: &str = "tp_exit_renameat2";
+    /// `tp_btf/sched_process_exec`: exec events.
+    pub const TP_SCHED_PROCESS_EXEC: &str = "tp_sched_process_exec";
+    /// `tp_btf/sched_process_fork`: fork events.
+    pub const TP_SCHED_PROCESS_FORK: &str = "tp_sched_process_fork";
+    /// `tp_btf/sched_process_exit`: exit events.
+    pub const TP_SCHED_PROCESS_EXIT: &str = "tp_sched_process_exit";
 }
 
 /// Names of the maps in the object.
 pub mod map {
-    /// `SESSIONS`: cgroup id (u64) of a session's cgroup → [`crate::SessionEntry`].
+    /// cgroup id (u64) → [`crate::SessionEntry`].
     pub const SESSIONS: &str = "SESSIONS";
-    /// `COUNTERS`: per-CPU array of u64 indexed by [`crate::Counter`].
+    /// Per-CPU u64 counters indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
+    /// LPM trie of IPv4 rules: [`crate::RuleKeyV4`] → [`crate::PortRules`].
+    pub const EGRESS_V4: &str = "EGRESS_V4";
+    /// LPM trie of IPv6 rules: [`crate::RuleKeyV6`] → [`crate::PortRules`].
+    pub const EGRESS_V6: &str = "EGRESS_V6";
+    /// pid_tgid → [`crate::Pending`]: a syscall between its enter and exit.
+    pub const PENDING: &str = "PENDING";
+    /// Per-CPU scratch [`crate::Pending`] (too big for the BPF stack).
+    pub const SCRATCH: &str = "SCRATCH";
+    /// Kernel struct offsets, indexed by [`crate::Offset`].
+    pub const OFFSETS: &str = "OFFSETS";
+    /// tgid → [`crate::ProcInfo`]: exec ids of traced processes.
+    pub const PROCS: &str = "PROCS";
+    /// The event ring buffer.
+    pub const EVENTS: &str = "EVENTS";
 }
 
 /// Capacity of the `SESSIONS` map: the most sessions one host runs at once.
 pub const MAX_SESSIONS: u32 = 4096;
+/// Capacity of each egress trie.
+pub const MAX_EGRESS_ENTRIES: u32 = 65536;
+/// Traced processes tracked at once.
+pub const MAX_PROCS: u32 = 65536;
+/// Size of the event ring buffer (a power of two, in bytes).
+pub const EVENTS_BYTES: u32 = 16 << 20;
 
 /// Return value of a `cgroup_sock_addr` program that lets the call proceed.
 pub const SOCK_ADDR_ALLOW: i32 = 1;
@@ -39,45 +92,405 @@ pub const SOCK_ADDR_DENY: i32 = 0;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionEntry {
-    /// Session flags, a combination of the `SESSION_*` constants.
+    /// The session's slot: the key prefix of its rules in every map.
+    pub slot: u32,
+    /// A combination of the `SESSION_*` flags.
     pub flags: u32,
-    /// Explicit padding; always zero.
-    pub reserved: u32,
 }
 
-/// No flag: the session's egress is denied by default.
-pub const SESSION_DEFAULT: u32 = 0;
+/// Record file opens for writing, creations, unlinks and renames.
+pub const SESSION_FILE_WRITES: u32 = 1 << 0;
+/// Record file opens for reading too.
+pub const SESSION_FILE_READS: u32 = 1 << 1;
+
+/// Slot bit that marks bind rules (same tries as egress rules).
+pub const SLOT_BIND: u32 = 1 << 31;
+
+/// Key of the IPv4 egress trie: slot (always fully matched) then address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleKeyV4 {
+    /// Session slot (| [`SLOT_BIND`] for bind rules), big-endian.
+    pub slot: [u8; 4],
+    /// Address, network order.
+    pub addr: [u8; 4],
+}
+
+/// Key of the IPv6 egress trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleKeyV6 {
+    /// Session slot (| [`SLOT_BIND`] for bind rules), big-endian.
+    pub slot: [u8; 4],
+    /// Address, network order.
+    pub addr: [u8; 16],
+}
+
+/// TCP.
+pub const PROTO_TCP: u8 = 1;
+/// UDP.
+pub const PROTO_UDP: u8 = 2;
+
+/// One allowed port range.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PortRule {
+    /// First port (host order).
+    pub first: u16,
+    /// Last port, inclusive.
+    pub last: u16,
+    /// `PROTO_TCP | PROTO_UDP` bits.
+    pub protocols: u8,
+    /// Explicit padding; zero.
+    pub reserved: [u8; 3],
+}
+
+/// Most port rules one prefix carries.
+pub const MAX_PORT_RULES: usize = 16;
+
+/// The value of an egress trie entry: every port rule that applies to the
+/// prefix (an entry with none denies).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRules {
+    /// Valid entries in `rules`.
+    pub count: u32,
+    /// The rules.
+    pub rules: [PortRule; MAX_PORT_RULES],
+}
+
+impl PortRules {
+    /// Whether `port` with `protocol` (`PROTO_*`) is allowed.
+    #[inline(always)]
+    pub fn allows(&self, port: u16, protocol: u8) -> bool {
+        let mut i = 0;
+        while i < MAX_PORT_RULES {
+            if i as u32 >= self.count {
+                return false;
+            }
+            let r = &self.rules[i];
+            if r.protocols & protocol != 0 && port >= r.first && port <= r.last {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+/// A syscall a session process is in the middle of (file and exec
+/// events are emitted at its exit, with the outcome).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Pending {
+    /// [`file_access`] for file syscalls, [`file_access::EXEC`] for execs.
+    pub access: u8,
+    /// Explicit padding; zero.
+    pub reserved: [u8; 3],
+    /// `dirfd` argument (AT_FDCWD = -100).
+    pub dirfd: i32,
+    /// open flags.
+    pub flags: u32,
+    /// Explicit padding; zero.
+    pub reserved2: u32,
+    /// The path argument as the process gave it.
+    pub path: [u8; PATH_LEN],
+}
+
+/// Offsets of kernel struct members, resolved from BTF by userspace.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offset {
+    /// `linux_binprm.filename`.
+    BinprmFilename = 0,
+    /// `task_struct.mm`.
+    TaskMm,
+    /// `task_struct.real_parent`.
+    TaskRealParent,
+    /// `task_struct.tgid`.
+    TaskTgid,
+    /// `task_struct.exit_code`.
+    TaskExitCode,
+    /// `mm_struct.arg_start`.
+    MmArgStart,
+    /// `mm_struct.arg_end`.
+    MmArgEnd,
+    /// `task_struct.pid`.
+    TaskPid,
+}
+
+impl Offset {
+    /// Number of slots in the `OFFSETS` array.
+    pub const LEN: u32 = 8;
+}
+
+/// Exec ids of one traced process (as Tetragon's: an exec id names one
+/// process execution, from its fork or exec to the next exec or its exit;
+/// userspace renders (pid, ktime) pairs as ids).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ProcInfo {
+    /// ktime of this execution's start (fork or exec).
+    pub exec_ktime: u64,
+    /// ktime of the parent execution.
+    pub parent_ktime: u64,
+    /// The parent's pid.
+    pub parent_pid: u32,
+    /// Explicit padding; zero.
+    pub reserved: u32,
+}
 
 /// Indexes into the per-CPU `COUNTERS` array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// IPv4 connects refused for a session.
-    Connect4Denied = 0,
-    /// IPv6 connects refused for a session.
-    Connect6Denied = 1,
+    /// Events that did not fit in the ring buffer (reported as `lost`).
+    Lost = 0,
+    /// Connects and datagrams refused.
+    EgressDenied = 1,
+    /// Execs refused (observed at the syscall's exit).
+    ExecDenied = 2,
+    /// Socket creations refused.
+    SocketDenied = 3,
+    /// Binds refused.
+    BindDenied = 4,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Self; 2] = [Self::Connect4Denied, Self::Connect6Denied];
+    pub const ALL: [Self; 5] = [
+        Self::Lost,
+        Self::EgressDenied,
+        Self::ExecDenied,
+        Self::SocketDenied,
+        Self::BindDenied,
+    ];
     /// Number of slots in the `COUNTERS` array.
     pub const LEN: u32 = Self::ALL.len() as u32;
 
-    /// A stable name for reports (`agentd doctor`, metrics).
+    /// A stable name for reports and metrics.
     pub const fn name(self) -> &'static str {
         match self {
-            Self::Connect4Denied => "connect4_denied",
-            Self::Connect6Denied => "connect6_denied",
+            Self::Lost => "events_lost",
+            Self::EgressDenied => "egress_denied",
+            Self::ExecDenied => "exec_denied",
+            Self::SocketDenied => "socket_denied",
+            Self::BindDenied => "bind_denied",
         }
     }
+}
+
+/// Event kinds in the ring buffer.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A program was executed (after the fact, with its argv).
+    Exec = 1,
+    /// An exec was refused (Landlock or file permissions).
+    ExecDenied = 2,
+    /// A process was forked.
+    Fork = 3,
+    /// A process exited.
+    Exit = 4,
+    /// A connect or datagram (decision in the event).
+    Connect = 5,
+    /// A file access.
+    File = 6,
+    /// A socket creation, bind or listen was refused.
+    SocketDenied = 7,
+}
+
+impl EventKind {
+    /// The kind for a raw value.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Exec),
+            2 => Some(Self::ExecDenied),
+            3 => Some(Self::Fork),
+            4 => Some(Self::Exit),
+            5 => Some(Self::Connect),
+            6 => Some(Self::File),
+            7 => Some(Self::SocketDenied),
+            _ => None,
+        }
+    }
+}
+
+/// Longest path or argv an event carries (longer ones are truncated).
+pub const PATH_LEN: usize = 256;
+/// Longest argv an event carries, NUL-separated.
+pub const ARGV_LEN: usize = 512;
+
+/// The common head of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventHeader {
+    /// [`EventKind`] as u32.
+    pub kind: u32,
+    /// Thread group id (the pid userspace sees).
+    pub pid: u32,
+    /// The session's cgroup id.
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_ns()` (monotonic, boot-relative).
+    pub ktime: u64,
+    /// Start ktime of the process's execution (its exec id with `pid`).
+    pub exec_ktime: u64,
+}
+
+/// `Exec`, `ExecDenied`, `Fork`, `Exit`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessEvent {
+    /// Head.
+    pub header: EventHeader,
+    /// Parent's pid (of the parent execution).
+    pub ppid: u32,
+    /// Real UID.
+    pub uid: u32,
+    /// Start ktime of the parent's execution (its exec id with `ppid`).
+    pub parent_ktime: u64,
+    /// Exit status (`Exit`), raw wait status.
+    pub status: u32,
+    /// Bytes of `argv` used.
+    pub argv_len: u32,
+    /// Executed path (NUL-terminated, possibly truncated).
+    pub path: [u8; PATH_LEN],
+    /// NUL-separated arguments.
+    pub argv: [u8; ARGV_LEN],
+}
+
+/// Operations of a `Connect` event.
+pub mod net_op {
+    /// connect(2).
+    pub const CONNECT: u8 = 1;
+    /// sendmsg/sendto of a datagram.
+    pub const SENDMSG: u8 = 2;
+    /// bind(2).
+    pub const BIND: u8 = 3;
+    /// listen(2).
+    pub const LISTEN: u8 = 4;
+    /// socket(2) of a raw or packet socket.
+    pub const SOCKET: u8 = 5;
+}
+
+/// `Connect` and `SocketDenied`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetEvent {
+    /// Head.
+    pub header: EventHeader,
+    /// Address family (AF_INET, AF_INET6, AF_PACKET...).
+    pub family: u16,
+    /// Destination port (host order).
+    pub port: u16,
+    /// IPPROTO_* (or the socket type for `SOCKET`).
+    pub protocol: u16,
+    /// [`net_op`].
+    pub op: u8,
+    /// 1 allowed, 0 denied.
+    pub allowed: u8,
+    /// Address (v4 in the first 4 bytes; v4-mapped v6 normalised to v4).
+    pub addr: [u8; 16],
+}
+
+/// Accesses of a `File` event (and the pending exec).
+pub mod file_access {
+    /// Opened for reading.
+    pub const READ: u8 = 1;
+    /// Opened for writing.
+    pub const WRITE: u8 = 2;
+    /// Created (opened with O_CREAT).
+    pub const CREATE: u8 = 3;
+    /// Unlinked.
+    pub const UNLINK: u8 = 4;
+    /// Renamed (the old name).
+    pub const RENAME: u8 = 5;
+    /// An execve/execveat (pending only).
+    pub const EXEC: u8 = 6;
+}
+
+/// `File`: one file syscall of a session process and its outcome. The
+/// path is as the process named it (relative paths are relative to
+/// `dirfd`, AT_FDCWD = the process's cwd).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileEvent {
+    /// Head.
+    pub header: EventHeader,
+    /// [`file_access`].
+    pub access: u8,
+    /// Explicit padding; zero.
+    pub reserved: [u8; 3],
+    /// 0 on success, else the errno.
+    pub errno: i32,
+    /// `dirfd` argument.
+    pub dirfd: i32,
+    /// open flags.
+    pub flags: u32,
+    /// The path.
+    pub path: [u8; PATH_LEN],
 }
 
 #[cfg(feature = "user")]
 mod user {
     #![expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 
-    // SAFETY: `SessionEntry` is `repr(C)`, made of two u32 with no padding, and
-    // every bit pattern is a valid value.
+    // SAFETY: each type is `repr(C)`, built from integers and byte arrays
+    // with explicit padding, and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::SessionEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RuleKeyV4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RuleKeyV6 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PortRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PortRules {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcInfo {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_rules_match_ranges_and_protocols() {
+        let mut rules = PortRules {
+            count: 2,
+            rules: [PortRule::default(); MAX_PORT_RULES],
+        };
+        rules.rules[0] = PortRule {
+            first: 443,
+            last: 443,
+            protocols: PROTO_TCP,
+            reserved: [0; 3],
+        };
+        rules.rules[1] = PortRule {
+            first: 8000,
+            last: 8100,
+            protocols: PROTO_TCP | PROTO_UDP,
+            reserved: [0; 3],
+        };
+        assert!(rules.allows(443, PROTO_TCP));
+        assert!(!rules.allows(443, PROTO_UDP));
+        assert!(rules.allows(8050, PROTO_UDP));
+        assert!(!rules.allows(8101, PROTO_TCP));
+        rules.count = 0;
+        assert!(!rules.allows(443, PROTO_TCP));
+    }
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<SessionEntry>(), 8);
+        assert_eq!(core::mem::size_of::<RuleKeyV4>(), 8);
+        assert_eq!(core::mem::size_of::<RuleKeyV6>(), 20);
+        assert_eq!(core::mem::size_of::<PortRule>(), 8);
+        assert_eq!(core::mem::size_of::<PortRules>(), 4 + 8 * MAX_PORT_RULES);
+        assert_eq!(core::mem::size_of::<Pending>(), 16 + PATH_LEN);
+        assert_eq!(core::mem::size_of::<FileEvent>(), 32 + 16 + PATH_LEN);
+        assert_eq!(core::mem::size_of::<EventHeader>(), 32);
+        assert_eq!(core::mem::size_of::<ProcInfo>(), 24);
+        assert_eq!(core::mem::size_of::<NetEvent>(), 32 + 8 + 16);
+    }
 }

@@ -1,30 +1,238 @@
-//! Egress hooks: `cgroup_sock_addr` programs attached at the agentd parent
-//! cgroup. They run for every task below it; tasks outside a session pass,
-//! tasks in a session are denied (no egress rule exists yet: default deny).
-use agentd_common::{Counter, SOCK_ADDR_ALLOW, SOCK_ADDR_DENY};
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+//! Egress hooks: `cgroup_sock_addr` programs (connect, UDP sendmsg, bind)
+//! and `cgroup_sock` (socket creation) attached once at the agentd parent
+//! cgroup. Tasks outside a session pass;
+//! a session's traffic is looked up in its rules (default deny).
+use agentd_common::{
+    Counter, EventKind, NetEvent, PROTO_TCP, PROTO_UDP, RuleKeyV4, RuleKeyV6, SLOT_BIND,
+    SOCK_ADDR_ALLOW, SOCK_ADDR_DENY, net_op,
+};
+use aya_ebpf::{
+    bindings::bpf_sock_addr,
+    macros::{cgroup_sock, cgroup_sock_addr},
+    maps::lpm_trie::Key,
+    programs::{SockAddrContext, SockContext},
+};
 
-use crate::maps::{count, current_session};
+use crate::{
+    events::{header, reserve},
+    maps::{EGRESS_V4, EGRESS_V6, count, current_session},
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const AF_PACKET: u32 = 17;
+const SOCK_RAW: u32 = 3;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
 
 #[cgroup_sock_addr(connect4)]
 pub fn cgroup_connect4(ctx: SockAddrContext) -> i32 {
-    decide_connect(&ctx, Counter::Connect4Denied)
+    decide_v4(&ctx, net_op::CONNECT)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn cgroup_connect6(ctx: SockAddrContext) -> i32 {
-    decide_connect(&ctx, Counter::Connect6Denied)
+    decide_v6(&ctx, net_op::CONNECT)
 }
 
-/// The verdict for one connect. Sessions get default deny; everything else
-/// is none of agentd's business.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn cgroup_sendmsg4(ctx: SockAddrContext) -> i32 {
+    decide_v4(&ctx, net_op::SENDMSG)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn cgroup_sendmsg6(ctx: SockAddrContext) -> i32 {
+    decide_v6(&ctx, net_op::SENDMSG)
+}
+
+#[cgroup_sock_addr(bind4)]
+pub fn cgroup_bind4(ctx: SockAddrContext) -> i32 {
+    decide_v4(&ctx, net_op::BIND)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn cgroup_bind6(ctx: SockAddrContext) -> i32 {
+    decide_v6(&ctx, net_op::BIND)
+}
+
+/// The fields of the context the decision needs.
+struct Target {
+    port: u16,
+    protocol: u8,
+    raw_protocol: u16,
+}
+
 #[inline(always)]
-fn decide_connect(_ctx: &SockAddrContext, denied: Counter) -> i32 {
-    match current_session() {
-        None => SOCK_ADDR_ALLOW,
-        Some(_session) => {
-            count(denied);
-            SOCK_ADDR_DENY
-        }
+fn target(sa: &bpf_sock_addr) -> Target {
+    // user_port is in network byte order in the low 16 bits.
+    let port = u16::from_be(sa.user_port as u16);
+    let raw = sa.protocol;
+    let protocol = match raw {
+        IPPROTO_TCP => PROTO_TCP,
+        IPPROTO_UDP => PROTO_UDP,
+        _ => 0,
+    };
+    Target {
+        port,
+        protocol,
+        raw_protocol: raw as u16,
     }
+}
+
+#[inline(always)]
+fn slot_bytes(slot: u32, op: u8) -> [u8; 4] {
+    let slot = if op == net_op::BIND {
+        slot | SLOT_BIND
+    } else {
+        slot
+    };
+    slot.to_be_bytes()
+}
+
+#[inline(always)]
+fn lookup_v4(slot: u32, op: u8, addr: [u8; 4], t: &Target) -> bool {
+    let key = Key::new(
+        64,
+        RuleKeyV4 {
+            slot: slot_bytes(slot, op),
+            addr,
+        },
+    );
+    EGRESS_V4
+        .get(&key)
+        .is_some_and(|r| r.allows(t.port, t.protocol))
+}
+
+fn decide_v4(ctx: &SockAddrContext, op: u8) -> i32 {
+    let Some((cgroup_id, session)) = current_session() else {
+        return SOCK_ADDR_ALLOW;
+    };
+    // SAFETY: the context pointer is the kernel's bpf_sock_addr for this call.
+    let sa = unsafe { &*ctx.sock_addr };
+    let t = target(sa);
+    let addr = sa.user_ip4.to_ne_bytes();
+    let allowed = lookup_v4(session.slot, op, addr, &t);
+    let mut full = [0u8; 16];
+    full[..4].copy_from_slice(&addr);
+    verdict(cgroup_id, op, AF_INET, &t, full, allowed)
+}
+
+fn decide_v6(ctx: &SockAddrContext, op: u8) -> i32 {
+    let Some((cgroup_id, session)) = current_session() else {
+        return SOCK_ADDR_ALLOW;
+    };
+    // SAFETY: as in decide_v4.
+    let sa = unsafe { &*ctx.sock_addr };
+    let t = target(sa);
+    let mut addr = [0u8; 16];
+    let words = [
+        sa.user_ip6[0],
+        sa.user_ip6[1],
+        sa.user_ip6[2],
+        sa.user_ip6[3],
+    ];
+    let mut i = 0;
+    while i < 4 {
+        let b = words[i].to_ne_bytes();
+        addr[i * 4] = b[0];
+        addr[i * 4 + 1] = b[1];
+        addr[i * 4 + 2] = b[2];
+        addr[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    // IPv4-mapped (::ffff:a.b.c.d) is IPv4: the v4 rules decide.
+    let mapped = words[0] == 0
+        && words[1] == 0
+        && addr[8] == 0
+        && addr[9] == 0
+        && addr[10] == 0xff
+        && addr[11] == 0xff;
+    if mapped {
+        let v4 = [addr[12], addr[13], addr[14], addr[15]];
+        let allowed = lookup_v4(session.slot, op, v4, &t);
+        let mut full = [0u8; 16];
+        full[..4].copy_from_slice(&v4);
+        return verdict(cgroup_id, op, AF_INET, &t, full, allowed);
+    }
+    let key = Key::new(
+        32 + 128,
+        RuleKeyV6 {
+            slot: slot_bytes(session.slot, op),
+            addr,
+        },
+    );
+    let allowed = EGRESS_V6
+        .get(&key)
+        .is_some_and(|r| r.allows(t.port, t.protocol));
+    verdict(cgroup_id, op, AF_INET6, &t, addr, allowed)
+}
+
+#[inline(always)]
+fn verdict(cgroup_id: u64, op: u8, family: u16, t: &Target, addr: [u8; 16], allowed: bool) -> i32 {
+    if !allowed {
+        count(if op == net_op::BIND {
+            Counter::BindDenied
+        } else {
+            Counter::EgressDenied
+        });
+    }
+    emit(cgroup_id, op, family, t.port, t.raw_protocol, addr, allowed);
+    if allowed {
+        SOCK_ADDR_ALLOW
+    } else {
+        SOCK_ADDR_DENY
+    }
+}
+
+#[inline(always)]
+fn emit(
+    cgroup_id: u64,
+    op: u8,
+    family: u16,
+    port: u16,
+    protocol: u16,
+    addr: [u8; 16],
+    allowed: bool,
+) {
+    let kind = if allowed || op == net_op::CONNECT || op == net_op::SENDMSG {
+        EventKind::Connect
+    } else {
+        EventKind::SocketDenied
+    };
+    if let Some(mut entry) = reserve::<NetEvent>() {
+        entry.write(NetEvent {
+            header: header(kind, cgroup_id),
+            family,
+            port,
+            protocol,
+            op,
+            allowed: allowed as u8,
+            addr,
+        });
+        entry.submit(0);
+    }
+}
+
+/// Raw and packet sockets are refused in sessions.
+#[cgroup_sock(sock_create)]
+pub fn cgroup_sock_create(ctx: SockContext) -> i32 {
+    let Some((cgroup_id, _)) = current_session() else {
+        return SOCK_ADDR_ALLOW;
+    };
+    // SAFETY: the context pointer is the kernel's bpf_sock for this call.
+    let sk = unsafe { &*ctx.sock };
+    if sk.type_ == SOCK_RAW || sk.family == AF_PACKET {
+        count(Counter::SocketDenied);
+        emit(
+            cgroup_id,
+            net_op::SOCKET,
+            sk.family as u16,
+            0,
+            sk.type_ as u16,
+            [0; 16],
+            false,
+        );
+        return SOCK_ADDR_DENY;
+    }
+    SOCK_ADDR_ALLOW
 }

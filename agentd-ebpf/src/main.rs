@@ -4,7 +4,11 @@
 #![no_main]
 
 mod egress;
+mod events;
+mod kernel;
 mod maps;
+mod process;
+mod syscalls;
 
 #[cfg(not(test))]
 #[panic_handler]
@@ -12,7 +16,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-/// The cgroup and LSM helpers used here are GPL-only.
+/// The cgroup and tracing helpers used here are GPL-only.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";

@@ -2,6 +2,7 @@
 //! eBPF enforcement.
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod cgroup;
 pub mod cli;
 pub mod ebpf;

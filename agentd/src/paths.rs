@@ -37,3 +37,5 @@ pub fn create_dir_mode(dir: &std::path::Path, mode: u32) -> std::io::Result<()> 
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
+/// tracefs (agentd mounts it there when absent).
+pub const TRACEFS: &str = "/sys/kernel/tracing";

@@ -63,6 +63,9 @@ pub(super) fn run(args: Args) -> ExitCode {
             o.report.map_or(0, |r| r.processes)
         ),
         Notice::Degraded(what) => eprintln!("agentd: warning: degraded enforcement: {what}"),
+        Notice::Unresolved(rule) => eprintln!(
+            "agentd: warning: network rule {rule} grants nothing in this session (its name does not resolve; wildcards need agentd's resolver)"
+        ),
         Notice::Skipped(path) => {
             tracing::info!(path = %path.display(), "policy path does not exist; not granted");
         }

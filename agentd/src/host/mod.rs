@@ -516,10 +516,10 @@ fn probe_ebpf(root: bool) -> Check {
             "run `agentd doctor` as root",
         );
     }
-    match crate::ebpf::Programs::load() {
-        Ok(programs) => Check::ok(
+    match crate::ebpf::verify() {
+        Ok(names) => Check::ok(
             Feature::Ebpf,
-            format!("embedded programs load: {}", programs.names().join(", ")),
+            format!("embedded programs load: {}", names.join(", ")),
         ),
         Err(e) => Check::missing(Feature::Ebpf, e.to_string(), e.hint()),
     }

@@ -160,6 +160,9 @@ pub struct Filesystem {
 /// `[exec]`: which programs may run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Exec {
+    /// Whether the policy has an `[exec]` table: only then are programs
+    /// limited to `allow` (without it, anything under an execute path runs).
+    pub enforced: bool,
     /// Run without asking.
     pub allow: Vec<ExecPattern>,
     /// Run after a human approves.
@@ -173,6 +176,8 @@ pub struct Network {
     pub allow: Vec<NetRule>,
     /// Reachable after a human approves.
     pub ask: Vec<NetRule>,
+    /// Addresses and ports the session may bind and listen on.
+    pub bind: Vec<NetRule>,
     /// Whether the session may resolve names (through agentd's resolver).
     pub dns: bool,
 }

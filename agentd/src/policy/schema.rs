@@ -114,6 +114,8 @@ pub(super) struct RawNetwork {
     #[serde(default)]
     pub ask: Vec<Text>,
     #[serde(default)]
+    pub bind: Vec<Text>,
+    #[serde(default)]
     pub dns: Option<bool>,
 }
 

@@ -488,10 +488,22 @@ fn sensitive_read(abs: &Path) -> Option<&'static str> {
 
 fn exec(v: &mut Validator<'_>, raw: &RawPolicy, fs: &Filesystem, agent: Option<&Agent>) -> Exec {
     let Some(e) = &raw.exec else {
+        v.warn(
+            None,
+            "no [exec] table: every program under a [filesystem] execute path may run",
+            "add [exec] allow with the programs the agent needs",
+        );
         return Exec::default();
     };
     let allow = v.list(&e.allow, ExecPattern::parse);
     let ask = v.list(&e.ask, ExecPattern::parse);
+    if allow.is_empty() {
+        v.warn(
+            None,
+            "[exec] allow is empty: no program may run, not even the agent itself",
+            "list the agent's program and the tools it runs",
+        );
+    }
     let production = agent.is_some_and(|a| a.environment == Environment::Production);
     for (pattern, span) in &allow {
         if production
@@ -525,6 +537,7 @@ fn exec(v: &mut Validator<'_>, raw: &RawPolicy, fs: &Filesystem, agent: Option<&
         }
     }
     Exec {
+        enforced: true,
         allow: allow.into_iter().map(|(p, _)| p).collect(),
         ask: ask.into_iter().map(|(p, _)| p).collect(),
     }
@@ -555,11 +568,27 @@ fn network(v: &mut Validator<'_>, raw: &RawPolicy) -> Network {
         return Network {
             allow: Vec::new(),
             ask: Vec::new(),
+            bind: Vec::new(),
             dns: true,
         };
     };
     let allow = v.list(&n.allow, NetRule::parse);
     let ask = v.list(&n.ask, NetRule::parse);
+    let bind = v.list(&n.bind, |s| {
+        let rule = NetRule::parse(s)?;
+        if matches!(
+            rule.host,
+            super::HostPattern::Domain(_) | super::HostPattern::Wildcard(_)
+        ) {
+            return Err(Invalid {
+                message: format!("bind rule {s:?} names a host"),
+                hint: Some(
+                    "bind rules take addresses: 127.0.0.1:8080, [::1]:8080 or *:8080".into(),
+                ),
+            });
+        }
+        Ok(rule)
+    });
     let dns = n.dns.unwrap_or(true);
     for (rule, span) in &allow {
         if rule.is_any_address() {
@@ -587,6 +616,7 @@ fn network(v: &mut Validator<'_>, raw: &RawPolicy) -> Network {
     Network {
         allow: allow.into_iter().map(|(r, _)| r).collect(),
         ask: ask.into_iter().map(|(r, _)| r).collect(),
+        bind: bind.into_iter().map(|(r, _)| r).collect(),
         dns,
     }
 }

@@ -3,6 +3,7 @@
 //! (descriptors, C strings, the Landlock ruleset, the seccomp program); the
 //! child only issues syscalls, in the order [`ChildPlan::apply`] documents,
 //! and reports the failing step and errno over a CLOEXEC pipe.
+pub mod exec;
 pub mod landlock;
 pub mod mounts;
 pub mod seccomp;

@@ -32,6 +32,12 @@ pub fn kill_session(id: &SessionId, record: &KillRecord) -> Result<KillReport, S
     let st = SessionState::load(id).map_err(|_| SessionError::UnknownSession(id.clone()))?;
     let _ = state::mark_killed(id, record);
     let cgroups = SessionCgroups::open(st.cgroup.clone(), st.v1_cgroups.clone());
+    let context = crate::audit::Context {
+        session: st.id.to_string(),
+        agent: st.agent.clone(),
+        policy: st.policy_digest.clone(),
+        trace_id: st.trace_id.clone(),
+    };
     let processes = if st.cgroup.exists() {
         cgroups
             .kill_all(KILL_DEADLINE)
@@ -40,6 +46,14 @@ pub fn kill_session(id: &SessionId, record: &KillRecord) -> Result<KillReport, S
         0
     };
     let elapsed = start.elapsed();
+    let _ = crate::audit::Log::default_path().append(&[crate::audit::Event::now(&context, "kill")
+        .with("caller_uid", record.by_uid)
+        .with(
+            "reason",
+            record.text.clone().unwrap_or_else(|| record.reason.clone()),
+        )
+        .with("processes_killed", processes)
+        .with("elapsed_ms", elapsed.as_secs_f64() * 1000.0)]);
     if !st.supervisor_alive() {
         cleanup(&st, &cgroups);
     }

@@ -2,6 +2,7 @@
 //! agent in-process. Setup happens in a fixed order (see [`run`]); every
 //! resource created is recorded in the session's state directory so that
 //! `agentd kill`, `agentd ps` and the watchdog can find it.
+pub mod enforce;
 pub mod env;
 pub mod id;
 pub mod kill;
@@ -110,6 +111,12 @@ pub enum SessionError {
     /// Killing failed.
     #[error("cannot kill session {0}: {1}")]
     Kill(SessionId, String),
+    /// The kernel programs could not be loaded or fed.
+    #[error("eBPF: {0}")]
+    Ebpf(#[from] crate::ebpf::EbpfError),
+    /// The audit trail could not be written.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 impl SessionError {
@@ -152,6 +159,8 @@ impl SessionError {
             Self::Io { .. } => return None,
             Self::UnknownSession(_) => "`agentd ps` lists live sessions".into(),
             Self::Kill(..) => return None,
+            Self::Ebpf(e) => e.hint(),
+            Self::Audit(_) => "check that /var/log/agentd is writable by root".into(),
         })
     }
 }
@@ -172,6 +181,8 @@ pub enum Notice<'a> {
     Degraded(String),
     /// A policy path does not exist here and grants nothing.
     Skipped(&'a Path),
+    /// A network rule could not be resolved and grants nothing.
+    Unresolved(&'a str),
 }
 
 /// How a session is started.
@@ -339,12 +350,18 @@ pub fn now_rfc3339() -> String {
 struct Teardown {
     cgroups: Option<SessionCgroups>,
     dirs: Vec<PathBuf>,
+    kernel: Option<(crate::ebpf::Kernel, Option<crate::ebpf::Registered>)>,
 }
 
 impl Drop for Teardown {
     fn drop(&mut self) {
         if let Some(cg) = &self.cgroups {
             let _ = cg.remove();
+        }
+        // Rules go after the processes: nothing of the session runs
+        // unenforced.
+        if let Some((kernel, Some(registered))) = &self.kernel {
+            let _ = kernel.unregister(registered);
         }
         for d in self.dirs.iter().rev() {
             let _ = fs::remove_dir_all(d);
@@ -409,6 +426,7 @@ pub fn run(
     let mut teardown = Teardown {
         cgroups: None,
         dirs: Vec::new(),
+        kernel: None,
     };
     let state_dir = state::dir(&id);
     paths::create_private_dir(Path::new(paths::SESSIONS_DIR))
@@ -460,7 +478,31 @@ pub fn run(
         notify(Notice::Degraded(format!("limit not enforced: {missing}")));
     }
     let procs_files = cgroups.procs_files();
+    let cgroup_id = cgroups.v2.id()?;
     teardown.cgroups = Some(cgroups);
+
+    // Kernel enforcement: the session's egress, bind and socket rules are
+    // in the shared maps before any process exists in its cgroup. Without
+    // the programs (and only if the policy allows degraded mode) the
+    // session gets no network at all instead.
+    let net_plan = enforce::network_plan(policy);
+    for rule in &net_plan.unresolved {
+        notify(Notice::Unresolved(rule));
+    }
+    let private_netns = match enforce::kernel(&layout.v2_root.join(paths::CGROUP_PARENT)) {
+        Ok(kernel) => {
+            let registered = enforce::register(&kernel, cgroup_id, policy, &net_plan)?;
+            teardown.kernel = Some((kernel, Some(registered)));
+            false
+        }
+        Err(e) if degraded => {
+            notify(Notice::Degraded(format!(
+                "eBPF programs unavailable ({e}): no network and no kernel events for this session"
+            )));
+            true
+        }
+        Err(e) => return Err(e.into()),
+    };
 
     phase.mark("cgroups");
     // 6. secrets, environment, program
@@ -483,6 +525,24 @@ pub fn run(
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| env::DEFAULT_PATH.into());
+    let context = crate::audit::Context {
+        session: id.to_string(),
+        agent: policy.agent.name.to_string(),
+        policy: policy.digest.as_str().to_owned(),
+        trace_id: trace_id.clone(),
+    };
+    // Exact values scrubbed from the trail: secrets and whatever the
+    // caller's environment passed in.
+    let redact_exact: Vec<String> = secrets
+        .iter()
+        .map(|(_, v)| v.clone())
+        .chain(policy.env.pass.iter().filter_map(|name| {
+            environment
+                .iter()
+                .find(|(k, _)| k == name.as_str())
+                .map(|(_, v)| v.to_string_lossy().into_owned())
+        }))
+        .collect();
     let Some(program_arg) = opts.argv.first() else {
         return Err(SessionError::NotFound(String::new()));
     };
@@ -515,10 +575,32 @@ pub fn run(
         .map(PathBuf::from)
         .collect(),
     };
+    // The exec allowlist: with an [exec] table only the allowed programs
+    // (by inode, as they are now) and `{root}/**` trees may be executed;
+    // the execute roots stay readable for libraries.
+    let exec_grants = sandbox::exec::resolve(&policy.exec, &placeholders);
+    if policy.exec.enforced {
+        let roots = std::mem::take(&mut rules.execute);
+        rules.read.extend(roots);
+        rules.execute = exec_grants
+            .dirs
+            .iter()
+            .chain(&exec_grants.files)
+            .cloned()
+            .collect();
+    }
     if let Some(p) = &pty {
         rules.devices.push(p.slave_path.clone());
     }
-    let filter = seccomp::build(&policy.syscalls)?;
+    // listen(2) only with [network] bind rules (bind itself is decided by
+    // the eBPF bind hooks).
+    let mut syscalls = policy.syscalls.clone();
+    if policy.network.bind.is_empty()
+        && let Ok(listen) = crate::policy::SyscallName::parse("listen")
+    {
+        syscalls.deny.push(listen);
+    }
+    let filter = seccomp::build(&syscalls)?;
 
     phase.mark("seccomp");
     // Mounts: the workspace idmapped to the caller, protected paths, passwd.
@@ -609,6 +691,39 @@ pub fn run(
         label: opts.label.clone(),
     };
     st.save().map_err(io_err("write", &state_dir))?;
+    let log = crate::audit::Log::default_path();
+    if teardown.kernel.is_some() {
+        enforce::audit_inputs(
+            policy,
+            &context,
+            redact_exact.clone(),
+            exec_grants.rules.clone(),
+            &net_plan,
+        )
+        .save(cgroup_id)
+        .map_err(io_err("write", Path::new(paths::RUN_DIR)))?;
+    }
+    let redactor = crate::audit::redact::Redactor::new(redact_exact, &policy.audit.redact);
+    log.append(&[crate::audit::Event::now(&context, "session_start")
+        .with("caller_uid", caller_uid)
+        .with("uid", ident.uid)
+        .with(
+            "argv",
+            st.argv
+                .iter()
+                .map(|a| redactor.scrub(a))
+                .collect::<Vec<_>>(),
+        )
+        .with(
+            "workspace",
+            redactor.scrub(&workspace.display().to_string()),
+        )
+        .with("policy_path", opts.policy_path.display().to_string())
+        .with("cgroup_id", cgroup_id)])?;
+    let collector = teardown
+        .kernel
+        .is_some()
+        .then(|| crate::audit::collect::Background::start(log.clone()));
     let watchdog = Watchdog::start(&id)?;
 
     phase.mark("state+watchdog");
@@ -654,7 +769,9 @@ pub fn run(
         stdio,
         exec: sandbox::Exec::new(&program, &argv, &environment)?,
         controlling_tty: pty.is_some(),
-        namespaces: libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC,
+        namespaces: libc::CLONE_NEWNS
+            | libc::CLONE_NEWIPC
+            | if private_netns { libc::CLONE_NEWNET } else { 0 },
         workspace: Some((tree, workspace_c)),
         binds,
         identity_files,
@@ -705,6 +822,12 @@ pub fn run(
                 },
             };
             watchdog.dismiss();
+            if let Some(c) = collector {
+                c.stop();
+            }
+            let _ = log.append(&[crate::audit::Event::now(&context, "session_end")
+                .with("reason", "error")
+                .with("error", redactor.scrub(&err.to_string()))]);
             return Err(err);
         }
     };
@@ -744,6 +867,34 @@ pub fn run(
         None => EndReason::Exited,
     };
     watchdog.dismiss();
+    if let Some(c) = collector {
+        c.stop();
+    }
+    let duration = start.elapsed();
+    let mut end = crate::audit::Event::now(&context, "session_end")
+        .with(
+            "duration_ms",
+            u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        )
+        .with("leftovers", leftovers)
+        .with(
+            "reason",
+            match &reason {
+                EndReason::Exited => "exited",
+                EndReason::Killed(_) => "killed",
+                EndReason::Ttl => "ttl",
+            },
+        );
+    end = match exit {
+        Exit::Code(c) => end.with("status", serde_json::json!({ "code": c })),
+        Exit::Signal(s) => end.with("status", serde_json::json!({ "signal": s })),
+    };
+    if let EndReason::Killed(r) = &reason {
+        end = end
+            .with("killed_by", r.by_uid)
+            .with("kill_reason", r.text.as_deref().map(|t| redactor.scrub(t)));
+    }
+    log.append(&[end])?;
     drop(teardown);
     drop(ident);
     phase.mark("teardown");

@@ -1,0 +1,571 @@
+//! The event collector: drains the kernel's ring buffer into the audit
+//! trail. One process holds the collector lock at a time (any supervisor,
+//! later the daemon); events wait in the ring buffer meanwhile.
+//!
+//! A session's audit inputs (its context, redaction values and rules) are
+//! written at start to `/run/agentd/audit/<cgroup id>.json` (root, 0600),
+//! so events are attributed and redacted even after the session is gone.
+use std::{
+    collections::HashMap,
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::{fd::AsFd as _, unix::fs::OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use agentd_common::{
+    ARGV_LEN, Counter, EventHeader, EventKind, FileEvent, NetEvent, PATH_LEN, ProcessEvent,
+    file_access, net_op,
+};
+use aya::maps::{MapData, RingBuf};
+use globset::GlobMatcher;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Context, Event, Log, redact::Redactor};
+use crate::{ebpf::Kernel, paths};
+
+/// Per-session inputs of the collector.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SessionAudit {
+    /// Session id.
+    pub session: String,
+    /// Agent.
+    pub agent: String,
+    /// Policy digest.
+    pub policy: String,
+    /// Trace id.
+    pub trace_id: String,
+    /// Exact values to scrub (secrets, passed environment values).
+    pub redact_exact: Vec<String>,
+    /// Policy redaction patterns.
+    pub redact_patterns: Vec<String>,
+    /// exec.allow patterns, as (rule text, resolved absolute glob).
+    pub exec_rules: Vec<(String, String)>,
+    /// network.allow rules, as (rule text, resolved prefixes, first port, last port).
+    pub net_rules: Vec<(String, Vec<String>, u16, u16)>,
+    /// Whether `[exec]` is enforced.
+    pub exec_enforced: bool,
+}
+
+fn audit_dir() -> PathBuf {
+    Path::new(paths::RUN_DIR).join("audit")
+}
+
+impl SessionAudit {
+    /// Writes the inputs for the session with cgroup id `cgroup_id`.
+    pub fn save(&self, cgroup_id: u64) -> std::io::Result<()> {
+        let dir = audit_dir();
+        paths::create_private_dir(&dir)?;
+        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        let path = dir.join(format!("{cgroup_id}.json"));
+        let tmp = dir.join(format!("{cgroup_id}.tmp"));
+        {
+            use std::io::Write as _;
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+        }
+        fs::rename(tmp, path)
+    }
+
+    fn load(cgroup_id: u64) -> Option<Self> {
+        let bytes = fs::read(audit_dir().join(format!("{cgroup_id}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// A loaded session: context, redactor, compiled rules.
+struct Known {
+    context: Context,
+    redactor: Redactor,
+    exec_rules: Vec<(String, GlobMatcher)>,
+    net_rules: Vec<(String, Vec<ipnet::IpNet>, u16, u16)>,
+    exec_enforced: bool,
+}
+
+impl Known {
+    fn from(a: SessionAudit) -> Self {
+        let patterns: Vec<regex::Regex> = a
+            .redact_patterns
+            .iter()
+            .filter_map(|p| regex::Regex::new(p).ok())
+            .collect();
+        Self {
+            context: Context {
+                session: a.session,
+                agent: a.agent,
+                policy: a.policy,
+                trace_id: a.trace_id,
+            },
+            redactor: Redactor::new(a.redact_exact, &patterns),
+            exec_rules: a
+                .exec_rules
+                .into_iter()
+                .filter_map(|(text, glob)| {
+                    globset::GlobBuilder::new(&glob)
+                        .literal_separator(true)
+                        .build()
+                        .ok()
+                        .map(|g| (text, g.compile_matcher()))
+                })
+                .collect(),
+            net_rules: a
+                .net_rules
+                .into_iter()
+                .map(|(text, nets, first, last)| {
+                    (
+                        text,
+                        nets.iter().filter_map(|n| n.parse().ok()).collect(),
+                        first,
+                        last,
+                    )
+                })
+                .collect(),
+            exec_enforced: a.exec_enforced,
+        }
+    }
+}
+
+/// Drains kernel events into the log.
+pub struct Collector {
+    ring: RingBuf<MapData>,
+    kernel: Kernel,
+    log: Log,
+    sessions: HashMap<u64, Option<Known>>,
+    /// Wall clock minus monotonic clock, in ns.
+    boot_offset: i128,
+    lost_seen: u64,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+fn monotonic_ns() -> i128 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
+        .unwrap_or(0)
+}
+
+/// Bytes up to the first NUL, lossily as UTF-8.
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY-free: `read_unaligned` on a byte buffer of sufficient length;
+    // T is a plain-data repr(C) event type valid for any bit pattern.
+    Some(plain_read(bytes))
+}
+
+#[expect(
+    unsafe_code,
+    reason = "events are plain repr(C) data copied out of the ring buffer"
+)]
+fn plain_read<T: Copy>(bytes: &[u8]) -> T {
+    // SAFETY: the caller checked that `bytes` holds at least size_of::<T>()
+    // bytes; T is a repr(C) struct of integers and byte arrays, valid for
+    // every bit pattern; read_unaligned has no alignment requirement.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+fn exec_id(pid: u32, ktime: u64) -> Value {
+    if ktime == 0 {
+        Value::Null
+    } else {
+        Value::String(format!("{pid}-{ktime}"))
+    }
+}
+
+fn address(family: u16, addr: &[u8; 16]) -> String {
+    if family == 10 {
+        Ipv6Addr::from(*addr).to_string()
+    } else {
+        Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).to_string()
+    }
+}
+
+fn protocol(p: u16) -> &'static str {
+    match p {
+        6 => "tcp",
+        17 => "udp",
+        _ => "other",
+    }
+}
+
+impl Collector {
+    /// A collector over the pinned ring buffer.
+    pub fn new(kernel: Kernel, log: Log) -> Result<Self, crate::ebpf::EbpfError> {
+        let ring = kernel.events()?;
+        let boot_offset = i128::from(jiff::Timestamp::now().as_nanosecond()) - monotonic_ns();
+        let lost_seen = lost(&kernel);
+        Ok(Self {
+            ring,
+            kernel,
+            log,
+            sessions: HashMap::new(),
+            boot_offset,
+            lost_seen,
+        })
+    }
+
+    fn known(&mut self, cgroup_id: u64) -> Option<&Known> {
+        self.sessions
+            .entry(cgroup_id)
+            .or_insert_with(|| SessionAudit::load(cgroup_id).map(Known::from))
+            .as_ref()
+    }
+
+    fn ts(&self, ktime: u64) -> jiff::Timestamp {
+        let ns = i128::from(ktime) + self.boot_offset;
+        jiff::Timestamp::from_nanosecond(ns).unwrap_or_else(|_| jiff::Timestamp::now())
+    }
+
+    /// Reads every available event and appends them as one batch.
+    pub fn drain(&mut self) -> Result<usize, super::AuditError> {
+        let mut raw: Vec<Vec<u8>> = Vec::new();
+        while let Some(item) = self.ring.next() {
+            raw.push(item.to_vec());
+            if raw.len() >= 4096 {
+                break;
+            }
+        }
+        let mut events: Vec<Event> = raw.iter().filter_map(|b| self.decode(b)).collect();
+        let now_lost = lost(&self.kernel);
+        if now_lost > self.lost_seen {
+            events.push(
+                Event::now(&Context::default(), "lost")
+                    .with("count", now_lost - self.lost_seen)
+                    .with("reason", "the kernel ring buffer was full"),
+            );
+            self.lost_seen = now_lost;
+        }
+        self.log.append(&events)?;
+        Ok(raw.len())
+    }
+
+    fn decode(&mut self, bytes: &[u8]) -> Option<Event> {
+        let header: EventHeader = read(bytes)?;
+        let ts = self.ts(header.ktime);
+        let kind = EventKind::from_u32(header.kind)?;
+        let known = self.known(header.cgroup_id)?;
+        let context = known.context.clone();
+        let scrub = |s: &str| known.redactor.scrub(s);
+        let mut ev = match kind {
+            EventKind::Exec | EventKind::ExecDenied | EventKind::Fork | EventKind::Exit => {
+                let p: ProcessEvent = read(bytes)?;
+                let path = c_string(&p.path[..PATH_LEN]);
+                match kind {
+                    EventKind::Exec => {
+                        let len = (p.argv_len as usize).min(ARGV_LEN);
+                        let argv: Vec<Value> = p.argv[..len]
+                            .split(|b| *b == 0)
+                            .filter(|a| !a.is_empty())
+                            .map(|a| Value::String(scrub(&String::from_utf8_lossy(a))))
+                            .collect();
+                        let rule = if known.exec_enforced {
+                            known
+                                .exec_rules
+                                .iter()
+                                .find(|(_, m)| m.is_match(&path))
+                                .map_or(Value::Null, |(t, _)| Value::String(t.clone()))
+                        } else {
+                            Value::String("filesystem.execute".into())
+                        };
+                        Event::now(&context, "exec")
+                            .with("pid", header.pid)
+                            .with("ppid", p.ppid)
+                            .with("uid", p.uid)
+                            .with("exec_id", exec_id(header.pid, header.exec_ktime))
+                            .with("parent_exec_id", exec_id(p.ppid, p.parent_ktime))
+                            .with("path", scrub(&path))
+                            .with("argv", Value::Array(argv))
+                            .with("decision", "allow")
+                            .with("rule", rule)
+                    }
+                    EventKind::ExecDenied => Event::now(&context, "deny")
+                        .with("what", "exec")
+                        .with("pid", header.pid)
+                        .with("uid", p.uid)
+                        .with("exec_id", exec_id(header.pid, header.exec_ktime))
+                        .with("path", scrub(&path))
+                        .with("errno", p.status)
+                        .with(
+                            "rule",
+                            if known.exec_enforced {
+                                "exec.allow"
+                            } else {
+                                "filesystem.execute"
+                            },
+                        )
+                        .with(
+                            "reason",
+                            format!(
+                                "execve refused ({}): not an allowed program",
+                                nix::errno::Errno::from_raw(i32::try_from(p.status).unwrap_or(0))
+                            ),
+                        ),
+                    EventKind::Fork => Event::now(&context, "fork")
+                        .with("pid", header.pid)
+                        .with("ppid", p.ppid)
+                        .with("exec_id", exec_id(header.pid, header.exec_ktime))
+                        .with("parent_exec_id", exec_id(p.ppid, p.parent_ktime)),
+                    _ => {
+                        let status = p.status;
+                        let mut e = Event::now(&context, "exit")
+                            .with("pid", header.pid)
+                            .with("exec_id", exec_id(header.pid, header.exec_ktime));
+                        if status & 0x7f == 0 {
+                            e = e.with("status", json!({"code": (status >> 8) & 0xff}));
+                        } else {
+                            e = e.with("status", json!({"signal": status & 0x7f}));
+                        }
+                        e
+                    }
+                }
+            }
+            EventKind::Connect | EventKind::SocketDenied => {
+                let n: NetEvent = read(bytes)?;
+                let addr = address(n.family, &n.addr);
+                let op = match n.op {
+                    net_op::CONNECT => "connect",
+                    net_op::SENDMSG => "sendmsg",
+                    net_op::BIND => "bind",
+                    net_op::LISTEN => "listen",
+                    _ => "socket",
+                };
+                if n.op == net_op::SOCKET {
+                    Event::now(&context, "deny")
+                        .with("what", "socket")
+                        .with("pid", header.pid)
+                        .with("exec_id", exec_id(header.pid, header.exec_ktime))
+                        .with("family", n.family)
+                        .with("type", n.protocol)
+                        .with("rule", "built-in")
+                        .with(
+                            "reason",
+                            "raw and packet sockets are not allowed in sessions",
+                        )
+                } else {
+                    let ip: Option<IpAddr> = addr.parse().ok();
+                    let rule = ip.and_then(|ip| {
+                        known
+                            .net_rules
+                            .iter()
+                            .find(|(_, nets, first, last)| {
+                                nets.iter().any(|n| n.contains(&ip))
+                                    && n.port >= *first
+                                    && n.port <= *last
+                            })
+                            .map(|(t, ..)| t.clone())
+                    });
+                    let kind = if n.allowed == 1 {
+                        if n.op == net_op::SENDMSG {
+                            "sendmsg"
+                        } else {
+                            "connect"
+                        }
+                    } else {
+                        "deny"
+                    };
+                    let kind = if n.op == net_op::BIND && n.allowed == 1 {
+                        "bind"
+                    } else {
+                        kind
+                    };
+                    let mut e = Event::now(&context, kind)
+                        .with("pid", header.pid)
+                        .with("exec_id", exec_id(header.pid, header.exec_ktime))
+                        .with("protocol", protocol(n.protocol))
+                        .with("address", addr.clone())
+                        .with("port", n.port)
+                        .with("decision", if n.allowed == 1 { "allow" } else { "deny" })
+                        .with("rule", rule.map_or(Value::Null, Value::String));
+                    if n.allowed == 0 {
+                        e = e.with("what", op).with(
+                            "reason",
+                            if op == "bind" {
+                                format!("no [network] bind rule allows {addr}:{}", n.port)
+                            } else {
+                                format!("no [network] allow rule admits {addr}:{}", n.port)
+                            },
+                        );
+                    }
+                    e
+                }
+            }
+            EventKind::File => {
+                let f: FileEvent = read(bytes)?;
+                let path = c_string(&f.path);
+                let access = match f.access {
+                    file_access::READ => "read",
+                    file_access::WRITE => "write",
+                    file_access::CREATE => "create",
+                    file_access::UNLINK => "unlink",
+                    file_access::RENAME => "rename",
+                    _ => "other",
+                };
+                let decision = match f.errno {
+                    0 => "allow",
+                    1 | 13 | 30 => "deny",
+                    _ => "error",
+                };
+                let mut e = Event::now(&context, "file")
+                    .with("pid", header.pid)
+                    .with("exec_id", exec_id(header.pid, header.exec_ktime))
+                    .with("path", scrub(&path))
+                    .with("access", access)
+                    .with("decision", decision);
+                if f.dirfd != -100 && !path.starts_with('/') {
+                    e = e.with("dirfd", f.dirfd);
+                }
+                if f.errno != 0 {
+                    e = e.with("errno", nix::errno::Errno::from_raw(f.errno).to_string());
+                }
+                e
+            }
+        };
+        ev.ts = ts;
+        Some(ev)
+    }
+
+    /// Runs until `stop` is set: drains whenever the ring buffer has data
+    /// (and at least every 200 ms, to report losses), then once more.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::SeqCst) {
+            let fd = self.ring.as_fd();
+            let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16));
+            if let Err(e) = self.drain() {
+                tracing::warn!(error = %e, "cannot write audit records");
+            }
+        }
+        let _ = self.drain();
+    }
+}
+
+fn lost(kernel: &Kernel) -> u64 {
+    kernel
+        .counters()
+        .ok()
+        .and_then(|c| {
+            c.into_iter()
+                .find(|(k, _)| *k == Counter::Lost)
+                .map(|(_, n)| n)
+        })
+        .unwrap_or(0)
+}
+
+/// The collector thread of a supervisor: takes the host-wide collector lock
+/// when it is free (checking every second) and drains events while it
+/// holds it. Stopping drains what is left.
+#[derive(Debug)]
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts the thread.
+    pub fn start(log: Log) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("audit".into())
+            .spawn(move || collect_while(&flag, &log))
+            .ok();
+        Self { stop, thread }
+    }
+
+    /// Stops after a final drain (if this process was the collector).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn collect_while(stop: &AtomicBool, log: &Log) {
+    let lock_path = Path::new(paths::RUN_DIR).join("collector.lock");
+    let started = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(file) = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+        else {
+            return;
+        };
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(_guard) => {
+                let Ok(kernel) = Kernel::open_pinned() else {
+                    return;
+                };
+                let Ok(mut collector) = Collector::new(kernel, log.clone()) else {
+                    return;
+                };
+                collector.run(stop);
+                return;
+            }
+            Err(_) => {
+                // Another process collects; check again soon (a final drain
+                // happens in whoever holds the lock).
+                let wait = if started.elapsed() < Duration::from_secs(2) {
+                    100
+                } else {
+                    1000
+                };
+                let deadline = Instant::now() + Duration::from_millis(wait);
+                while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+/// Removes audit inputs of sessions no longer registered and older than an
+/// hour.
+pub fn prune(kernel: &Kernel) {
+    let live = kernel.registered_cgroups().unwrap_or_default();
+    let Ok(dir) = fs::read_dir(audit_dir()) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let id = name
+            .strip_suffix(".json")
+            .and_then(|n| n.parse::<u64>().ok());
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if id.is_some_and(|id| !live.contains(&id)) && old {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}

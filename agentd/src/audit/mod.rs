@@ -1,0 +1,485 @@
+//! The audit trail: JSON Lines, schema version 1, one object per event,
+//! chained by sha256 (`prev_hash` of each record is the `hash` of the one
+//! before; the first record's is all zeros). Everything is redacted before
+//! it is written.
+//!
+//! Writers (supervisors, `agentd kill`, the event collector) append under
+//! an exclusive `flock` on the file, reading the chain's tail each time, so
+//! one chain stays consistent across processes. Each batch is fsync'ed
+//! before the lock is released: a record that was reported written is on
+//! disk.
+pub mod collect;
+pub mod redact;
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File, OpenOptions},
+    io::{self, BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _},
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+
+/// Where the audit trail goes by default.
+pub const DEFAULT_PATH: &str = "/var/log/agentd/audit.jsonl";
+/// The schema these records follow.
+pub const SCHEMA_VERSION: u32 = 1;
+/// `prev_hash` of the first record.
+pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The fields every record of a session carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    /// Session id ("" for host-wide records such as `lost`).
+    pub session: String,
+    /// Agent name.
+    pub agent: String,
+    /// sha256 of the policy file.
+    pub policy: String,
+    /// W3C trace id of the session.
+    pub trace_id: String,
+}
+
+/// One event before it is chained.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// When it happened.
+    pub ts: jiff::Timestamp,
+    /// Whose it is.
+    pub context: Context,
+    /// `session_start`, `exec`, `connect`, `deny`, ...
+    pub kind: &'static str,
+    /// Kind-specific fields (already redacted).
+    pub fields: Map<String, Value>,
+}
+
+impl Event {
+    /// An event of `kind` now.
+    pub fn now(context: &Context, kind: &'static str) -> Self {
+        Self {
+            ts: jiff::Timestamp::now(),
+            context: context.clone(),
+            kind,
+            fields: Map::new(),
+        }
+    }
+
+    /// Adds a field.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.fields.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// Why the trail could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[error("audit log {}: {op}: {source}", path.display())]
+pub struct AuditError {
+    /// The file.
+    pub path: PathBuf,
+    /// What was being done.
+    pub op: &'static str,
+    /// errno.
+    #[source]
+    pub source: io::Error,
+}
+
+/// JSON with object keys sorted at every level: the form that is hashed.
+pub fn canonical(value: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let s: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, sorted(v))).collect();
+                let mut out = Map::new();
+                for (k, v) in s {
+                    out.insert(k.clone(), v);
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    // Keys are emitted in map order; `sorted` built them in sorted order
+    // (and serde_json's default Map is sorted anyway).
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String((*k).clone()).to_string());
+                    out.push(':');
+                    if let Some(v) = m.get(*k) {
+                        write(v, out);
+                    }
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(v, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(&sorted(value), &mut out);
+    out
+}
+
+/// sha256 (hex) of a record without its `hash` field.
+pub fn hash_record(record: &Map<String, Value>) -> String {
+    let mut without = record.clone();
+    without.remove("hash");
+    let digest = Sha256::digest(canonical(&Value::Object(without)).as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The leading keys of every record, in the order they are written.
+const HEAD: [&str; 7] = [
+    "ts", "seq", "session", "agent", "policy", "trace_id", "kind",
+];
+
+/// One line: the head keys first, the kind's fields, then the chain.
+fn render(record: &Map<String, Value>) -> String {
+    let mut out = String::from("{");
+    let mut first = true;
+    let mut put = |k: &str, v: &Value| {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(&Value::String(k.to_owned()).to_string());
+        out.push(':');
+        out.push_str(&canonical(v));
+    };
+    for k in HEAD {
+        if let Some(v) = record.get(k) {
+            put(k, v);
+        }
+    }
+    let mut rest: Vec<&String> = record
+        .keys()
+        .filter(|k| !HEAD.contains(&k.as_str()) && *k != "prev_hash" && *k != "hash")
+        .collect();
+    rest.sort();
+    for k in rest {
+        if let Some(v) = record.get(k) {
+            put(k, v);
+        }
+    }
+    for k in ["prev_hash", "hash"] {
+        if let Some(v) = record.get(k) {
+            put(k, v);
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// RFC 3339 UTC with nanoseconds.
+pub fn format_ts(ts: jiff::Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_string()
+}
+
+/// The audit log file.
+#[derive(Clone, Debug)]
+pub struct Log {
+    path: PathBuf,
+}
+
+impl Log {
+    /// The log at `path` (created 0600 on first append, its directory 0750).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The default log.
+    pub fn default_path() -> Self {
+        Self::new(DEFAULT_PATH)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, op: &'static str) -> impl FnOnce(io::Error) -> AuditError + '_ {
+        move |source| AuditError {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+
+    /// Appends `events` as one batch: chained after the file's last
+    /// record, written, fsync'ed. Returns the sequence numbers given.
+    pub fn append(&self, events: &[Event]) -> Result<Vec<u64>, AuditError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(dir) = self.path.parent() {
+            if !dir.exists() {
+                crate::paths::create_dir_mode(dir, 0o750).map_err(self.err("mkdir"))?;
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(self.err("open"))?;
+        let mut file = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| self.err("flock")(e.into()))?;
+        let (mut seq, mut prev) = tail(&mut file).map_err(self.err("read"))?;
+        let mut out = String::new();
+        let mut seqs = Vec::with_capacity(events.len());
+        for e in events {
+            seq += 1;
+            let mut record = Map::new();
+            record.insert("ts".into(), Value::String(format_ts(e.ts)));
+            record.insert("seq".into(), Value::from(seq));
+            record.insert("session".into(), Value::String(e.context.session.clone()));
+            record.insert("agent".into(), Value::String(e.context.agent.clone()));
+            record.insert("policy".into(), Value::String(e.context.policy.clone()));
+            record.insert("trace_id".into(), Value::String(e.context.trace_id.clone()));
+            record.insert("kind".into(), Value::String(e.kind.to_owned()));
+            for (k, v) in &e.fields {
+                if !HEAD.contains(&k.as_str()) && k != "prev_hash" && k != "hash" {
+                    record.insert(k.clone(), v.clone());
+                }
+            }
+            record.insert("prev_hash".into(), Value::String(prev.clone()));
+            let hash = hash_record(&record);
+            record.insert("hash".into(), Value::String(hash.clone()));
+            out.push_str(&render(&record));
+            out.push('\n');
+            prev = hash;
+            seqs.push(seq);
+        }
+        file.write_all(out.as_bytes()).map_err(self.err("write"))?;
+        file.sync_data().map_err(self.err("fsync"))?;
+        Ok(seqs)
+    }
+
+    /// Every record, in order, for readers (`agentd logs`).
+    pub fn read_all(&self) -> Result<Vec<Map<String, Value>>, AuditError> {
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("open")(e)),
+        };
+        Ok(BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| match serde_json::from_str::<Value>(&l) {
+                Ok(Value::Object(m)) => Some(m),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// The last record's seq and hash (0 and zeros for an empty file).
+fn tail(file: &mut File) -> io::Result<(u64, String)> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok((0, ZERO_HASH.to_owned()));
+    }
+    let window = len.min(1 << 20);
+    file.seek(SeekFrom::Start(len - window))?;
+    let mut buf = Vec::with_capacity(usize::try_from(window).unwrap_or(0));
+    file.take(window).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let last = text
+        .lines()
+        .rev()
+        .find_map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(Value::Object(m)) => Some(m),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no complete record at the end of the file",
+            )
+        })?;
+    let seq = last.get("seq").and_then(Value::as_u64).unwrap_or(0);
+    let hash = last
+        .get("hash")
+        .and_then(Value::as_str)
+        .unwrap_or(ZERO_HASH)
+        .to_owned();
+    Ok((seq, hash))
+}
+
+/// The first place the chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub why: String,
+}
+
+/// Checks the hash chain of a log; returns the number of records.
+pub fn verify(reader: impl io::Read) -> Result<usize, Break> {
+    let mut prev_hash = ZERO_HASH.to_owned();
+    let mut prev_seq: Option<u64> = None;
+    let mut count = 0;
+    for (i, line) in BufReader::new(reader).lines().enumerate() {
+        let line_no = i + 1;
+        let brk = |why: String| Break { line: line_no, why };
+        let line = line.map_err(|e| brk(format!("cannot read: {e}")))?;
+        let record = match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(m)) => m,
+            _ => return Err(brk("not a JSON object".into())),
+        };
+        let hash = record
+            .get("hash")
+            .and_then(Value::as_str)
+            .ok_or_else(|| brk("no hash".into()))?
+            .to_owned();
+        let claimed_prev = record
+            .get("prev_hash")
+            .and_then(Value::as_str)
+            .ok_or_else(|| brk("no prev_hash".into()))?;
+        let seq = record
+            .get("seq")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| brk("no seq".into()))?;
+        if hash_record(&record) != hash {
+            return Err(brk(format!(
+                "record seq {seq} was modified (its hash does not match its content)"
+            )));
+        }
+        if claimed_prev != prev_hash {
+            let why = match prev_seq {
+                None => {
+                    format!("record seq {seq} does not start a chain (prev_hash is not all zeros)")
+                }
+                Some(p) if seq > p + 1 => format!("records {} to {} are missing", p + 1, seq - 1),
+                Some(p) if seq <= p => format!("record seq {seq} is out of order (after seq {p})"),
+                Some(_) => format!(
+                    "record seq {seq} does not follow the previous record (prev_hash mismatch)"
+                ),
+            };
+            return Err(brk(why));
+        }
+        if let Some(p) = prev_seq
+            && seq != p + 1
+        {
+            return Err(brk(format!("record seq {seq} follows seq {p}")));
+        }
+        prev_hash = hash;
+        prev_seq = Some(seq);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Removes a file if it exists.
+pub fn remove_quietly(path: &Path) {
+    let _ = fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            session: "0123456789abc".into(),
+            agent: "coder".into(),
+            policy: "f".repeat(64),
+            trace_id: "a".repeat(32),
+        }
+    }
+
+    fn write_log(n: usize) -> (tempfile::TempDir, Log) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::new(dir.path().join("audit.jsonl"));
+        let events: Vec<Event> = (0..n)
+            .map(|i| {
+                Event::now(&ctx(), "exec")
+                    .with("pid", i as u64)
+                    .with("path", "/usr/bin/git")
+            })
+            .collect();
+        log.append(&events[..n / 2]).unwrap();
+        log.append(&events[n / 2..]).unwrap();
+        (dir, log)
+    }
+
+    fn lines(log: &Log) -> Vec<String> {
+        fs::read_to_string(log.path())
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn verify_lines(lines: &[String]) -> Result<usize, Break> {
+        verify(lines.join("\n").as_bytes())
+    }
+
+    #[test]
+    fn chain_verifies_and_head_fields_come_first() {
+        let (_d, log) = write_log(6);
+        let l = lines(&log);
+        assert_eq!(l.len(), 6);
+        assert!(l[0].starts_with("{\"ts\":\""), "{}", l[0]);
+        assert!(l[0].contains(&format!("\"prev_hash\":\"{ZERO_HASH}\"")));
+        assert_eq!(verify_lines(&l), Ok(6));
+        let records = log.read_all().unwrap();
+        assert_eq!(records[5]["seq"], 6);
+        assert_eq!(records[1]["prev_hash"], records[0]["hash"]);
+    }
+
+    #[test]
+    fn modified_deleted_and_reordered_lines_are_found() {
+        let (_d, log) = write_log(6);
+        let l = lines(&log);
+        let mut modified = l.clone();
+        modified[2] = modified[2].replace("/usr/bin/git", "/usr/bin/gix");
+        assert_eq!(verify_lines(&modified).unwrap_err().line, 3);
+        let mut deleted = l.clone();
+        deleted.remove(3);
+        let b = verify_lines(&deleted).unwrap_err();
+        assert_eq!(b.line, 4);
+        assert!(b.why.contains("records 4 to 4 are missing"), "{}", b.why);
+        let mut swapped = l.clone();
+        swapped.swap(1, 2);
+        assert_eq!(verify_lines(&swapped).unwrap_err().line, 2);
+        let mut truncated_head = l.clone();
+        truncated_head.remove(0);
+        assert_eq!(verify_lines(&truncated_head).unwrap_err().line, 1);
+        assert_eq!(verify_lines(&["not json".into()]).unwrap_err().line, 1);
+    }
+
+    #[test]
+    fn canonical_form_sorts_keys_recursively() {
+        let v: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"d":[{"y":1,"x":2}],"c":null}}"#).unwrap();
+        assert_eq!(
+            canonical(&v),
+            r#"{"a":{"c":null,"d":[{"x":2,"y":1}]},"b":1}"#
+        );
+    }
+}

@@ -1,0 +1,683 @@
+//! agentd's kernel programs: loaded once per host (first come, under a
+//! lock), pinned under bpffs so that every agentd process shares one
+//! attachment and a restart keeps enforcing, and fed per-session rules.
+//!
+//! Program types: `cgroup_sock_addr` and `cgroup_sock` (egress, bind, raw
+//! sockets), BTF tracepoints (exec, fork, exit) and syscall tracepoints
+//! (refused execs, file events). Trampoline-based types (BPF LSM, fentry)
+//! are not used: some kernels (this project's CI among them) refuse to load
+//! them; the exec allowlist is enforced by Landlock instead.
+mod btf;
+pub mod rules;
+
+use std::{
+    fs::{self, File},
+    os::{fd::AsFd as _, unix::fs::OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use agentd_common::{
+    Counter, Offset, PortRules, RuleKeyV4, RuleKeyV6, SLOT_BIND, SessionEntry, map, program,
+};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, TracePoint,
+        links::FdLink,
+    },
+};
+pub use btf::{Btf, BtfError};
+use ipnet::IpNet;
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest as _, Sha256};
+
+use crate::{host::mountinfo, paths};
+
+/// The kernel object built by `build.rs`, embedded in the binary. Empty when
+/// agentd was built with `AYA_BUILD_SKIP=1`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentd-ebpf"));
+
+/// What went wrong with the kernel programs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EbpfError {
+    /// This binary carries no kernel programs.
+    #[error("this agentd was built without its eBPF programs (AYA_BUILD_SKIP)")]
+    NoObject,
+    /// The embedded object could not be parsed or its maps created.
+    #[error("cannot load the eBPF object: {0}")]
+    Object(#[source] Box<aya::EbpfError>),
+    /// The object lacks a program agentd needs.
+    #[error("eBPF program {0} is missing from the embedded object")]
+    MissingProgram(&'static str),
+    /// The object lacks a map agentd needs.
+    #[error("eBPF map {0} is missing from the embedded object")]
+    MissingMap(&'static str),
+    /// The verifier or the kernel refused a program.
+    #[error("cannot load eBPF program {program}: {source}")]
+    Load {
+        /// Program name.
+        program: &'static str,
+        /// aya's error, with the verifier log when there is one.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// Attaching a program failed.
+    #[error("cannot attach {program}: {source}")]
+    Attach {
+        /// Program name.
+        program: &'static str,
+        /// aya's error.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// A map operation failed.
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// aya's error.
+        #[source]
+        source: Box<MapError>,
+    },
+    /// Kernel BTF lacks what the programs read.
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    /// Pinning, mounting bpffs or the lock failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Path involved.
+        path: PathBuf,
+        /// errno.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Programs of another agentd version are loaded and sessions use them.
+    #[error("programs of another agentd build are loaded and {0} sessions use them")]
+    VersionInUse(usize),
+    /// Too many live sessions.
+    #[error("no free session slot")]
+    NoSlot,
+}
+
+impl EbpfError {
+    /// What to do about it.
+    pub fn hint(&self) -> String {
+        match self {
+            Self::NoObject => "rebuild agentd without AYA_BUILD_SKIP (run `cargo xtask setup` first)".into(),
+            Self::Object(_) | Self::Load { .. } | Self::Attach { .. } | Self::Btf(_) => {
+                "run as root on a kernel with BPF, BTF and cgroup2; see `agentd doctor`".into()
+            }
+            Self::MissingProgram(_) | Self::MissingMap(_) => "this agentd binary is inconsistent; rebuild it".into(),
+            Self::Map { .. } | Self::NoSlot => "check `agentd doctor`; a map may be full".into(),
+            Self::Io { .. } => "check that bpffs can be mounted at /sys/fs/bpf".into(),
+            Self::VersionInUse(_) => "stop the running sessions (agentd ps / agentd kill) before switching agentd versions".into(),
+        }
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> EbpfError {
+    move |e| EbpfError::Map {
+        map,
+        source: Box::new(e),
+    }
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EbpfError + 'a {
+    move |source| EbpfError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The `cgroup_sock_addr` programs and their attach points.
+const SOCK_ADDR: [&str; 6] = [
+    program::CGROUP_CONNECT4,
+    program::CGROUP_CONNECT6,
+    program::CGROUP_SENDMSG4,
+    program::CGROUP_SENDMSG6,
+    program::CGROUP_BIND4,
+    program::CGROUP_BIND6,
+];
+
+/// Syscall tracepoints (category `syscalls`).
+const SYSCALL_TRACEPOINTS: [(&str, &str); 10] = [
+    (program::TP_ENTER_EXECVE, "sys_enter_execve"),
+    (program::TP_EXIT_EXECVE, "sys_exit_execve"),
+    (program::TP_ENTER_EXECVEAT, "sys_enter_execveat"),
+    (program::TP_EXIT_EXECVEAT, "sys_exit_execveat"),
+    (program::TP_ENTER_OPENAT, "sys_enter_openat"),
+    (program::TP_EXIT_OPENAT, "sys_exit_openat"),
+    (program::TP_ENTER_UNLINKAT, "sys_enter_unlinkat"),
+    (program::TP_EXIT_UNLINKAT, "sys_exit_unlinkat"),
+    (program::TP_ENTER_RENAMEAT2, "sys_enter_renameat2"),
+    (program::TP_EXIT_RENAMEAT2, "sys_exit_renameat2"),
+];
+
+/// BTF tracepoints.
+const TRACEPOINTS: [(&str, &str); 3] = [
+    (program::TP_SCHED_PROCESS_EXEC, "sched_process_exec"),
+    (program::TP_SCHED_PROCESS_FORK, "sched_process_fork"),
+    (program::TP_SCHED_PROCESS_EXIT, "sched_process_exit"),
+];
+
+/// Every map userspace opens by pin.
+const PINNED_MAPS: [&str; 5] = [
+    map::SESSIONS,
+    map::COUNTERS,
+    map::EGRESS_V4,
+    map::EGRESS_V6,
+    map::EVENTS,
+];
+
+/// The offsets the programs read, from kernel BTF.
+pub fn kernel_offsets(btf: &Btf) -> Result<Vec<(Offset, u64)>, BtfError> {
+    let table: [(Offset, &str, &[&str]); 8] = [
+        (Offset::BinprmFilename, "linux_binprm", &["filename"]),
+        (Offset::TaskMm, "task_struct", &["mm"]),
+        (Offset::TaskRealParent, "task_struct", &["real_parent"]),
+        (Offset::TaskTgid, "task_struct", &["tgid"]),
+        (Offset::TaskExitCode, "task_struct", &["exit_code"]),
+        (Offset::MmArgStart, "mm_struct", &["arg_start"]),
+        (Offset::MmArgEnd, "mm_struct", &["arg_end"]),
+        (Offset::TaskPid, "task_struct", &["pid"]),
+    ];
+    table
+        .iter()
+        .map(|(which, outer, path)| btf.offset_of(outer, path).map(|o| (*which, u64::from(o))))
+        .collect()
+}
+
+/// Mounts tracefs at /sys/kernel/tracing if no tracefs is mounted (the
+/// syscall tracepoints are found there).
+fn ensure_tracefs() -> Result<(), EbpfError> {
+    let mounts = crate::host::mounts();
+    if mountinfo::of_type(&mounts, "tracefs").next().is_some() {
+        return Ok(());
+    }
+    let target = Path::new(paths::TRACEFS);
+    nix::mount::mount(
+        Some("tracefs"),
+        target,
+        Some("tracefs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| io_err("mount tracefs at", target)(e.into()))
+}
+
+/// The bpffs directory holding agentd's pins (bpffs is mounted there,
+/// `nosuid,nodev,noexec`, when no bpf filesystem is mounted).
+pub fn pin_dir() -> Result<PathBuf, EbpfError> {
+    let mounts = crate::host::mounts();
+    if let Some(m) = mountinfo::of_type(&mounts, "bpf").next() {
+        return Ok(m.mount_point.join("agentd"));
+    }
+    let target = Path::new(paths::BPFFS);
+    nix::mount::mount(
+        Some("bpf"),
+        target,
+        Some("bpf"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| io_err("mount bpffs at", target)(e.into()))?;
+    Ok(target.join("agentd"))
+}
+
+fn object_digest() -> String {
+    Sha256::digest(OBJECT)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+const VERSION_FILE: &str = "/run/agentd/ebpf.version";
+
+/// The maps of the loaded programs, opened from their pins.
+#[derive(Debug)]
+pub struct Kernel {
+    pin_dir: PathBuf,
+}
+
+/// Everything the kernel needs to know about one session.
+#[derive(Debug, Default, Clone)]
+pub struct Registration {
+    /// The session's cgroup2 id.
+    pub cgroup_id: u64,
+    /// Session flags (`agentd_common::SESSION_*`).
+    pub flags: u32,
+    /// Egress trie entries.
+    pub egress: Vec<(IpNet, PortRules)>,
+    /// Bind trie entries.
+    pub bind: Vec<(IpNet, PortRules)>,
+}
+
+/// What was registered, to remove it again.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    registration: Registration,
+    slot: u32,
+}
+
+impl Registered {
+    /// The session's slot in every map.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+}
+
+fn open_map(dir: &Path, name: &'static str) -> Result<MapData, EbpfError> {
+    MapData::from_pin(dir.join(name)).map_err(map_err(name))
+}
+
+fn lpm_key_v4(slot: u32, net: &ipnet::Ipv4Net) -> Key<RuleKeyV4> {
+    Key::new(
+        32 + u32::from(net.prefix_len()),
+        RuleKeyV4 {
+            slot: slot.to_be_bytes(),
+            addr: net.network().octets(),
+        },
+    )
+}
+
+fn lpm_key_v6(slot: u32, net: &ipnet::Ipv6Net) -> Key<RuleKeyV6> {
+    Key::new(
+        32 + u32::from(net.prefix_len()),
+        RuleKeyV6 {
+            slot: slot.to_be_bytes(),
+            addr: net.network().octets(),
+        },
+    )
+}
+
+impl Kernel {
+    /// Loads, attaches and pins the programs if no agentd did yet on this
+    /// boot (or a different build did and no session uses it), then opens
+    /// the pinned maps. `cgroup_parent` is the agentd parent cgroup in the
+    /// cgroup2 hierarchy, where the egress hooks attach.
+    pub fn attach(cgroup_parent: &Path) -> Result<Self, EbpfError> {
+        if OBJECT.is_empty() {
+            return Err(EbpfError::NoObject);
+        }
+        paths::create_private_dir(Path::new(paths::RUN_DIR))
+            .map_err(io_err("mkdir", Path::new(paths::RUN_DIR)))?;
+        let lock_path = Path::new(paths::RUN_DIR).join("ebpf.lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        let _lock = Flock::lock(lock, FlockArg::LockExclusive)
+            .map_err(|(_, e)| io_err("flock", &lock_path)(e.into()))?;
+        let dir = pin_dir()?;
+        let digest = object_digest();
+        let current = fs::read_to_string(VERSION_FILE).unwrap_or_default();
+        let pinned = dir.join(map::SESSIONS).exists();
+        if pinned && current.trim() == digest {
+            return Ok(Self { pin_dir: dir });
+        }
+        if pinned {
+            // Another build's programs: replace them only if no session
+            // relies on them.
+            let sessions: HashMap<_, u64, SessionEntry> =
+                HashMap::try_from(Map::HashMap(open_map(&dir, map::SESSIONS)?))
+                    .map_err(map_err(map::SESSIONS))?;
+            let live = sessions.keys().count();
+            if live > 0 {
+                return Err(EbpfError::VersionInUse(live));
+            }
+            drop(sessions);
+            unpin_all(&dir)?;
+        }
+        load_and_pin(&dir, cgroup_parent)?;
+        fs::write(VERSION_FILE, &digest).map_err(io_err("write", Path::new(VERSION_FILE)))?;
+        Ok(Self { pin_dir: dir })
+    }
+
+    /// Opens already pinned programs (no loading): for readers such as
+    /// `agentd doctor` or the event collector.
+    pub fn open_pinned() -> Result<Self, EbpfError> {
+        let dir = pin_dir()?;
+        if !dir.join(map::SESSIONS).exists() {
+            return Err(EbpfError::Io {
+                op: "open",
+                path: dir.join(map::SESSIONS),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        Ok(Self { pin_dir: dir })
+    }
+
+    /// The pin directory.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    fn sessions(&self) -> Result<HashMap<MapData, u64, SessionEntry>, EbpfError> {
+        HashMap::try_from(Map::HashMap(open_map(&self.pin_dir, map::SESSIONS)?))
+            .map_err(map_err(map::SESSIONS))
+    }
+
+    /// Puts a session's rules in the maps, then the session itself (so that
+    /// its cgroup is enforced from the moment it is known, with every rule
+    /// in place). The slot is chosen under the lock file.
+    pub fn register(&self, reg: Registration) -> Result<Registered, EbpfError> {
+        let mut sessions = self.sessions()?;
+        let used: Vec<u32> = sessions
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, v)| v.slot)
+            .collect();
+        let start = u32::try_from(reg.cgroup_id & 0x3fff_ffff).unwrap_or(0);
+        let slot = (0..agentd_common::MAX_SESSIONS * 4)
+            .map(|i| (start + i) & 0x3fff_ffff)
+            .find(|s| !used.contains(s))
+            .ok_or(EbpfError::NoSlot)?;
+        let registered = Registered {
+            registration: reg,
+            slot,
+        };
+        if let Err(e) = self.write_rules(&registered, true) {
+            let _ = self.write_rules(&registered, false);
+            return Err(e);
+        }
+        let entry = SessionEntry {
+            slot,
+            flags: registered.registration.flags,
+        };
+        sessions
+            .insert(&registered.registration.cgroup_id, &entry, 0)
+            .map_err(map_err(map::SESSIONS))?;
+        Ok(registered)
+    }
+
+    /// Removes a session and its rules.
+    pub fn unregister(&self, registered: &Registered) -> Result<(), EbpfError> {
+        let mut sessions = self.sessions()?;
+        match sessions.remove(&registered.registration.cgroup_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(map::SESSIONS)(e)),
+        }
+        self.write_rules(registered, false)
+    }
+
+    fn write_rules(&self, r: &Registered, insert: bool) -> Result<(), EbpfError> {
+        let slot = r.slot;
+        let reg = &r.registration;
+        let mut v4: LpmTrie<_, RuleKeyV4, PortRules> =
+            LpmTrie::try_from(Map::LpmTrie(open_map(&self.pin_dir, map::EGRESS_V4)?))
+                .map_err(map_err(map::EGRESS_V4))?;
+        let mut v6: LpmTrie<_, RuleKeyV6, PortRules> =
+            LpmTrie::try_from(Map::LpmTrie(open_map(&self.pin_dir, map::EGRESS_V6)?))
+                .map_err(map_err(map::EGRESS_V6))?;
+        let entries = reg
+            .egress
+            .iter()
+            .map(|e| (slot, e))
+            .chain(reg.bind.iter().map(|e| (slot | SLOT_BIND, e)));
+        for (s, (net, rules)) in entries {
+            let result = match net {
+                IpNet::V4(n) => {
+                    let key = lpm_key_v4(s, n);
+                    if insert {
+                        v4.insert(&key, rules, 0)
+                    } else {
+                        v4.remove(&key)
+                    }
+                }
+                IpNet::V6(n) => {
+                    let key = lpm_key_v6(s, n);
+                    if insert {
+                        v6.insert(&key, rules, 0)
+                    } else {
+                        v6.remove(&key)
+                    }
+                }
+            };
+            ignore_missing(result, insert, map::EGRESS_V4)?;
+        }
+        Ok(())
+    }
+
+    /// The counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, EbpfError> {
+        let array: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(Map::PerCpuArray(open_map(&self.pin_dir, map::COUNTERS)?))
+                .map_err(map_err(map::COUNTERS))?;
+        Counter::ALL
+            .iter()
+            .map(|c| {
+                let per_cpu = array.get(&(*c as u32), 0).map_err(map_err(map::COUNTERS))?;
+                Ok((*c, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// The event ring buffer (one consumer at a time: see `audit::collect`).
+    pub fn events(&self) -> Result<RingBuf<MapData>, EbpfError> {
+        RingBuf::try_from(Map::RingBuf(open_map(&self.pin_dir, map::EVENTS)?))
+            .map_err(map_err(map::EVENTS))
+    }
+
+    /// The cgroup ids of every registered session.
+    pub fn registered_cgroups(&self) -> Result<Vec<u64>, EbpfError> {
+        Ok(self.sessions()?.keys().filter_map(Result::ok).collect())
+    }
+}
+
+fn ignore_missing(
+    result: Result<(), MapError>,
+    insert: bool,
+    map: &'static str,
+) -> Result<(), EbpfError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(MapError::KeyNotFound) if !insert => Ok(()),
+        Err(MapError::SyscallError(e))
+            if !insert && e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(map_err(map)(e)),
+    }
+}
+
+/// Removes every pin of an earlier build (links detach with their last
+/// reference).
+fn unpin_all(dir: &Path) -> Result<(), EbpfError> {
+    for sub in ["", "links"] {
+        let d = dir.join(sub);
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                fs::remove_file(e.path()).map_err(io_err("unpin", &e.path()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pin_link(link: FdLink, path: &Path) -> Result<(), EbpfError> {
+    link.pin(path).map(drop).map_err(|e| EbpfError::Io {
+        op: "pin",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Program `name` of the object as its type `T`.
+fn typed<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| EbpfError::Load {
+            program: name,
+            source: Box::new(e),
+        })
+}
+
+fn load_err(program: &'static str) -> impl Fn(ProgramError) -> EbpfError {
+    move |e| EbpfError::Load {
+        program,
+        source: Box::new(e),
+    }
+}
+
+fn attach_err(program: &'static str) -> impl Fn(ProgramError) -> EbpfError {
+    move |e| EbpfError::Attach {
+        program,
+        source: Box::new(e),
+    }
+}
+
+/// Parses the object with this kernel's struct offsets and loads every
+/// program into the kernel (the verifier runs here).
+fn load_object() -> Result<(Ebpf, aya::Btf), EbpfError> {
+    if OBJECT.is_empty() {
+        return Err(EbpfError::NoObject);
+    }
+    let kernel_btf = aya::Btf::from_sys_fs()
+        .map_err(|e| EbpfError::Object(Box::new(aya::EbpfError::BtfError(e))))?;
+    let offsets = kernel_offsets(&Btf::from_sys_fs()?)?;
+    let mut ebpf: Ebpf = EbpfLoader::new()
+        .btf(&kernel_btf)
+        .load(OBJECT)
+        .map_err(|e| EbpfError::Object(Box::new(e)))?;
+    {
+        let m = ebpf
+            .map_mut(map::OFFSETS)
+            .ok_or(EbpfError::MissingMap(map::OFFSETS))?;
+        let mut array: Array<_, u64> = Array::try_from(m).map_err(map_err(map::OFFSETS))?;
+        for (which, value) in offsets {
+            array
+                .set(which as u32, &value, 0)
+                .map_err(map_err(map::OFFSETS))?;
+        }
+    }
+    for name in SOCK_ADDR {
+        typed::<CgroupSockAddr>(&mut ebpf, name)?
+            .load()
+            .map_err(load_err(name))?;
+    }
+    let name = program::CGROUP_SOCK_CREATE;
+    typed::<CgroupSock>(&mut ebpf, name)?
+        .load()
+        .map_err(load_err(name))?;
+    for (name, _) in SYSCALL_TRACEPOINTS {
+        typed::<TracePoint>(&mut ebpf, name)?
+            .load()
+            .map_err(load_err(name))?;
+    }
+    for (name, tracepoint) in TRACEPOINTS {
+        typed::<BtfTracePoint>(&mut ebpf, name)?
+            .load(tracepoint, &kernel_btf)
+            .map_err(load_err(name))?;
+    }
+    Ok((ebpf, kernel_btf))
+}
+
+/// Loads every program (all-or-nothing: on failure nothing stays pinned),
+/// attaches it, and pins maps and links.
+fn load_and_pin(dir: &Path, cgroup_parent: &Path) -> Result<(), EbpfError> {
+    let result = try_load_and_pin(dir, cgroup_parent);
+    if result.is_err() {
+        let _ = unpin_all(dir);
+    }
+    result
+}
+
+fn try_load_and_pin(dir: &Path, cgroup_parent: &Path) -> Result<(), EbpfError> {
+    let (mut ebpf, _btf) = load_object()?;
+    fs::create_dir_all(dir.join("links")).map_err(io_err("mkdir", dir))?;
+    for name in PINNED_MAPS {
+        let path = dir.join(name);
+        ebpf.map(name)
+            .ok_or(EbpfError::MissingMap(name))?
+            .pin(&path)
+            .map_err(|e| EbpfError::Io {
+                op: "pin",
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+    }
+    let links = dir.join("links");
+    let cgroup = File::open(cgroup_parent).map_err(io_err("open", cgroup_parent))?;
+    let to_fd = |name: &'static str| {
+        move |e: aya::programs::links::LinkError| EbpfError::Attach {
+            program: name,
+            source: Box::new(ProgramError::IOError(std::io::Error::other(e.to_string()))),
+        }
+    };
+    for name in SOCK_ADDR {
+        let prog = typed::<CgroupSockAddr>(&mut ebpf, name)?;
+        // bpf_link attachments always coexist with other programs; the
+        // mode flag must be 0 for links.
+        let id = prog
+            .attach(cgroup.as_fd(), CgroupAttachMode::Single)
+            .map_err(attach_err(name))?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(attach_err(name))?
+            .try_into()
+            .map_err(to_fd(name))?;
+        pin_link(link, &links.join(name))?;
+    }
+    let name = program::CGROUP_SOCK_CREATE;
+    let prog = typed::<CgroupSock>(&mut ebpf, name)?;
+    let id = prog
+        .attach(cgroup.as_fd(), CgroupAttachMode::Single)
+        .map_err(attach_err(name))?;
+    let link: FdLink = prog
+        .take_link(id)
+        .map_err(attach_err(name))?
+        .try_into()
+        .map_err(to_fd(name))?;
+    pin_link(link, &links.join(name))?;
+    ensure_tracefs()?;
+    for (name, tracepoint) in SYSCALL_TRACEPOINTS {
+        let prog = typed::<TracePoint>(&mut ebpf, name)?;
+        let id = prog
+            .attach("syscalls", tracepoint)
+            .map_err(attach_err(name))?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(attach_err(name))?
+            .try_into()
+            .map_err(to_fd(name))?;
+        pin_link(link, &links.join(name))?;
+    }
+    for (name, _) in TRACEPOINTS {
+        let prog = typed::<BtfTracePoint>(&mut ebpf, name)?;
+        let id = prog.attach().map_err(attach_err(name))?;
+        pin_link(
+            prog.take_link(id).map_err(attach_err(name))?.into(),
+            &links.join(name),
+        )?;
+    }
+    Ok(())
+}
+
+/// Loads every program into the kernel without attaching anything (the
+/// verifier check `agentd doctor` runs); returns their names.
+pub fn verify() -> Result<Vec<String>, EbpfError> {
+    let (ebpf, _) = load_object()?;
+    let mut names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_owned()).collect();
+    names.sort();
+    Ok(names)
+}
