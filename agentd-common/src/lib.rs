@@ -102,6 +102,9 @@ pub struct SessionEntry {
 pub const SESSION_FILE_WRITES: u32 = 1 << 0;
 /// Record file opens for reading too.
 pub const SESSION_FILE_READS: u32 = 1 << 1;
+/// Kill processes that execute a file of an internal filesystem (memfd),
+/// which Landlock's execute right does not cover.
+pub const SESSION_EXEC_ALLOWLIST: u32 = 1 << 2;
 
 /// Slot bit that marks bind rules (same tries as egress rules).
 pub const SLOT_BIND: u32 = 1 << 31;
@@ -203,6 +206,14 @@ pub struct Pending {
 pub enum Offset {
     /// `linux_binprm.filename`.
     BinprmFilename = 0,
+    /// `linux_binprm.file`.
+    BinprmFile,
+    /// `file.f_inode`.
+    FileInode,
+    /// `inode.i_sb`.
+    InodeSb,
+    /// `super_block.s_flags`.
+    SuperBlockFlags,
     /// `task_struct.mm`.
     TaskMm,
     /// `task_struct.real_parent`.
@@ -221,7 +232,7 @@ pub enum Offset {
 
 impl Offset {
     /// Number of slots in the `OFFSETS` array.
-    pub const LEN: u32 = 8;
+    pub const LEN: u32 = 12;
 }
 
 /// Exec ids of one traced process (as Tetragon's: an exec id names one
@@ -482,15 +493,15 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<SessionEntry>(), 8);
-        assert_eq!(core::mem::size_of::<RuleKeyV4>(), 8);
-        assert_eq!(core::mem::size_of::<RuleKeyV6>(), 20);
-        assert_eq!(core::mem::size_of::<PortRule>(), 8);
-        assert_eq!(core::mem::size_of::<PortRules>(), 4 + 8 * MAX_PORT_RULES);
-        assert_eq!(core::mem::size_of::<Pending>(), 16 + PATH_LEN);
-        assert_eq!(core::mem::size_of::<FileEvent>(), 32 + 16 + PATH_LEN);
-        assert_eq!(core::mem::size_of::<EventHeader>(), 32);
-        assert_eq!(core::mem::size_of::<ProcInfo>(), 24);
-        assert_eq!(core::mem::size_of::<NetEvent>(), 32 + 8 + 16);
+        assert_eq!(size_of::<SessionEntry>(), 8);
+        assert_eq!(size_of::<RuleKeyV4>(), 8);
+        assert_eq!(size_of::<RuleKeyV6>(), 20);
+        assert_eq!(size_of::<PortRule>(), 8);
+        assert_eq!(size_of::<PortRules>(), 4 + 8 * MAX_PORT_RULES);
+        assert_eq!(size_of::<Pending>(), 16 + PATH_LEN);
+        assert_eq!(size_of::<FileEvent>(), 32 + 16 + PATH_LEN);
+        assert_eq!(size_of::<EventHeader>(), 32);
+        assert_eq!(size_of::<ProcInfo>(), 24);
+        assert_eq!(size_of::<NetEvent>(), 32 + 8 + 16);
     }
 }

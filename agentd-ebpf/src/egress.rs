@@ -89,6 +89,13 @@ fn slot_bytes(slot: u32, op: u8) -> [u8; 4] {
     slot.to_be_bytes()
 }
 
+/// Binding port 0 picks an ephemeral port, as clients do before sending
+/// datagrams (listening stays refused by seccomp without bind rules).
+#[inline(always)]
+fn ephemeral_bind(op: u8, t: &Target) -> bool {
+    op == net_op::BIND && t.port == 0
+}
+
 #[inline(always)]
 fn lookup_v4(slot: u32, op: u8, addr: [u8; 4], t: &Target) -> bool {
     let key = Key::new(
@@ -110,6 +117,9 @@ fn decide_v4(ctx: &SockAddrContext, op: u8) -> i32 {
     // SAFETY: the context pointer is the kernel's bpf_sock_addr for this call.
     let sa = unsafe { &*ctx.sock_addr };
     let t = target(sa);
+    if ephemeral_bind(op, &t) {
+        return SOCK_ADDR_ALLOW;
+    }
     let addr = sa.user_ip4.to_ne_bytes();
     let allowed = lookup_v4(session.slot, op, addr, &t);
     let mut full = [0u8; 16];
@@ -124,6 +134,9 @@ fn decide_v6(ctx: &SockAddrContext, op: u8) -> i32 {
     // SAFETY: as in decide_v4.
     let sa = unsafe { &*ctx.sock_addr };
     let t = target(sa);
+    if ephemeral_bind(op, &t) {
+        return SOCK_ADDR_ALLOW;
+    }
     let mut addr = [0u8; 16];
     let words = [
         sa.user_ip6[0],

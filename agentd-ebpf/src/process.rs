@@ -1,12 +1,14 @@
 //! Process tracing: exec (with path and argv), fork and exit of session
 //! processes, and the exec ids that tie them together.
-use agentd_common::{ARGV_LEN, EventKind, Offset, PATH_LEN, ProcInfo, ProcessEvent};
+use agentd_common::{
+    ARGV_LEN, Counter, EventKind, Offset, PATH_LEN, ProcInfo, ProcessEvent, SESSION_EXEC_ALLOWLIST,
+};
 use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
     events::{header, reserve},
     kernel::{ctx_u64, read_kernel_str},
-    maps::{PROCS, current_session, current_tgid, ktime, read_at},
+    maps::{PROCS, count, current_session, current_tgid, ktime, read_at},
 };
 
 /// The tracked exec start of process `tgid` (0 when untracked).
@@ -16,13 +18,56 @@ fn exec_ktime_of(tgid: u32) -> u64 {
     unsafe { PROCS.get(&tgid) }.map_or(0, |p| p.exec_ktime)
 }
 
+/// SB_NOUSER: a filesystem userspace cannot mount (memfd, pipes, sockets).
+const SB_NOUSER: u64 = 1 << 31;
+const SIGKILL: u32 = 9;
+
+/// Whether the file `bprm` executes lives on an internal filesystem
+/// (anonymous memory: `memfd_create` + `fexecve`). Landlock does not check
+/// those, so a session with an exec allowlist is killed before the new
+/// program runs a single instruction.
+#[inline(always)]
+fn executes_anonymous_memory(bprm: u64) -> bool {
+    let flags = read_at::<u64>(bprm, Offset::BinprmFile)
+        .and_then(|file| read_at::<u64>(file, Offset::FileInode))
+        .and_then(|inode| read_at::<u64>(inode, Offset::InodeSb))
+        .and_then(|sb| read_at::<u64>(sb, Offset::SuperBlockFlags));
+    // Unreadable means unknown: fail closed.
+    flags.is_none_or(|f| f & SB_NOUSER != 0)
+}
+
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn tp_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
-    let Some((cgroup_id, _)) = current_session() else {
+    let Some((cgroup_id, session)) = current_session() else {
         return 0;
     };
     let task = ctx_u64(&ctx, 0);
     let bprm = ctx_u64(&ctx, 2);
+    if session.flags & SESSION_EXEC_ALLOWLIST != 0 && executes_anonymous_memory(bprm) {
+        // SAFETY: SIGKILL to the current task, which is about to return to
+        // the new program's first instruction.
+        unsafe { generated::bpf_send_signal(SIGKILL) };
+        count(Counter::ExecDenied);
+        if let Some(mut entry) = reserve::<ProcessEvent>() {
+            let ev = entry.as_mut_ptr();
+            // SAFETY: as below.
+            unsafe {
+                (*ev).header = header(EventKind::ExecDenied, cgroup_id);
+                (*ev).ppid = 0;
+                (*ev).uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
+                (*ev).parent_ktime = 0;
+                (*ev).status = 0;
+                (*ev).argv_len = 0;
+                (*ev).argv[0] = 0;
+                (*ev).path[0] = 0;
+                if let Some(name) = read_at::<u64>(bprm, Offset::BinprmFilename) {
+                    read_kernel_str::<PATH_LEN>(name, core::ptr::addr_of_mut!((*ev).path));
+                }
+            }
+            entry.submit(0);
+        }
+        return 0;
+    }
     let tgid = current_tgid();
     let ppid = read_at::<u64>(task, Offset::TaskRealParent)
         .and_then(|parent| read_at::<i32>(parent, Offset::TaskTgid))

@@ -365,3 +365,94 @@ pub fn assert_session_gone(id: &str) {
         cgroup.exists()
     );
 }
+
+impl Sandbox {
+    /// `command`, run inside network namespace `netns` (the session then
+    /// lives there: the test's loopback servers are all it could reach).
+    pub fn command_in(&self, bins: &Bins, netns: &Netns, args: &[&str]) -> Command {
+        let inner = self.command(bins, args);
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", netns.name()))
+            .arg("--")
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        cmd
+    }
+
+    /// Runs the probe with `action` in a session inside `netns`.
+    pub fn probe_in(&self, bins: &Bins, netns: &Netns, action: &[&str]) -> Finished {
+        let mut args = vec![bins.probe];
+        args.extend_from_slice(action);
+        finish(self.command_in(bins, netns, &args))
+    }
+}
+
+/// A probe server (TCP or UDP) in a test network namespace, killed on drop.
+#[derive(Debug)]
+pub struct Server {
+    child: std::process::Child,
+}
+
+impl Server {
+    /// `agentd-probe --netns NS serve-tcp|serve-udp ADDR PORT [FILE]`,
+    /// returned once it listens.
+    pub fn start(bins: &Bins, netns: &Netns, args: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new(bins.probe)
+            .args(["--netns", netns.name()])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start server: {e}"));
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        assert_eq!(line.trim(), "ready", "server {args:?} did not start");
+        Self { child }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The audit trail all sessions write to.
+pub const AUDIT_LOG: &str = "/var/log/agentd/audit.jsonl";
+
+/// Every record of session `id` in the audit trail.
+pub fn audit_records(id: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    agentd::audit::Log::new(AUDIT_LOG)
+        .read_all()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.get("session").and_then(|s| s.as_str()) == Some(id))
+        .collect()
+}
+
+/// Waits (up to 10 s: another process may be collecting events) until
+/// session `id` has a record matching `pred`, and returns it.
+pub fn wait_record(
+    id: &str,
+    mut pred: impl FnMut(&serde_json::Map<String, serde_json::Value>) -> bool,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut found = None;
+    eventually(Duration::from_secs(10), || {
+        found = audit_records(id).into_iter().find(|r| pred(r));
+        found.is_some()
+    });
+    found
+}
+
+/// The string value of `key` in a record.
+pub fn field<'a>(r: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> &'a str {
+    r.get(key).and_then(|v| v.as_str()).unwrap_or("")
+}

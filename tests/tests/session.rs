@@ -378,13 +378,16 @@ fn environment_is_clean() {
 }
 
 #[test]
-fn no_network_until_egress_rules_exist() {
+fn no_network_without_rules() {
     require_sessions!();
-    let run = sandbox().probe(&BINS, &["connect", "127.0.0.1", "9"]);
+    require!(Feature::Ebpf);
+    let netns = agentd_tests::Netns::create("nonet");
+    let _server = agentd_tests::Server::start(&BINS, &netns, &["serve-tcp", "127.0.0.1", "7001"]);
+    let run = sandbox().probe_in(&BINS, &netns, &["connect", "127.0.0.1", "7001"]);
     assert_eq!(
         run.verdict(),
-        Err("ENETUNREACH".into()),
-        "a fresh network namespace with loopback down"
+        Err("EPERM".into()),
+        "default deny: even loopback"
     );
 }
 

@@ -216,7 +216,7 @@ impl Collector {
     /// A collector over the pinned ring buffer.
     pub fn new(kernel: Kernel, log: Log) -> Result<Self, crate::ebpf::EbpfError> {
         let ring = kernel.events()?;
-        let boot_offset = i128::from(jiff::Timestamp::now().as_nanosecond()) - monotonic_ns();
+        let boot_offset = jiff::Timestamp::now().as_nanosecond() - monotonic_ns();
         let lost_seen = lost(&kernel);
         Ok(Self {
             ring,
@@ -319,10 +319,16 @@ impl Collector {
                         )
                         .with(
                             "reason",
-                            format!(
-                                "execve refused ({}): not an allowed program",
-                                nix::errno::Errno::from_raw(i32::try_from(p.status).unwrap_or(0))
-                            ),
+                            if p.status == 0 {
+                                "executed anonymous memory (memfd): killed before it ran".to_owned()
+                            } else {
+                                format!(
+                                    "execve refused ({}): not an allowed program",
+                                    nix::errno::Errno::from_raw(
+                                        i32::try_from(p.status).unwrap_or(0)
+                                    )
+                                )
+                            },
                         ),
                     EventKind::Fork => Event::now(&context, "fork")
                         .with("pid", header.pid)

@@ -233,10 +233,10 @@ impl Log {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(dir) = self.path.parent() {
-            if !dir.exists() {
-                crate::paths::create_dir_mode(dir, 0o750).map_err(self.err("mkdir"))?;
-            }
+        if let Some(dir) = self.path.parent()
+            && !dir.exists()
+        {
+            crate::paths::create_dir_mode(dir, 0o750).map_err(self.err("mkdir"))?;
         }
         let file = OpenOptions::new()
             .create(true)

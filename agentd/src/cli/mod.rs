@@ -7,6 +7,7 @@
 )]
 
 mod doctor;
+mod logs;
 mod policy;
 mod run;
 mod sessions;
@@ -78,6 +79,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the audit trail (human-readable; --json for the records).
+    Logs {
+        /// Only this session's records.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// Keep printing new records as they are written.
+        #[arg(long)]
+        follow: bool,
+        /// Print the JSON records.
+        #[arg(long)]
+        json: bool,
+        /// The audit log.
+        #[arg(long, value_name = "FILE", default_value = crate::audit::DEFAULT_PATH)]
+        file: PathBuf,
+    },
+    /// Audit trail tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Validate policies and explain what they grant.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -96,6 +115,16 @@ enum Command {
     /// Print the man page (roff) to stdout.
     #[command(hide = true)]
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit log; report the first broken or
+    /// missing record by line. Exit 1 on any break.
+    Verify {
+        /// The audit log.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +165,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
     init_tracing();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // Output commands end quietly when their reader goes away (`| head`);
+        // the supervisor keeps ignoring SIGPIPE (it must outlive its output).
+        let _ = crate::sandbox::sys::default_sigpipe();
+    }
     match cli.command {
         Command::Run {
             policy,
@@ -163,6 +197,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             reason,
         } => sessions::kill(session, agent, reason),
         Command::Ps { json } => sessions::ps(json),
+        Command::Logs {
+            session,
+            follow,
+            json,
+            file,
+        } => logs::logs(&file, session.as_deref(), follow, json),
+        Command::Audit(AuditCommand::Verify { file }) => logs::verify(&file),
         Command::Policy(PolicyCommand::Check { json, files }) => policy::check(&files, json),
         Command::Policy(PolicyCommand::Explain { json, file }) => policy::explain(&file, json),
         Command::Doctor { json } => doctor::run(json),

@@ -176,8 +176,12 @@ const PINNED_MAPS: [&str; 5] = [
 
 /// The offsets the programs read, from kernel BTF.
 pub fn kernel_offsets(btf: &Btf) -> Result<Vec<(Offset, u64)>, BtfError> {
-    let table: [(Offset, &str, &[&str]); 8] = [
+    let table: [(Offset, &str, &[&str]); 12] = [
         (Offset::BinprmFilename, "linux_binprm", &["filename"]),
+        (Offset::BinprmFile, "linux_binprm", &["file"]),
+        (Offset::FileInode, "file", &["f_inode"]),
+        (Offset::InodeSb, "inode", &["i_sb"]),
+        (Offset::SuperBlockFlags, "super_block", &["s_flags"]),
         (Offset::TaskMm, "task_struct", &["mm"]),
         (Offset::TaskRealParent, "task_struct", &["real_parent"]),
         (Offset::TaskTgid, "task_struct", &["tgid"]),

@@ -83,11 +83,17 @@ pub fn network_plan(policy: &Policy) -> NetworkPlan {
 
 /// Session flags for the kernel.
 pub fn flags(policy: &Policy) -> u32 {
-    match policy.audit.file_events {
+    let files = match policy.audit.file_events {
         FileEvents::None => 0,
         FileEvents::Writes => agentd_common::SESSION_FILE_WRITES,
         FileEvents::All => agentd_common::SESSION_FILE_WRITES | agentd_common::SESSION_FILE_READS,
-    }
+    };
+    let exec = if policy.exec.enforced {
+        agentd_common::SESSION_EXEC_ALLOWLIST
+    } else {
+        0
+    };
+    files | exec
 }
 
 /// Puts the session's rules in the kernel maps.

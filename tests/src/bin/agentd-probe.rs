@@ -89,6 +89,7 @@ fn identity() -> ExitCode {
         caps(CapSet::Ambient)
     );
     println!("no_new_privs={nnp}");
+    println!("pid={} ppid={}", std::process::id(), nix::unistd::getppid());
     println!(
         "cwd={}",
         std::env::current_dir()
@@ -346,6 +347,152 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
         }
         ["sleep", secs] => {
             std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(1)));
+            report(Ok(()))
+        }
+        ["udp-send", addr, port] => {
+            let (Ok(a), Ok(p)) = (addr.parse::<IpAddr>(), port.parse::<u16>()) else {
+                return usage("udp-send ADDR PORT");
+            };
+            let bind: IpAddr = if a.is_ipv4() {
+                Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                Ipv6Addr::UNSPECIFIED.into()
+            };
+            report(io(std::net::UdpSocket::bind((bind, 0))
+                .and_then(|s| s.send_to(b"probe", SocketAddr::new(a, p)))))
+        }
+        ["bind", addr, port] => {
+            let (Ok(a), Ok(p)) = (addr.parse::<IpAddr>(), port.parse::<u16>()) else {
+                return usage("bind ADDR PORT");
+            };
+            report(io(TcpListener::bind((a, p))))
+        }
+        ["listen"] => {
+            // listen(2) on a socket that was never bound (autobind).
+            let fd = match nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Inet,
+                nix::sys::socket::SockType::Stream,
+                nix::sys::socket::SockFlag::empty(),
+                None,
+            ) {
+                Ok(fd) => fd,
+                Err(e) => return report(Err(e)),
+            };
+            report(nix::sys::socket::listen(
+                &fd,
+                nix::sys::socket::Backlog::new(1).unwrap_or(nix::sys::socket::Backlog::MAXCONN),
+            ))
+        }
+        ["raw-socket"] => report(
+            nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Inet,
+                nix::sys::socket::SockType::Raw,
+                nix::sys::socket::SockFlag::empty(),
+                nix::sys::socket::SockProtocol::Icmp,
+            )
+            .map(drop),
+        ),
+        ["packet-socket"] => report(
+            nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Packet,
+                nix::sys::socket::SockType::Datagram,
+                nix::sys::socket::SockFlag::empty(),
+                None,
+            )
+            .map(drop),
+        ),
+        ["serve-tcp", addr, port] => {
+            let (Ok(a), Ok(p)) = (addr.parse::<IpAddr>(), port.parse::<u16>()) else {
+                return usage("serve-tcp ADDR PORT");
+            };
+            let listener = match TcpListener::bind((a, p)) {
+                Ok(l) => l,
+                Err(e) => return report(io(Err::<(), _>(e))),
+            };
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            for conn in listener.incoming() {
+                drop(conn);
+            }
+            ExitCode::SUCCESS
+        }
+        ["serve-udp", addr, port, file] => {
+            let (Ok(a), Ok(p)) = (addr.parse::<IpAddr>(), port.parse::<u16>()) else {
+                return usage("serve-udp ADDR PORT FILE");
+            };
+            let socket = match std::net::UdpSocket::bind((a, p)) {
+                Ok(s) => s,
+                Err(e) => return report(io(Err::<(), _>(e))),
+            };
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let _ = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file)
+                    .and_then(|mut f| writeln!(f, "{from} {}", String::from_utf8_lossy(&buf[..n])));
+            }
+            ExitCode::SUCCESS
+        }
+        ["memfd-exec", path] => {
+            // Copy a program into anonymous memory and fexecve it.
+            let Ok(bytes) = fs::read(path) else {
+                return usage("cannot read the program");
+            };
+            let fd =
+                match nix::sys::memfd::memfd_create(c"probe", nix::sys::memfd::MFdFlags::empty()) {
+                    Ok(fd) => fd,
+                    Err(e) => return report(Err(e)),
+                };
+            let mut f = File::from(fd);
+            if f.write_all(&bytes).is_err() {
+                return usage("cannot fill the memfd");
+            }
+            let argv = [c"probe".to_owned()];
+            let env: [CString; 0] = [];
+            let err = nix::unistd::fexecve(&f, &argv, &env)
+                .err()
+                .unwrap_or(Errno::UnknownErrno);
+            report(Err(err))
+        }
+        ["grandchild", rest @ ..] => {
+            // Run the rest as an action of a grandchild (fork, fork, exec
+            // this probe) and pass on its verdict.
+            let Ok(me) = std::env::current_exe() else {
+                return usage("no current exe");
+            };
+            let Ok(me) = CString::new(me.as_os_str().as_encoded_bytes()) else {
+                return usage("bad exe");
+            };
+            let mut argv = vec![me.clone()];
+            argv.extend(rest.iter().filter_map(|a| CString::new(*a).ok()));
+            let status = |pid: libc::pid_t| {
+                let mut st = 0;
+                // SAFETY: `st` is a valid out-pointer.
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+                if libc::WIFEXITED(st) {
+                    libc::WEXITSTATUS(st)
+                } else {
+                    128 + libc::WTERMSIG(st)
+                }
+            };
+            let child = fork_then(move || {
+                let grandchild = fork_then(|| {
+                    let _ = nix::unistd::execv(&me, &argv);
+                });
+                let code = grandchild.map_or(2, status);
+                // SAFETY: the intermediate child leaves with the grandchild's status.
+                unsafe { libc::_exit(code) };
+            });
+            match child {
+                Ok(pid) => ExitCode::from(u8::try_from(status(pid)).unwrap_or(2)),
+                Err(e) => report(Err(e)),
+            }
+        }
+        ["echo-args", rest @ ..] => {
+            println!("{}", rest.join(" "));
             report(Ok(()))
         }
         ["connect", addr, port] => {

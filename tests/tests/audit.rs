@@ -1,0 +1,214 @@
+//! The audit trail: every session's records are chained, secrets never
+//! reach it (nor `agentd logs`, nor agentd's own logs), and tampering is
+//! found at the right line.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "integration test helpers: a failed step fails the test"
+)]
+use std::{fs, os::unix::fs::PermissionsExt as _, process::Command};
+
+use agentd_tests::{
+    AUDIT_LOG, Bins, Feature, Sandbox, field, finish, require, test_policy, wait_record,
+};
+
+const BINS: Bins = Bins {
+    agentd: env!("CARGO_BIN_EXE_agentd-under-test"),
+    probe: env!("CARGO_BIN_EXE_agentd-probe"),
+};
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    use std::io::Read as _;
+    fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut bytes)
+        .unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn secrets_never_reach_the_trail_or_the_logs() {
+    require!(
+        Feature::Root,
+        Feature::Landlock,
+        Feature::Seccomp,
+        Feature::Cgroup2,
+        Feature::Ebpf
+    );
+    let secret = format!("sekrit-{}", random_hex());
+    let caller_value = format!("callerval-{}", random_hex());
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let secret_file = dir.path().join("token");
+    fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    fs::set_permissions(&secret_file, fs::Permissions::from_mode(0o600)).unwrap();
+    let policy = test_policy(
+        &BINS,
+        "",
+        &format!(
+            "[env]\npass = [\"CALLER_VALUE\"]\n\n[secrets]\nTOKEN_X = {{ file = \"{}\" }}\n\n[audit]\nfile_events = \"all\"\n",
+            secret_file.display()
+        ),
+    );
+    let sb = Sandbox::new(&policy);
+    let run = finish({
+        let mut c = sb.command(&BINS, &[BINS.probe, "echo-args", &secret, &caller_value]);
+        c.env("CALLER_VALUE", &caller_value)
+            .env("AGENTD_LOG", "agentd=debug");
+        c
+    });
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&secret),
+        "the agent itself received the values"
+    );
+    let id = run.session_id().unwrap();
+    let exec = wait_record(&id, |r| field(r, "kind") == "exec").expect("exec record");
+    let argv: Vec<&str> = exec["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert_eq!(argv, [BINS.probe, "echo-args", "[REDACTED]", "[REDACTED]"]);
+    wait_record(&id, |r| field(r, "kind") == "session_end").expect("session end");
+
+    let trail = fs::read_to_string(AUDIT_LOG).unwrap();
+    for value in [&secret, &caller_value] {
+        assert!(
+            !trail.contains(value.as_str()),
+            "{value} in the audit trail"
+        );
+        assert!(
+            !run.stderr.contains(value.as_str()),
+            "{value} in agentd's own logs"
+        );
+        for args in [
+            vec!["logs", "--session", &id],
+            vec!["logs", "--session", &id, "--json"],
+        ] {
+            let out = finish({
+                let mut c = Command::new(BINS.agentd);
+                c.args(&args);
+                c
+            });
+            assert_eq!(out.status, 0, "{}", out.stderr);
+            assert!(out.stdout.contains("session_start"), "{}", out.stdout);
+            assert!(
+                !out.stdout.contains(value.as_str()),
+                "{value} in agentd {args:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn logs_show_a_session_and_verify_finds_tampering() {
+    require!(
+        Feature::Root,
+        Feature::Landlock,
+        Feature::Seccomp,
+        Feature::Cgroup2,
+        Feature::Ebpf
+    );
+    let sb = Sandbox::new(&test_policy(
+        &BINS,
+        "",
+        "[audit]\nfile_events = \"writes\"\n",
+    ));
+    let target = sb.workspace().join("written.txt");
+    let run = sb.probe(&BINS, &["write", target.to_str().unwrap()]);
+    assert_eq!(run.verdict(), Ok(()));
+    let id = run.session_id().unwrap();
+    let file = wait_record(&id, |r| field(r, "kind") == "file").expect("file record");
+    assert_eq!(field(&file, "access"), "create");
+    assert!(field(&file, "path").ends_with("written.txt"));
+    wait_record(&id, |r| field(r, "kind") == "session_end").expect("session end");
+
+    let human = finish({
+        let mut c = Command::new(BINS.agentd);
+        c.args(["logs", "--session", &id]);
+        c
+    });
+    let kinds: Vec<&str> = human
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    for kind in ["session_start", "exec", "file", "exit", "session_end"] {
+        assert!(
+            kinds.contains(&kind),
+            "{kind} missing from:\n{}",
+            human.stdout
+        );
+    }
+    assert!(
+        human
+            .stdout
+            .lines()
+            .all(|l| l.split_whitespace().nth(1) == Some(id.as_str()))
+    );
+
+    // Work on a copy: the live trail keeps growing.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("audit.jsonl");
+    // Complete records only: another test may be appending right now.
+    let lines: Vec<String> = fs::read_to_string(AUDIT_LOG)
+        .unwrap()
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+        .map(str::to_owned)
+        .collect();
+    assert!(lines.len() >= 4);
+    let verify = |content: &[String]| {
+        fs::write(&copy, content.join("\n") + "\n").unwrap();
+        finish({
+            let mut c = Command::new(BINS.agentd);
+            c.args(["audit", "verify", copy.to_str().unwrap()]);
+            c
+        })
+    };
+    let ok = verify(&lines);
+    assert_eq!(ok.status, 0, "{}", ok.stdout);
+    assert!(ok.stdout.contains("hash chain intact"));
+
+    let n = lines.len() / 2;
+    let mut modified = lines.clone();
+    modified[n] =
+        modified[n]
+            .replacen("\"pid\":", "\"pid\":1", 1)
+            .replacen("\"uid\":", "\"uid\":1", 1);
+    if modified[n] == lines[n] {
+        modified[n] = modified[n].replacen("\"kind\":\"", "\"kind\":\"x", 1);
+    }
+    let out = verify(&modified);
+    assert_eq!(out.status, 1);
+    assert!(
+        out.stdout.contains(&format!(":{}: chain broken", n + 1)),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("was modified"), "{}", out.stdout);
+
+    let mut deleted = lines.clone();
+    deleted.remove(n);
+    let out = verify(&deleted);
+    assert_eq!(out.status, 1);
+    assert!(
+        out.stdout.contains(&format!(":{}: chain broken", n + 1)),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("missing"), "{}", out.stdout);
+
+    let mut reordered = lines.clone();
+    reordered.swap(n, n + 1);
+    let out = verify(&reordered);
+    assert_eq!(out.status, 1);
+    assert!(
+        out.stdout.contains(&format!(":{}: chain broken", n + 1)),
+        "{}",
+        out.stdout
+    );
+}

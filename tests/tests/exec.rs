@@ -1,0 +1,179 @@
+//! The exec allowlist: only the programs `[exec] allow` names run, as the
+//! files they were at session start (Landlock's execute right on those
+//! inodes); copies, hard links to other programs and anonymous memory do
+//! not. Refusals are audited.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "integration test helpers: a failed step fails the test"
+)]
+use std::{fs, os::unix::fs::PermissionsExt as _};
+
+use agentd_tests::{Bins, Feature, Sandbox, field, require, test_policy, wait_record};
+
+const BINS: Bins = Bins {
+    agentd: env!("CARGO_BIN_EXE_agentd-under-test"),
+    probe: env!("CARGO_BIN_EXE_agentd-probe"),
+};
+
+fn sandbox(extra_allow: &str) -> Sandbox {
+    let probe = BINS.probe;
+    Sandbox::new(&test_policy(
+        &BINS,
+        "",
+        &format!("[exec]\nallow = [\"{probe}\"{extra_allow}]\n"),
+    ))
+}
+
+fn eacces() -> Result<(), String> {
+    Err("EACCES".to_owned())
+}
+
+#[test]
+fn only_allowed_programs_run() {
+    require!(
+        Feature::Root,
+        Feature::Landlock,
+        Feature::Seccomp,
+        Feature::Cgroup2
+    );
+    let sb = sandbox(", \"/usr/bin/true\"");
+    let ws = sb.workspace();
+    // Allowed: the probe itself, and /usr/bin/true.
+    assert_eq!(
+        sb.probe(&BINS, &["exec", BINS.probe, "echo-args", "again"])
+            .verdict(),
+        Ok(())
+    );
+    assert_eq!(sb.probe(&BINS, &["exec", "/usr/bin/true"]).status, 0);
+    // Not allowed although /usr/bin is an execute path.
+    assert_eq!(
+        sb.probe(&BINS, &["exec", "/usr/bin/id"]).verdict(),
+        eacces()
+    );
+    // A copy of an allowed program is another file.
+    fs::copy("/usr/bin/true", ws.join("true-copy")).unwrap();
+    fs::set_permissions(ws.join("true-copy"), fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = ws.join("true-copy");
+    assert_eq!(
+        sb.probe(&BINS, &["exec", copy.to_str().unwrap()]).verdict(),
+        eacces()
+    );
+    // A hard link to a program that is not allowed stays that program.
+    let link = ws.join("true-link");
+    fs::hard_link("/usr/bin/id", &link).unwrap();
+    assert_eq!(
+        sb.probe(&BINS, &["exec", link.to_str().unwrap()]).verdict(),
+        eacces()
+    );
+    // Anonymous memory (memfd_create + fexecve) has no inode Landlock
+    // checks; the session's process is killed before the program runs.
+    let memfd = sb.probe(&BINS, &["memfd-exec", "/usr/bin/true"]);
+    assert_eq!(memfd.status, 128 + libc::SIGKILL, "{memfd:?}");
+    let id = memfd.session_id().unwrap();
+    let deny = wait_record(&id, |r| {
+        field(r, "kind") == "deny" && field(r, "what") == "exec"
+    })
+    .expect("deny");
+    assert!(
+        field(&deny, "reason").contains("anonymous memory"),
+        "{deny:?}"
+    );
+    // The agent's own program must be allowed too.
+    let run = sb.run(&BINS, &["/usr/bin/id"]);
+    assert_eq!(run.status, 126, "{}", run.stderr);
+}
+
+#[test]
+fn workspace_tree_entries_allow_files_created_during_the_session() {
+    require!(
+        Feature::Root,
+        Feature::Landlock,
+        Feature::Seccomp,
+        Feature::Cgroup2
+    );
+    let sb = sandbox(", \"{workspace}/**\"");
+    let tool = sb.workspace().join("built-tool");
+    assert_eq!(
+        sb.probe(&BINS, &["write", tool.to_str().unwrap()])
+            .verdict(),
+        Ok(())
+    );
+    fs::copy(BINS.probe, &tool).unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(
+        sb.probe(
+            &BINS,
+            &["exec", tool.to_str().unwrap(), "echo-args", "built"]
+        )
+        .verdict(),
+        Ok(())
+    );
+}
+
+#[test]
+fn refused_execs_and_process_events_are_audited() {
+    require!(
+        Feature::Root,
+        Feature::Landlock,
+        Feature::Seccomp,
+        Feature::Cgroup2,
+        Feature::Ebpf
+    );
+    let sb = sandbox("");
+    let mut cmd = sb.command(&BINS, &[BINS.probe, "grandchild", "exec", "/usr/bin/id"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let supervisor = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let id = agentd_tests::session_id_from(&stderr).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "errno EACCES");
+
+    let deny = wait_record(&id, |r| {
+        field(r, "kind") == "deny" && field(r, "what") == "exec"
+    })
+    .expect("deny");
+    assert_eq!(field(&deny, "path"), "/usr/bin/id");
+    assert_eq!(deny["errno"], 13);
+
+    // The agent's own exec: its parent is the supervisor.
+    let root = wait_record(&id, |r| {
+        field(r, "kind") == "exec" && r["ppid"] == supervisor
+    })
+    .expect("root exec");
+    assert_eq!(field(&root, "path"), BINS.probe);
+    let root_pid = root["pid"].as_u64().unwrap();
+    let root_exec = field(&root, "exec_id").to_owned();
+    assert!(
+        root_exec.starts_with(&format!("{root_pid}-")),
+        "{root_exec}"
+    );
+    let argv: Vec<&str> = root["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert_eq!(argv, [BINS.probe, "grandchild", "exec", "/usr/bin/id"]);
+    // Its child (fork) and grandchild (fork, then exec of the probe).
+    let child =
+        wait_record(&id, |r| field(r, "kind") == "fork" && r["ppid"] == root_pid).expect("fork");
+    assert_eq!(field(&child, "parent_exec_id"), root_exec);
+    let child_pid = child["pid"].as_u64().unwrap();
+    let grandchild = wait_record(&id, |r| {
+        field(r, "kind") == "exec" && r["ppid"] == child_pid
+    })
+    .expect("grandchild exec");
+    assert_eq!(
+        field(&grandchild, "parent_exec_id"),
+        field(&child, "exec_id")
+    );
+    let exit =
+        wait_record(&id, |r| field(r, "kind") == "exit" && r["pid"] == root_pid).expect("exit");
+    assert_eq!(exit["status"]["code"], 1);
+    let rule = field(&root, "rule");
+    assert_eq!(rule, BINS.probe, "the exec.allow entry that admitted it");
+}
