@@ -43,7 +43,7 @@ pub fn run() -> Result<()> {
         root().join("xtask/demo/agent.py"),
         workspace.join("agent.py"),
     )?;
-    let status = Command::new(&agentd)
+    let mut child = Command::new(&agentd)
         .args(["run", "--policy", &policy, "--workspace"])
         .arg(&workspace)
         .args(["--", "/usr/bin/python3", "agent.py"])
@@ -51,10 +51,35 @@ pub fn run() -> Result<()> {
             "DEMO_CALLER_TOKEN",
             "the caller's secret, not for the agent",
         )
-        .status()?;
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // agentd's first stderr line names the session; pass everything on.
+    let mut session = String::new();
+    if let Some(stderr) = child.stderr.take() {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.strip_prefix("agentd: session ") {
+                session = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+            eprintln!("{line}");
+        }
+    }
+    let status = child.wait()?;
     println!("(agent exit status {})", status.code().unwrap_or(-1));
     sh(Command::new("ls").arg("-ln").arg(&workspace))?;
     println!("(notes.md, written by the agent, belongs to the caller, not to the session's UID)");
+
+    step("agentd logs --session: the session's audit trail (hash-chained, secrets redacted)");
+    sh(Command::new(&agentd).args(["logs", "--session", &session]))?;
+    step("agentd audit verify /var/log/agentd/audit.jsonl");
+    sh(Command::new(&agentd).args(["audit", "verify", "/var/log/agentd/audit.jsonl"]))?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

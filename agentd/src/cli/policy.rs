@@ -242,6 +242,7 @@ fn render(inv: &Inventory) -> String {
     let mut s = Section::new("network");
     s.list("allowed", &net.allow, "(none)");
     s.list("need approval", &net.ask, "(none)");
+    s.list("bind/listen", &net.bind, "(none)");
     s.row("dns", &net.dns);
     s.list(
         "local ranges",

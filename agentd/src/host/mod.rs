@@ -86,15 +86,19 @@ impl Feature {
             Self::Landlock => "filesystem confinement (guarantee 2)",
             Self::Seccomp => "the syscall filter (guarantee 3)",
             Self::SeccompUserNotif => "approval gates on syscalls (guarantee 9)",
-            Self::BpfLsm => "the exec allowlist on the real file (guarantee 5)",
-            Self::Btf => "BPF LSM and tracing programs (guarantees 5 and the event trail)",
+            Self::BpfLsm => {
+                "nothing today: agentd enforces exec with Landlock and traces with tracepoints"
+            }
+            Self::Btf => "the kernel event trail (BTF tracepoints need it)",
             Self::Cgroup2 => "network egress rules and lifetime (guarantees 4 and 7)",
             Self::CgroupKill => {
                 "atomic kill of a session's tree (guarantee 7; freeze-and-kill is used instead)"
             }
             Self::Limits => "resource limits (guarantee 6)",
             Self::Bpffs => "pinning (agentd mounts a bpf filesystem when it needs one)",
-            Self::Ebpf => "network egress rules (guarantee 4)",
+            Self::Ebpf => {
+                "network egress rules and the kernel event trail (guarantee 4, audit events)"
+            }
         }
     }
 

@@ -9,9 +9,8 @@ use super::{
 
 /// What this version does not enforce yet, and what holds meanwhile.
 const NOT_YET_ENFORCED: &[&str] = &[
-    "[exec] allow/ask: not checked at exec time yet; any program under a [filesystem] execute path can run",
-    "[network] allow/ask and dns: sessions get no network at all (a private network namespace with loopback down)",
-    "[audit]: no audit trail is written yet",
+    "[exec] ask and [network] ask: denied (no approval queue yet)",
+    "[network] host names are resolved once, when the session starts (the addresses then stay allowed for the session); *.wildcards grant nothing; DNS queries are ordinary egress",
     "protected paths that do not exist when the session starts can be created (existing ones are read-only)",
 ];
 
@@ -95,6 +94,8 @@ pub struct NetworkSection {
     pub allow: Vec<String>,
     /// Need a human approval.
     pub ask: Vec<String>,
+    /// May bind and listen.
+    pub bind: Vec<String>,
     /// Name resolution.
     pub dns: String,
     /// Local ranges that stay unreachable unless a rule names them.
@@ -181,11 +182,12 @@ impl Inventory {
             .any(|r| matches!(r.host, HostPattern::Domain(_) | HostPattern::Wildcard(_)));
         let dns = match (policy.network.dns, has_domains) {
             (false, _) => "off: the session cannot resolve names".to_owned(),
-            (true, true) => "on: queries go to agentd's resolver, which answers only the names \
-                             listed in allow/ask"
+            (true, true) => "names in allow are resolved by agentd when the session starts; the \
+                             session's own DNS queries are ordinary egress (allow the resolver's \
+                             address:53 to use it)"
                 .to_owned(),
-            (true, false) => "on: queries go to agentd's resolver; no names are listed, so it \
-                              answers none"
+            (true, false) => "the session's DNS queries are ordinary egress (allow the resolver's \
+                              address:53 to use it)"
                 .to_owned(),
         };
         let listed =
@@ -237,18 +239,25 @@ impl Inventory {
             exec: ExecSection {
                 allow: strings(&policy.exec.allow),
                 ask: strings(&policy.exec.ask),
-                otherwise: "denied",
+                otherwise: if policy.exec.enforced {
+                    "denied: only the files allow matches when the session starts may run (copies, \
+                     links to other programs and anonymous memory cannot); {root}/** entries allow \
+                     files created there during the session"
+                } else {
+                    "no [exec] table: any program under a [filesystem] execute path may run"
+                },
             },
             network: NetworkSection {
                 allow: strings(&policy.network.allow),
                 ask: strings(&policy.network.ask),
+                bind: strings(&policy.network.bind),
                 dns,
                 always_denied_unless_listed: local_networks()
                     .iter()
                     .filter(|n| !listed(n))
                     .map(ToString::to_string)
                     .collect(),
-                otherwise: "denied (TCP and UDP, IPv4 and IPv6; raw and packet sockets denied)",
+                otherwise: "denied (TCP and UDP, IPv4 and IPv6, v4-mapped addresses as IPv4; raw and packet sockets, binds and listening sockets denied)",
             },
             syscalls: SyscallSection {
                 profile: policy.syscalls.profile.as_str().to_owned(),
