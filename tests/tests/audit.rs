@@ -212,3 +212,63 @@ fn logs_show_a_session_and_verify_finds_tampering() {
         out.stdout
     );
 }
+
+#[test]
+fn no_event_vanishes_in_a_storm() {
+    require!(
+        Feature::Root,
+        Feature::Landlock,
+        Feature::Seccomp,
+        Feature::Cgroup2,
+        Feature::Ebpf
+    );
+    // Every open is either a record of the session or counted in a `lost`
+    // record (host-wide, so other tests' losses may add to it): the
+    // invariant holds whether or not this run overflows the ring buffer.
+    const OPENS: u64 = 50_000;
+    let sb = Sandbox::new(&test_policy(&BINS, "", "[audit]\nfile_events = \"all\"\n"));
+    let target = sb.workspace().join("storm.txt");
+    fs::write(&target, "x").unwrap();
+    let start = fs::metadata(AUDIT_LOG).map_or(0, |m| m.len());
+    let run = sb.probe(
+        &BINS,
+        &["open-loop", &OPENS.to_string(), target.to_str().unwrap()],
+    );
+    assert_eq!(run.verdict(), Ok(()), "{}", run.stderr);
+    let id = run.session_id().unwrap();
+    let target = target.to_str().unwrap().to_owned();
+    let count = || {
+        let mut file = fs::File::open(AUDIT_LOG).unwrap();
+        use std::io::{Read as _, Seek as _};
+        file.seek(std::io::SeekFrom::Start(start)).unwrap();
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        let (mut recorded, mut lost) = (0u64, 0u64);
+        for r in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        {
+            if r["kind"] == "lost" {
+                lost += r["count"].as_u64().unwrap_or(0);
+            } else if r["session"] == id.as_str() && r["kind"] == "file" && r["path"] == target {
+                recorded += 1;
+            }
+        }
+        (recorded, lost)
+    };
+    // Another process may still be draining the ring for this session.
+    let mut seen = (0, 0);
+    for _ in 0..150 {
+        seen = count();
+        if seen.0 + seen.1 >= OPENS {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (recorded, lost) = seen;
+    assert!(
+        recorded + lost >= OPENS,
+        "{OPENS} opens, {recorded} recorded, {lost} reported lost"
+    );
+    assert!(recorded <= OPENS, "{recorded} records for {OPENS} opens");
+}

@@ -9,7 +9,10 @@ use std::{
     collections::HashMap,
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::{fd::AsFd as _, unix::fs::OpenOptionsExt as _},
+    os::{
+        fd::{AsFd as _, BorrowedFd},
+        unix::fs::OpenOptionsExt as _,
+    },
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -24,7 +27,10 @@ use agentd_common::{
 };
 use aya::maps::{MapData, RingBuf};
 use globset::GlobMatcher;
-use nix::fcntl::{Flock, FlockArg};
+use nix::{
+    fcntl::{Flock, FlockArg},
+    poll::{PollFd, PollFlags, PollTimeout},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -137,6 +143,9 @@ impl Known {
     }
 }
 
+/// Most events appended (and fsynced) as one batch.
+const BATCH: usize = 4096;
+
 /// Drains kernel events into the log.
 pub struct Collector {
     ring: RingBuf<MapData>,
@@ -245,11 +254,25 @@ impl Collector {
         let mut raw: Vec<Vec<u8>> = Vec::new();
         while let Some(item) = self.ring.next() {
             raw.push(item.to_vec());
-            if raw.len() >= 4096 {
+            if raw.len() >= BATCH {
                 break;
             }
         }
         let mut events: Vec<Event> = raw.iter().filter_map(|b| self.decode(b)).collect();
+        let unattributed = raw.len() - events.len();
+        if unattributed > 0 {
+            // Only registered sessions emit events, so this means a
+            // session's audit inputs are missing or the event is malformed:
+            // still a loss the trail must show.
+            events.push(
+                Event::now(&Context::default(), "lost")
+                    .with("count", unattributed)
+                    .with(
+                        "reason",
+                        "events of an unknown session or in an unknown format",
+                    ),
+            );
+        }
         let now_lost = lost(&self.kernel);
         if now_lost > self.lost_seen {
             events.push(
@@ -454,18 +477,23 @@ impl Collector {
         Some(ev)
     }
 
-    /// Runs until `stop` is set: drains whenever the ring buffer has data
-    /// (and at least every 200 ms, to report losses), then once more.
-    pub fn run(&mut self, stop: &AtomicBool) {
+    /// Runs until `stop` is set (and `wake` readable): drains whenever the
+    /// ring buffer has data (and at least every 200 ms, to report losses),
+    /// then until it is empty.
+    pub fn run(&mut self, stop: &AtomicBool, wake: BorrowedFd<'_>) {
         while !stop.load(Ordering::SeqCst) {
-            let fd = self.ring.as_fd();
-            let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16));
+            let mut fds = [
+                PollFd::new(self.ring.as_fd(), PollFlags::POLLIN),
+                PollFd::new(wake, PollFlags::POLLIN),
+            ];
+            let _ = nix::poll::poll(&mut fds, PollTimeout::from(200u16));
             if let Err(e) = self.drain() {
                 tracing::warn!(error = %e, "cannot write audit records");
             }
         }
-        let _ = self.drain();
+        // Everything the stopped sessions produced is in the ring now; a
+        // batch short of full means the ring was empty when it was taken.
+        while matches!(self.drain(), Ok(n) if n >= BATCH) {}
     }
 }
 
@@ -487,6 +515,8 @@ fn lost(kernel: &Kernel) -> u64 {
 #[derive(Debug)]
 pub struct Background {
     stop: Arc<AtomicBool>,
+    /// Written to on stop, so the thread wakes at once.
+    wake: Option<std::io::PipeWriter>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -495,23 +525,46 @@ impl Background {
     pub fn start(log: Log) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let Ok((wake_read, wake)) = std::io::pipe() else {
+            // No thread: the events wait in the ring for the next
+            // collector.
+            return Self {
+                stop,
+                wake: None,
+                thread: None,
+            };
+        };
         let thread = std::thread::Builder::new()
             .name("audit".into())
-            .spawn(move || collect_while(&flag, &log))
+            .spawn(move || collect_while(&flag, wake_read.as_fd(), &log))
             .ok();
-        Self { stop, thread }
+        Self {
+            stop,
+            wake: Some(wake),
+            thread,
+        }
     }
 
     /// Stops after a final drain (if this process was the collector).
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(mut w) = self.wake.take() {
+            use std::io::Write as _;
+            let _ = w.write_all(b"x");
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn collect_while(stop: &AtomicBool, log: &Log) {
+/// Sleeps up to `ms`, or until `wake` is readable.
+fn nap(wake: BorrowedFd<'_>, ms: u16) {
+    let mut fds = [PollFd::new(wake, PollFlags::POLLIN)];
+    let _ = nix::poll::poll(&mut fds, PollTimeout::from(ms));
+}
+
+fn collect_while(stop: &AtomicBool, wake: BorrowedFd<'_>, log: &Log) {
     let lock_path = Path::new(paths::RUN_DIR).join("collector.lock");
     let started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
@@ -532,22 +585,19 @@ fn collect_while(stop: &AtomicBool, log: &Log) {
                 let Ok(mut collector) = Collector::new(kernel, log.clone()) else {
                     return;
                 };
-                collector.run(stop);
+                collector.run(stop, wake);
                 return;
             }
-            Err(_) => {
-                // Another process collects; check again soon (a final drain
-                // happens in whoever holds the lock).
-                let wait = if started.elapsed() < Duration::from_secs(2) {
+            // Another process collects (and drains at its end); look again
+            // soon, then every second.
+            Err(_) => nap(
+                wake,
+                if started.elapsed() < Duration::from_secs(2) {
                     100
                 } else {
                     1000
-                };
-                let deadline = Instant::now() + Duration::from_millis(wait);
-                while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
+                },
+            ),
         }
     }
 }

@@ -12,7 +12,6 @@ pub mod collect;
 pub mod redact;
 
 use std::{
-    collections::BTreeMap,
     fs::{self, File, OpenOptions},
     io::{self, BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _},
     os::unix::fs::OpenOptionsExt as _,
@@ -90,64 +89,76 @@ pub struct AuditError {
 
 /// JSON with object keys sorted at every level: the form that is hashed.
 pub fn canonical(value: &Value) -> String {
-    fn sorted(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let s: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, sorted(v))).collect();
-                let mut out = Map::new();
-                for (k, v) in s {
-                    out.insert(k.clone(), v);
-                }
-                Value::Object(out)
-            }
-            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
-            other => other.clone(),
-        }
-    }
-    // Keys are emitted in map order; `sorted` built them in sorted order
-    // (and serde_json's default Map is sorted anyway).
-    fn write(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String((*k).clone()).to_string());
-                    out.push(':');
-                    if let Some(v) = m.get(*k) {
-                        write(v, out);
-                    }
-                }
-                out.push('}');
-            }
-            Value::Array(a) => {
-                out.push('[');
-                for (i, v) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(v, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
     let mut out = String::new();
-    write(&sorted(value), &mut out);
+    write_canonical(value, &mut out, None);
     out
+}
+
+/// Appends the canonical form of `v` to `out`, leaving out the key `skip`
+/// if `v` is an object.
+fn write_canonical(v: &Value, out: &mut String, skip: Option<&str>) {
+    match v {
+        Value::Object(m) => write_canonical_object(m, out, skip),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out, None);
+            }
+            out.push(']');
+        }
+        Value::String(s) => write_json_string(s, out),
+        other => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{other}");
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal, escaped as serde_json escapes.
+fn write_json_string(s: &str, out: &mut String) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(&Value::String(s.to_owned()).to_string());
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
 }
 
 /// sha256 (hex) of a record without its `hash` field.
 pub fn hash_record(record: &Map<String, Value>) -> String {
-    let mut without = record.clone();
-    without.remove("hash");
-    let digest = Sha256::digest(canonical(&Value::Object(without)).as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(512);
+    write_canonical_object(record, &mut text, Some("hash"));
+    let digest = Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    hex
+}
+
+/// Appends a canonical object, leaving out the key `skip`; written by
+/// reference, without copying the record.
+fn write_canonical_object(record: &Map<String, Value>, out: &mut String, skip: Option<&str>) {
+    let mut keys: Vec<&String> = record.keys().filter(|k| Some(k.as_str()) != skip).collect();
+    keys.sort_unstable();
+    out.push('{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_string(k, out);
+        out.push(':');
+        if let Some(v) = record.get(k) {
+            write_canonical(v, out, None);
+        }
+    }
+    out.push('}');
 }
 
 /// The leading keys of every record, in the order they are written.
@@ -164,9 +175,9 @@ fn render(record: &Map<String, Value>) -> String {
             out.push(',');
         }
         first = false;
-        out.push_str(&Value::String(k.to_owned()).to_string());
+        write_json_string(k, &mut out);
         out.push(':');
-        out.push_str(&canonical(v));
+        write_canonical(v, &mut out, None);
     };
     for k in HEAD {
         if let Some(v) = record.get(k) {
@@ -302,24 +313,30 @@ fn tail(file: &mut File) -> io::Result<(u64, String)> {
     if len == 0 {
         return Ok((0, ZERO_HASH.to_owned()));
     }
-    let window = len.min(1 << 20);
-    file.seek(SeekFrom::Start(len - window))?;
-    let mut buf = Vec::with_capacity(usize::try_from(window).unwrap_or(0));
-    file.take(window).read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let last = text
-        .lines()
-        .rev()
-        .find_map(|l| match serde_json::from_str::<Value>(l) {
-            Ok(Value::Object(m)) => Some(m),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "no complete record at the end of the file",
-            )
-        })?;
+    // Records are a few hundred bytes: look at the last 64 KiB, widening
+    // (up to 4 MiB) only if no complete record is found there.
+    let mut window = len.min(64 << 10);
+    let last = loop {
+        file.seek(SeekFrom::Start(len - window))?;
+        let mut buf = Vec::with_capacity(usize::try_from(window).unwrap_or(0));
+        io::Read::by_ref(file).take(window).read_to_end(&mut buf)?;
+        let found = buf.split(|b| *b == b'\n').rev().find_map(|l| {
+            match serde_json::from_slice::<Value>(l) {
+                Ok(Value::Object(m)) => Some(m),
+                _ => None,
+            }
+        });
+        match found {
+            Some(m) => break m,
+            None if window < len && window < (4 << 20) => window = (window * 4).min(len),
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "no complete record at the end of the file",
+                ));
+            }
+        }
+    };
     let seq = last.get("seq").and_then(Value::as_u64).unwrap_or(0);
     let hash = last
         .get("hash")
@@ -412,6 +429,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn canonical_form_is_compact_json_with_sorted_keys() {
+        let v = serde_json::json!({
+            "z": [1, -2.5, null, true, {"b": "\u{1}\"\\\n\t", "a": "é✓"}],
+            "a": {"y": "plain", "x": {"k": false}},
+            "m": "line\r\u{7f}",
+        });
+        let expected = r#"{"a":{"x":{"k":false},"y":"plain"},"m":"line\r\u{7f}","z":[1,-2.5,null,true,{"a":"é✓","b":"\u0001\"\\\n\t"}]}"#
+            .replace("\\u{7f}", "\u{7f}"); // DEL is not escaped
+        assert_eq!(canonical(&v), expected);
+        // Leaving out `hash` is the same as hashing the record without it.
+        let Value::Object(mut m) = v else {
+            unreachable!()
+        };
+        let with = hash_record(&m);
+        m.insert("hash".into(), Value::String("x".into()));
+        assert_eq!(hash_record(&m), with);
+        assert_eq!(with.len(), 64);
+    }
+
     fn write_log(n: usize) -> (tempfile::TempDir, Log) {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::new(dir.path().join("audit.jsonl"));
@@ -437,6 +474,20 @@ mod tests {
 
     fn verify_lines(lines: &[String]) -> Result<usize, Break> {
         verify(lines.join("\n").as_bytes())
+    }
+
+    #[test]
+    fn records_with_awkward_floats_verify() {
+        // 54.295644 ms as computed from a Duration: its shortest text does
+        // not parse back to the same bits without exact float parsing.
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::new(dir.path().join("audit.jsonl"));
+        let events: Vec<Event> = [54.295_643_999_999_996, 0.1 + 0.2, 1e-300, 2.5e300]
+            .into_iter()
+            .map(|f| Event::now(&ctx(), "kill").with("x", f))
+            .collect();
+        log.append(&events).unwrap();
+        assert_eq!(verify_lines(&lines(&log)), Ok(4));
     }
 
     #[test]

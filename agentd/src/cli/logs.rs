@@ -79,11 +79,13 @@ fn details(r: &Map<String, Value>) -> String {
             format!("pid {} {what} {target}: {}", get("pid"), get("reason"))
         }
         "kill" => format!(
-            "by uid {}: {} ({} processes, {} ms)",
+            "by uid {}: {} ({} processes, {:.1} ms)",
             get("caller_uid"),
             get("reason"),
             get("processes_killed"),
-            get("elapsed_ms")
+            r.get("elapsed_us")
+                .and_then(Value::as_u64)
+                .map_or(0.0, |us| us as f64 / 1000.0)
         ),
         "lost" => format!("{} events lost: {}", get("count"), get("reason")),
         _ => String::new(),

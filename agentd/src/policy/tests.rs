@@ -330,12 +330,12 @@ fn warnings_for_risky_but_legal_choices() {
         (
             "allow = [\"api.example.com:443\"",
             "allow = [\"*:*\"",
-            "*:* allows egress to every address",
+            "*:* allows egress to every public address",
         ),
         (
             "allow = [\"api.example.com:443\"",
             "allow = [\"0.0.0.0/0:443\"",
-            "0.0.0.0/0:443 allows egress to every address",
+            "0.0.0.0/0:443 allows egress to every public address",
         ),
         (
             "read = [\"/usr\"",

@@ -594,8 +594,8 @@ fn network(v: &mut Validator<'_>, raw: &RawPolicy) -> Network {
         if rule.is_any_address() {
             v.warn(
                 span.clone(),
-                format!("{rule} allows egress to every address"),
-                "list the hosts the agent needs; cloud metadata and private ranges become reachable",
+                format!("{rule} allows egress to every public address"),
+                "list the hosts the agent needs (loopback, private ranges and cloud metadata stay refused unless a rule names them)",
             );
         }
     }

@@ -53,7 +53,12 @@ pub fn kill_session(id: &SessionId, record: &KillRecord) -> Result<KillReport, S
             record.text.clone().unwrap_or_else(|| record.reason.clone()),
         )
         .with("processes_killed", processes)
-        .with("elapsed_ms", elapsed.as_secs_f64() * 1000.0)]);
+        // Integers only in records: a float's text need not parse back to
+        // the same bits everywhere, and the hash covers the text.
+        .with(
+            "elapsed_us",
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        )]);
     if !st.supervisor_alive() {
         cleanup(&st, &cgroups);
     }

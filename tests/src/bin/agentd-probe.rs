@@ -345,6 +345,92 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
             println!("ns_per_iteration={ns}");
             report(Ok(()))
         }
+        ["open-loop", n, path, rest @ ..] => {
+            // The file-event throughput benchmark: open + close, n times,
+            // as fast as possible or paced to `rate` per second.
+            let (Ok(n), Ok(rate)) = (
+                n.parse::<u64>(),
+                rest.first().map_or(Ok(0), |r| r.parse::<u64>()),
+            ) else {
+                return usage("open-loop N PATH [RATE]");
+            };
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                if rate > 0 && i % 100 == 0 {
+                    let due = Duration::from_nanos(i * 1_000_000_000 / rate);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                if let Err(e) = File::open(path) {
+                    return report(io(Err::<(), _>(e)));
+                }
+            }
+            println!("elapsed_ns={}", start.elapsed().as_nanos());
+            report(Ok(()))
+        }
+        ["connect-loop", n, addr, port] => {
+            // The per-connect benchmark: connect + abortive close, n times.
+            let (Ok(n), Ok(a), Ok(p)) = (
+                n.parse::<u64>(),
+                addr.parse::<IpAddr>(),
+                port.parse::<u16>(),
+            ) else {
+                return usage("connect-loop N ADDR PORT");
+            };
+            let target = SocketAddr::new(a, p);
+            // Closing with a zero linger sends RST instead of FIN, so no
+            // TIME_WAIT 4-tuple is left to collide with a later SYN (which
+            // would cost a one-second SYN retransmit and drown the figure).
+            let abort = nix::sys::socket::sockopt::Linger;
+            let zero = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // Each connect is timed alone and the median reported: a SYN
+            // dropped on a full accept queue costs a one-second retransmit,
+            // which would swamp a mean.
+            let mut each = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+            for _ in 0..n {
+                let start = std::time::Instant::now();
+                match TcpStream::connect(target) {
+                    Ok(s) => {
+                        each.push(start.elapsed().as_nanos());
+                        let _ = nix::sys::socket::setsockopt(&s, abort, &zero);
+                    }
+                    Err(e) => return report(io(Err::<(), _>(e))),
+                }
+            }
+            each.sort_unstable();
+            println!(
+                "ns_per_iteration={}",
+                each.get(each.len() / 2).copied().unwrap_or(0)
+            );
+            report(Ok(()))
+        }
+        ["exec-storm", n, program] => {
+            // The event-throughput benchmark: fork + exec + exit, n times.
+            let Ok(n) = n.parse::<u64>() else {
+                return usage("exec-storm N PROGRAM");
+            };
+            let Ok(prog) = CString::new(*program) else {
+                return usage("bad program");
+            };
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                let argv = [prog.clone()];
+                match fork_then(|| {
+                    let _ = nix::unistd::execv(&argv[0], &argv);
+                }) {
+                    Ok(pid) => {
+                        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+                    }
+                    Err(e) => return report(Err(e)),
+                }
+            }
+            println!("elapsed_ns={}", start.elapsed().as_nanos());
+            report(Ok(()))
+        }
         ["sleep", secs] => {
             std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(1)));
             report(Ok(()))
