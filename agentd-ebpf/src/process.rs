@@ -36,6 +36,29 @@ fn executes_anonymous_memory(bprm: u64) -> bool {
     flags.is_none_or(|f| f & SB_NOUSER != 0)
 }
 
+/// Emits an `ExecDenied` event (`errno` 0: killed at exec); `fill_path`
+/// writes the program's path into the event.
+#[inline(always)]
+pub fn report_exec_denied(cgroup_id: u64, errno: u32, fill_path: impl FnOnce(*mut [u8; PATH_LEN])) {
+    count(Counter::ExecDenied);
+    if let Some(mut entry) = reserve::<ProcessEvent>() {
+        let ev = entry.as_mut_ptr();
+        // SAFETY: `ev` is a reserved, exclusively owned ring buffer slot.
+        unsafe {
+            (*ev).header = header(EventKind::ExecDenied, cgroup_id);
+            (*ev).ppid = 0;
+            (*ev).uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
+            (*ev).parent_ktime = 0;
+            (*ev).status = errno;
+            (*ev).argv_len = 0;
+            (*ev).argv[0] = 0;
+            (*ev).path[0] = 0;
+            fill_path(core::ptr::addr_of_mut!((*ev).path));
+        }
+        entry.submit(0);
+    }
+}
+
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn tp_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let Some((cgroup_id, session)) = current_session() else {
@@ -47,25 +70,11 @@ pub fn tp_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         // SAFETY: SIGKILL to the current task, which is about to return to
         // the new program's first instruction.
         unsafe { generated::bpf_send_signal(SIGKILL) };
-        count(Counter::ExecDenied);
-        if let Some(mut entry) = reserve::<ProcessEvent>() {
-            let ev = entry.as_mut_ptr();
-            // SAFETY: as below.
-            unsafe {
-                (*ev).header = header(EventKind::ExecDenied, cgroup_id);
-                (*ev).ppid = 0;
-                (*ev).uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
-                (*ev).parent_ktime = 0;
-                (*ev).status = 0;
-                (*ev).argv_len = 0;
-                (*ev).argv[0] = 0;
-                (*ev).path[0] = 0;
-                if let Some(name) = read_at::<u64>(bprm, Offset::BinprmFilename) {
-                    read_kernel_str::<PATH_LEN>(name, core::ptr::addr_of_mut!((*ev).path));
-                }
+        report_exec_denied(cgroup_id, 0, |path| {
+            if let Some(name) = read_at::<u64>(bprm, Offset::BinprmFilename) {
+                read_kernel_str::<PATH_LEN>(name, path);
             }
-            entry.submit(0);
-        }
+        });
         return 0;
     }
     let tgid = current_tgid();

@@ -3,15 +3,15 @@
 //! execve's exit) and file events per `[audit] file_events`, each recorded
 //! at the syscall's exit with its outcome.
 use agentd_common::{
-    Counter, EventKind, FileEvent, PATH_LEN, Pending, ProcessEvent, SESSION_FILE_READS,
-    SESSION_FILE_WRITES, file_access,
+    EventKind, FileEvent, PATH_LEN, Pending, SESSION_FILE_READS, SESSION_FILE_WRITES, file_access,
 };
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::{
     events::{header, reserve},
     kernel::read_user_str,
-    maps::{PENDING, SCRATCH, count, current_session},
+    maps::{PENDING, SCRATCH, current_session},
+    process::report_exec_denied,
 };
 
 /// Offsets of the syscall tracepoints' fields (see
@@ -117,23 +117,11 @@ fn exec_exit(ctx: &TracePointContext) -> u32 {
     if let Some(p) = take()
         && (ret == -EACCES || ret == -EPERM)
     {
-        count(Counter::ExecDenied);
-        if let Some(mut entry) = reserve::<ProcessEvent>() {
-            let ev = entry.as_mut_ptr();
-            // SAFETY: `ev` is a reserved, exclusively owned ring buffer slot;
-            // `p` points at this thread's pending map value.
-            unsafe {
-                (*ev).header = header(EventKind::ExecDenied, cgroup_id);
-                (*ev).ppid = 0;
-                (*ev).uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
-                (*ev).parent_ktime = 0;
-                (*ev).status = (-ret) as u32;
-                (*ev).argv_len = 0;
-                (*ev).argv[0] = 0;
-                (*ev).path = (*p).path;
-            }
-            entry.submit(0);
-        }
+        report_exec_denied(cgroup_id, (-ret) as u32, |path| {
+            // SAFETY: `p` points at this thread's pending map value; `path`
+            // at the reserved event's field.
+            unsafe { *path = (*p).path };
+        });
     }
     forget();
     0

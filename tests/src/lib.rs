@@ -4,6 +4,7 @@
 #![expect(clippy::panic, reason = "test helpers fail the test on broken setup")]
 
 use std::{
+    fs,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -265,9 +266,9 @@ impl Sandbox {
             .prefix("agentd-test-")
             .tempdir_in("/tmp")
             .unwrap_or_else(|e| panic!("tempdir: {e}"));
-        std::fs::write(dir.path().join("policy.toml"), policy)
+        fs::write(dir.path().join("policy.toml"), policy)
             .unwrap_or_else(|e| panic!("write policy: {e}"));
-        std::fs::create_dir(dir.path().join("workspace")).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        fs::create_dir(dir.path().join("workspace")).unwrap_or_else(|e| panic!("mkdir: {e}"));
         Self { dir }
     }
 
@@ -323,7 +324,7 @@ pub fn finish(mut cmd: Command) -> Finished {
 
 /// Whether process `pid` is gone (or a zombie: dead, not yet reaped).
 pub fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat
             .rsplit(')')
@@ -347,8 +348,36 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Cgroup ids registered with the kernel programs whose cgroup no longer
+/// exists.
+fn stale_registrations() -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(kernel) = agentd::ebpf::Kernel::open_pinned() else {
+        return Vec::new();
+    };
+    let parent = agentd::cgroup::cgroup2_root()
+        .map(|r| r.join("agentd"))
+        .unwrap_or_default();
+    let live: Vec<u64> = fs::read_dir(parent)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(fs::Metadata::is_dir)
+                .map(|m| m.ino())
+                .collect()
+        })
+        .unwrap_or_default();
+    kernel
+        .registered_cgroups()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|id| !live.contains(id))
+        .collect()
+}
+
 /// Asserts that nothing of session `id` is left on the host: state
-/// directory, data directory, cgroups.
+/// directory, data directory, cgroups, and (for any session) kernel
+/// registrations of cgroups that are gone.
 pub fn assert_session_gone(id: &str) {
     let state = Path::new("/run/agentd/sessions").join(id);
     let data = Path::new("/var/lib/agentd/sessions").join(id);
@@ -363,6 +392,16 @@ pub fn assert_session_gone(id: &str) {
         state.exists(),
         data.exists(),
         cgroup.exists()
+    );
+    // Registrations in the kernel maps whose cgroup is gone must go too
+    // (soon: teardown removes the cgroup, then the registration).
+    let stale = stale_registrations();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let now = stale_registrations();
+            stale.iter().all(|s| !now.contains(s))
+        }),
+        "eBPF registrations of removed cgroups stay: {stale:?}"
     );
 }
 

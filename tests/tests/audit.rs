@@ -182,35 +182,26 @@ fn logs_show_a_session_and_verify_finds_tampering() {
     if modified[n] == lines[n] {
         modified[n] = modified[n].replacen("\"kind\":\"", "\"kind\":\"x", 1);
     }
-    let out = verify(&modified);
-    assert_eq!(out.status, 1);
-    assert!(
-        out.stdout.contains(&format!(":{}: chain broken", n + 1)),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains("was modified"), "{}", out.stdout);
+    // Each tampering breaks the chain at line n + 1, for the reason given.
+    let breaks_at = |content: &[String], why: &str| {
+        let out = verify(content);
+        assert_eq!(out.status, 1, "{}", out.stdout);
+        assert!(
+            out.stdout.contains(&format!(":{}: chain broken", n + 1)) && out.stdout.contains(why),
+            "expected a break at line {} ({why}): {}",
+            n + 1,
+            out.stdout
+        );
+    };
+    breaks_at(&modified, "was modified");
 
     let mut deleted = lines.clone();
     deleted.remove(n);
-    let out = verify(&deleted);
-    assert_eq!(out.status, 1);
-    assert!(
-        out.stdout.contains(&format!(":{}: chain broken", n + 1)),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains("missing"), "{}", out.stdout);
+    breaks_at(&deleted, "missing");
 
     let mut reordered = lines.clone();
     reordered.swap(n, n + 1);
-    let out = verify(&reordered);
-    assert_eq!(out.status, 1);
-    assert!(
-        out.stdout.contains(&format!(":{}: chain broken", n + 1)),
-        "{}",
-        out.stdout
-    );
+    breaks_at(&reordered, "");
 }
 
 #[test]

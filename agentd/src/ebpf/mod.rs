@@ -250,6 +250,9 @@ const VERSION_FILE: &str = "/run/agentd/ebpf.version";
 #[derive(Debug)]
 pub struct Kernel {
     pin_dir: PathBuf,
+    /// Where session cgroups live (known when attached, not when only
+    /// opened): registrations of cgroups no longer there are stale.
+    cgroup_parent: Option<PathBuf>,
 }
 
 /// Everything the kernel needs to know about one session.
@@ -312,41 +315,30 @@ impl Kernel {
         if OBJECT.is_empty() {
             return Err(EbpfError::NoObject);
         }
-        paths::create_private_dir(Path::new(paths::RUN_DIR))
-            .map_err(io_err("mkdir", Path::new(paths::RUN_DIR)))?;
-        let lock_path = Path::new(paths::RUN_DIR).join("ebpf.lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err("open", &lock_path))?;
-        let _lock = Flock::lock(lock, FlockArg::LockExclusive)
-            .map_err(|(_, e)| io_err("flock", &lock_path)(e.into()))?;
+        let _lock = lock()?;
         let dir = pin_dir()?;
         let digest = object_digest();
         let current = fs::read_to_string(VERSION_FILE).unwrap_or_default();
         let pinned = dir.join(map::SESSIONS).exists();
+        let kernel = Self {
+            pin_dir: dir,
+            cgroup_parent: Some(cgroup_parent.to_path_buf()),
+        };
         if pinned && current.trim() == digest {
-            return Ok(Self { pin_dir: dir });
+            return Ok(kernel);
         }
         if pinned {
             // Another build's programs: replace them only if no session
             // relies on them.
-            let sessions: HashMap<_, u64, SessionEntry> =
-                HashMap::try_from(Map::HashMap(open_map(&dir, map::SESSIONS)?))
-                    .map_err(map_err(map::SESSIONS))?;
-            let live = sessions.keys().count();
+            let live = kernel.prune_stale()?;
             if live > 0 {
                 return Err(EbpfError::VersionInUse(live));
             }
-            drop(sessions);
-            unpin_all(&dir)?;
+            unpin_all(&kernel.pin_dir)?;
         }
-        load_and_pin(&dir, cgroup_parent)?;
+        load_and_pin(&kernel.pin_dir, cgroup_parent)?;
         fs::write(VERSION_FILE, &digest).map_err(io_err("write", Path::new(VERSION_FILE)))?;
-        Ok(Self { pin_dir: dir })
+        Ok(kernel)
     }
 
     /// Opens already pinned programs (no loading): for readers such as
@@ -360,7 +352,10 @@ impl Kernel {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
-        Ok(Self { pin_dir: dir })
+        Ok(Self {
+            pin_dir: dir,
+            cgroup_parent: None,
+        })
     }
 
     /// The pin directory.
@@ -377,6 +372,8 @@ impl Kernel {
     /// its cgroup is enforced from the moment it is known, with every rule
     /// in place). The slot is chosen under the lock file.
     pub fn register(&self, reg: Registration) -> Result<Registered, EbpfError> {
+        let _lock = lock()?;
+        self.prune_stale()?;
         let mut sessions = self.sessions()?;
         let used: Vec<u32> = sessions
             .iter()
@@ -392,6 +389,9 @@ impl Kernel {
             registration: reg,
             slot,
         };
+        // A free slot has no rules; clear it anyway in case a registration
+        // died half-way, so no stale rule can apply to this session.
+        self.clear_slot(slot)?;
         if let Err(e) = self.write_rules(&registered, true) {
             let _ = self.write_rules(&registered, false);
             return Err(e);
@@ -408,12 +408,84 @@ impl Kernel {
 
     /// Removes a session and its rules.
     pub fn unregister(&self, registered: &Registered) -> Result<(), EbpfError> {
+        let _lock = lock()?;
         let mut sessions = self.sessions()?;
         match sessions.remove(&registered.registration.cgroup_id) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(map::SESSIONS)(e)),
         }
         self.write_rules(registered, false)
+    }
+
+    /// Removes the registration of the session with cgroup id
+    /// `cgroup_id`, and every rule of its slot (for sessions torn down by
+    /// someone other than their supervisor).
+    pub fn unregister_cgroup(&self, cgroup_id: u64) -> Result<(), EbpfError> {
+        let _lock = lock()?;
+        let mut sessions = self.sessions()?;
+        let Ok(entry) = sessions.get(&cgroup_id, 0) else {
+            return Ok(());
+        };
+        let _ = sessions.remove(&cgroup_id);
+        self.clear_slot(entry.slot)
+    }
+
+    /// Drops registrations whose cgroup is gone (their supervisor and
+    /// whoever killed the session failed to), with their rules. Returns
+    /// how many live registrations remain. Needs the lock and a known
+    /// cgroup parent (else nothing is pruned).
+    fn prune_stale(&self) -> Result<usize, EbpfError> {
+        let mut sessions = self.sessions()?;
+        let all: Vec<(u64, SessionEntry)> = sessions.iter().filter_map(Result::ok).collect();
+        let Some(parent) = &self.cgroup_parent else {
+            return Ok(all.len());
+        };
+        let live: std::collections::HashSet<u64> = fs::read_dir(parent)
+            .map_err(io_err("read", parent))?
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(fs::Metadata::is_dir)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .collect();
+        let mut remaining = 0;
+        for (id, entry) in all {
+            if live.contains(&id) {
+                remaining += 1;
+            } else {
+                tracing::info!(cgroup_id = id, "removing a stale session registration");
+                let _ = sessions.remove(&id);
+                self.clear_slot(entry.slot)?;
+            }
+        }
+        Ok(remaining)
+    }
+
+    /// Removes every egress and bind rule of `slot`.
+    fn clear_slot(&self, slot: u32) -> Result<(), EbpfError> {
+        let ours = |key_slot: [u8; 4]| u32::from_be_bytes(key_slot) & !SLOT_BIND == slot;
+        let mut v4: LpmTrie<_, RuleKeyV4, PortRules> =
+            LpmTrie::try_from(Map::LpmTrie(open_map(&self.pin_dir, map::EGRESS_V4)?))
+                .map_err(map_err(map::EGRESS_V4))?;
+        let keys: Vec<_> = v4
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| ours(k.data().slot))
+            .collect();
+        for k in keys {
+            ignore_missing(v4.remove(&k), false, map::EGRESS_V4)?;
+        }
+        let mut v6: LpmTrie<_, RuleKeyV6, PortRules> =
+            LpmTrie::try_from(Map::LpmTrie(open_map(&self.pin_dir, map::EGRESS_V6)?))
+                .map_err(map_err(map::EGRESS_V6))?;
+        let keys: Vec<_> = v6
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| ours(k.data().slot))
+            .collect();
+        for k in keys {
+            ignore_missing(v6.remove(&k), false, map::EGRESS_V6)?;
+        }
+        Ok(())
     }
 
     fn write_rules(&self, r: &Registered, insert: bool) -> Result<(), EbpfError> {
@@ -495,6 +567,21 @@ fn ignore_missing(
         }
         Err(e) => Err(map_err(map)(e)),
     }
+}
+
+/// Serialises loading, registration and pruning across agentd processes.
+fn lock() -> Result<Flock<File>, EbpfError> {
+    paths::create_private_dir(Path::new(paths::RUN_DIR))
+        .map_err(io_err("mkdir", Path::new(paths::RUN_DIR)))?;
+    let path = Path::new(paths::RUN_DIR).join("ebpf.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io_err("flock", &path)(e.into()))
 }
 
 /// Removes every pin of an earlier build (links detach with their last
@@ -628,31 +715,29 @@ fn try_load_and_pin(dir: &Path, cgroup_parent: &Path) -> Result<(), EbpfError> {
             source: Box::new(ProgramError::IOError(std::io::Error::other(e.to_string()))),
         }
     };
-    for name in SOCK_ADDR {
-        let prog = typed::<CgroupSockAddr>(&mut ebpf, name)?;
-        // bpf_link attachments always coexist with other programs; the
-        // mode flag must be 0 for links.
-        let id = prog
-            .attach(cgroup.as_fd(), CgroupAttachMode::Single)
-            .map_err(attach_err(name))?;
-        let link: FdLink = prog
-            .take_link(id)
-            .map_err(attach_err(name))?
-            .try_into()
-            .map_err(to_fd(name))?;
-        pin_link(link, &links.join(name))?;
+    // The cgroup program types share no trait for attaching; the steps are
+    // the same for each.
+    macro_rules! attach_to_cgroup {
+        ($ty:ty, $name:expr) => {{
+            let name = $name;
+            let prog = typed::<$ty>(&mut ebpf, name)?;
+            // bpf_link attachments always coexist with other programs; the
+            // mode flag must be 0 for links.
+            let id = prog
+                .attach(cgroup.as_fd(), CgroupAttachMode::Single)
+                .map_err(attach_err(name))?;
+            let link: FdLink = prog
+                .take_link(id)
+                .map_err(attach_err(name))?
+                .try_into()
+                .map_err(to_fd(name))?;
+            pin_link(link, &links.join(name))?;
+        }};
     }
-    let name = program::CGROUP_SOCK_CREATE;
-    let prog = typed::<CgroupSock>(&mut ebpf, name)?;
-    let id = prog
-        .attach(cgroup.as_fd(), CgroupAttachMode::Single)
-        .map_err(attach_err(name))?;
-    let link: FdLink = prog
-        .take_link(id)
-        .map_err(attach_err(name))?
-        .try_into()
-        .map_err(to_fd(name))?;
-    pin_link(link, &links.join(name))?;
+    for name in SOCK_ADDR {
+        attach_to_cgroup!(CgroupSockAddr, name);
+    }
+    attach_to_cgroup!(CgroupSock, program::CGROUP_SOCK_CREATE);
     ensure_tracefs()?;
     for (name, tracepoint) in SYSCALL_TRACEPOINTS {
         let prog = typed::<TracePoint>(&mut ebpf, name)?;

@@ -67,7 +67,15 @@ pub fn kill_session(id: &SessionId, record: &KillRecord) -> Result<KillReport, S
 
 /// Removes everything a session left: cgroups, data and state directories.
 pub fn cleanup(st: &SessionState, cgroups: &SessionCgroups) {
-    let _ = cgroups.remove();
+    let cgroup_id = cgroups.v2.id();
+    // Rules go only once the cgroup (and so every process) is gone.
+    if cgroups.remove().is_ok()
+        && let (Ok(id), Ok(kernel)) = (cgroup_id, crate::ebpf::Kernel::open_pinned())
+        && let Err(e) = kernel.unregister_cgroup(id)
+    {
+        // The next registration prunes it.
+        tracing::warn!(error = %e, "cannot remove the session's eBPF rules");
+    }
     let _ = fs::remove_dir_all(&st.data_dir);
     let _ = fs::remove_dir_all(state::dir(&st.id));
 }

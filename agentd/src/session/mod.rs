@@ -355,12 +355,10 @@ struct Teardown {
 
 impl Drop for Teardown {
     fn drop(&mut self) {
-        if let Some(cg) = &self.cgroups {
-            let _ = cg.remove();
-        }
-        // Rules go after the processes: nothing of the session runs
-        // unenforced.
-        if let Some((kernel, Some(registered))) = &self.kernel {
+        let gone = self.cgroups.as_ref().is_none_or(|cg| cg.remove().is_ok());
+        // Rules go only after the processes: nothing of the session runs
+        // unenforced (a cgroup that cannot be removed keeps its rules).
+        if gone && let Some((kernel, Some(registered))) = &self.kernel {
             let _ = kernel.unregister(registered);
         }
         for d in self.dirs.iter().rev() {
