@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod cgroup;
 pub mod cli;
+pub mod daemon;
 pub mod ebpf;
 pub mod host;
 pub mod identity;

@@ -26,6 +26,12 @@ pub const STATE_DIR: &str = "/var/lib/agentd";
 /// Per-session data directories ({tmp}, {home}).
 pub const SESSION_DATA_DIR: &str = "/var/lib/agentd/sessions";
 
+/// Creates `/run/agentd` (0711: the daemon's socket inside is reachable,
+/// nothing is listable).
+pub fn create_run_dir() -> std::io::Result<()> {
+    create_dir_mode(std::path::Path::new(RUN_DIR), 0o711)
+}
+
 /// Creates `dir` (and parents) and makes it root-only (0700).
 pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     create_dir_mode(dir, 0o700)

@@ -4,11 +4,14 @@
 //! it is written.
 //!
 //! Writers (supervisors, `agentd kill`, the event collector) append under
-//! an exclusive `flock` on the file, reading the chain's tail each time, so
-//! one chain stays consistent across processes. Each batch is fsync'ed
-//! before the lock is released: a record that was reported written is on
-//! disk.
+//! an exclusive `flock` on `<file>.lock`, reading the chain's tail each
+//! time, so one chain stays consistent across processes. Each batch is
+//! fsync'ed before the lock is released: a record that was reported
+//! written is on disk. With rotation, a full file moves to `<file>.1` and
+//! the new file opens with a `rotate` record chained to the old file's
+//! last record.
 pub mod collect;
+pub mod read;
 pub mod redact;
 
 use std::{
@@ -208,21 +211,60 @@ pub fn format_ts(ts: jiff::Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_string()
 }
 
+/// Where this process writes the trail, and when it rotates it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The trail.
+    pub path: PathBuf,
+    /// Rotate when the file reaches this many bytes (0: never).
+    pub rotate_size: u64,
+    /// Rotated files kept (`<path>.1` is the newest).
+    pub keep: u32,
+}
+
+static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+
+/// Sets where this process writes the trail (the daemon's config; before
+/// any record is written). Later calls change nothing.
+pub fn configure(settings: Settings) {
+    let _ = SETTINGS.set(settings);
+}
+
 /// The audit log file.
 #[derive(Clone, Debug)]
 pub struct Log {
     path: PathBuf,
+    /// (size, files kept), when rotating.
+    rotate: Option<(u64, u32)>,
 }
 
 impl Log {
-    /// The log at `path` (created 0600 on first append, its directory 0750).
+    /// The log at `path` (created 0600 on first append, its directory 0750),
+    /// never rotated.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            rotate: None,
+        }
     }
 
-    /// The default log.
+    /// The log this process writes to (see [`configure`]; else
+    /// [`DEFAULT_PATH`], not rotated).
     pub fn default_path() -> Self {
-        Self::new(DEFAULT_PATH)
+        match SETTINGS.get() {
+            Some(s) => Self {
+                path: s.path.clone(),
+                rotate: (s.rotate_size > 0).then_some((s.rotate_size, s.keep.max(1))),
+            },
+            None => Self::new(DEFAULT_PATH),
+        }
+    }
+
+    /// The same file, rotated at `size` bytes keeping `keep` old files.
+    #[must_use]
+    pub fn rotating(mut self, size: u64, keep: u32) -> Self {
+        self.rotate = (size > 0).then_some((size, keep.max(1)));
+        self
     }
 
     /// The file.
@@ -249,19 +291,25 @@ impl Log {
         {
             crate::paths::create_dir_mode(dir, 0o750).map_err(self.err("mkdir"))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .mode(0o600)
-            .open(&self.path)
-            .map_err(self.err("open"))?;
-        let mut file = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| self.err("flock")(e.into()))?;
+        let (_lock, mut file) = self.lock()?;
         let (mut seq, mut prev) = tail(&mut file).map_err(self.err("read"))?;
         let mut out = String::new();
         let mut seqs = Vec::with_capacity(events.len());
-        for e in events {
+        let mut rotation = None;
+        if let Some((size, keep)) = self.rotate
+            && file.metadata().map_err(self.err("stat"))?.len() >= size
+        {
+            // The new file starts with a `rotate` record chained to the
+            // old file's last one; `audit verify old new` checks both.
+            file = self.rotate(keep)?;
+            rotation = Some(
+                Event::now(&Context::default(), "rotate")
+                    .with("previous_file", format!("{}.1", self.path.display()))
+                    .with("previous_last_seq", seq),
+            );
+        }
+        let skip = usize::from(rotation.is_some());
+        for (i, e) in rotation.iter().chain(events).enumerate() {
             seq += 1;
             let mut record = Map::new();
             record.insert("ts".into(), Value::String(format_ts(e.ts)));
@@ -282,11 +330,53 @@ impl Log {
             out.push_str(&render(&record));
             out.push('\n');
             prev = hash;
-            seqs.push(seq);
+            if i >= skip {
+                seqs.push(seq);
+            }
         }
         file.write_all(out.as_bytes()).map_err(self.err("write"))?;
         file.sync_data().map_err(self.err("fsync"))?;
         Ok(seqs)
+    }
+
+    fn open(&self) -> Result<File, AuditError> {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(self.err("open"))
+    }
+
+    /// Takes the writers' lock (`<path>.lock`, which rotation never moves),
+    /// then opens the file.
+    fn lock(&self) -> Result<(Flock<File>, File), AuditError> {
+        let lock_path = PathBuf::from(format!("{}.lock", self.path.display()));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(self.err("open lock"))?;
+        let lock = Flock::lock(lock, FlockArg::LockExclusive)
+            .map_err(|(_, e)| self.err("flock")(e.into()))?;
+        Ok((lock, self.open()?))
+    }
+
+    /// Shifts `<path>.N` to `<path>.N+1` (dropping what is beyond `keep`),
+    /// moves the file to `<path>.1` and opens a new one. Under the lock.
+    fn rotate(&self, keep: u32) -> Result<File, AuditError> {
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        remove_quietly(&numbered(keep));
+        for n in (1..keep).rev() {
+            if numbered(n).exists() {
+                fs::rename(numbered(n), numbered(n + 1)).map_err(self.err("rotate"))?;
+            }
+        }
+        fs::rename(&self.path, numbered(1)).map_err(self.err("rotate"))?;
+        self.open()
     }
 
     /// Every record, in order, for readers (`agentd logs`).
@@ -357,8 +447,29 @@ pub struct Break {
 
 /// Checks the hash chain of a log; returns the number of records.
 pub fn verify(reader: impl io::Read) -> Result<usize, Break> {
-    let mut prev_hash = ZERO_HASH.to_owned();
-    let mut prev_seq: Option<u64> = None;
+    verify_from(reader, None).map(|v| v.records)
+}
+
+/// What a verified file holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// Records checked.
+    pub records: usize,
+    /// seq and hash of the last record (to check the next file against).
+    pub last: Option<(u64, String)>,
+    /// The file opens with a `rotate` record continuing an earlier file,
+    /// whose last record had this seq.
+    pub continues_from: Option<u64>,
+}
+
+/// Checks the hash chain of one file. `after` is the last record of the
+/// file before it (when verifying rotated files in order); without it, the
+/// file must start the chain (prev_hash all zeros) or open with a `rotate`
+/// record, which is then taken on trust and reported.
+pub fn verify_from(reader: impl io::Read, after: Option<(u64, String)>) -> Result<Verified, Break> {
+    let mut prev_seq = after.as_ref().map(|(s, _)| *s);
+    let mut prev_hash = after.map_or_else(|| ZERO_HASH.to_owned(), |(_, h)| h);
+    let mut continues_from = None;
     let mut count = 0;
     for (i, line) in BufReader::new(reader).lines().enumerate() {
         let line_no = i + 1;
@@ -386,7 +497,13 @@ pub fn verify(reader: impl io::Read) -> Result<usize, Break> {
                 "record seq {seq} was modified (its hash does not match its content)"
             )));
         }
-        if claimed_prev != prev_hash {
+        let opens_rotated = count == 0
+            && prev_seq.is_none()
+            && record.get("kind").and_then(Value::as_str) == Some("rotate")
+            && seq > 1;
+        if opens_rotated {
+            continues_from = Some(seq - 1);
+        } else if claimed_prev != prev_hash {
             let why = match prev_seq {
                 None => {
                     format!("record seq {seq} does not start a chain (prev_hash is not all zeros)")
@@ -408,7 +525,11 @@ pub fn verify(reader: impl io::Read) -> Result<usize, Break> {
         prev_seq = Some(seq);
         count += 1;
     }
-    Ok(count)
+    Ok(Verified {
+        records: count,
+        last: prev_seq.map(|s| (s, prev_hash)),
+        continues_from,
+    })
 }
 
 /// Removes a file if it exists.

@@ -1,11 +1,5 @@
 //! `agentd logs` and `agentd audit verify`.
-use std::{
-    fs::File,
-    io::{BufRead as _, BufReader, Seek as _, SeekFrom},
-    path::Path,
-    process::ExitCode,
-    time::Duration,
-};
+use std::{fs::File, path::Path, process::ExitCode};
 
 use serde_json::{Map, Value};
 
@@ -117,9 +111,9 @@ fn matches(r: &Map<String, Value>, session: Option<&str>) -> bool {
 }
 
 pub(super) fn logs(file: &Path, session: Option<&str>, follow: bool, json: bool) -> ExitCode {
-    let f = match File::open(file) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !follow => {
+    let mut records = match audit::read::Records::open(file, follow) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return fail(
                 format!("no audit log at {}", file.display()),
                 Some("no session has run yet"),
@@ -128,65 +122,63 @@ pub(super) fn logs(file: &Path, session: Option<&str>, follow: bool, json: bool)
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             return fail(
                 format!("cannot read {}: {e}", file.display()),
-                Some("the audit log is root-only; run with sudo"),
+                Some(
+                    "the audit log is root-only; run with sudo, or ask the daemon (members of its admin group)",
+                ),
             );
         }
         Err(e) => return fail(format!("cannot read {}: {e}", file.display()), None),
     };
     let color = color();
-    let mut reader = BufReader::new(f);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) => {
-                if !follow {
-                    return ExitCode::SUCCESS;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-                // A rotated or truncated file: start again from the top.
-                let pos = reader.stream_position().unwrap_or(0);
-                if std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) < pos {
-                    let _ = reader.seek(SeekFrom::Start(0));
-                }
-                continue;
-            }
-            Ok(_) => {}
+    while let Some(next) = records.next_record() {
+        let (line, record) = match next {
+            Ok(r) => r,
             Err(e) => return fail(format!("cannot read {}: {e}", file.display()), None),
-        }
-        if !line.ends_with('\n') {
-            // A record being written: wait for the rest of it.
-            let _ = reader.seek_relative(-(line.len() as i64));
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        }
-        let Ok(Value::Object(record)) = serde_json::from_str::<Value>(&line) else {
-            continue;
         };
-        if !matches(&record, session) {
-            continue;
+        if matches(&record, session) {
+            print_record(&line, &record, json, color);
         }
-        if json {
-            print!("{line}");
-        } else {
-            println!("{}", human(&record, color));
-        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints one record: its JSON line, or the human line.
+pub(super) fn print_record(line: &str, record: &Map<String, Value>, json: bool, color: bool) {
+    if json {
+        print!("{}", line.trim_end_matches('\n'));
+        println!();
+    } else {
+        println!("{}", human(record, color));
     }
 }
 
-pub(super) fn verify(file: &Path) -> ExitCode {
-    let f = match File::open(file) {
-        Ok(f) => f,
-        Err(e) => return fail(format!("cannot read {}: {e}", file.display()), None),
-    };
-    match audit::verify(f) {
-        Ok(n) => {
-            println!("{}: ok, {n} records, hash chain intact", file.display());
-            ExitCode::SUCCESS
-        }
-        Err(b) => {
-            println!("{}:{}: chain broken: {}", file.display(), b.line, b.why);
-            ExitCode::from(EXIT_INVALID)
+/// Verifies files as one chain, oldest first (`audit.jsonl.2 audit.jsonl.1
+/// audit.jsonl` after rotation).
+pub(super) fn verify(files: &[std::path::PathBuf]) -> ExitCode {
+    let mut after = None;
+    for file in files {
+        let f = match File::open(file) {
+            Ok(f) => f,
+            Err(e) => return fail(format!("cannot read {}: {e}", file.display()), None),
+        };
+        match audit::verify_from(f, after.take()) {
+            Ok(v) => {
+                let continues = v
+                    .continues_from
+                    .map(|s| format!("; continues a rotated trail after seq {s} (verify the earlier file first to check the link)"))
+                    .unwrap_or_default();
+                println!(
+                    "{}: ok, {} records, hash chain intact{continues}",
+                    file.display(),
+                    v.records
+                );
+                after = v.last;
+            }
+            Err(b) => {
+                println!("{}:{}: chain broken: {}", file.display(), b.line, b.why);
+                return ExitCode::from(EXIT_INVALID);
+            }
         }
     }
+    ExitCode::SUCCESS
 }

@@ -6,6 +6,7 @@
     reason = "the CLI is where agentd talks to its user"
 )]
 
+mod daemon;
 mod doctor;
 mod logs;
 mod policy;
@@ -97,6 +98,32 @@ enum Command {
     /// Audit trail tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The privileged supervisor: loads the eBPF programs once, collects
+    /// events and serves /run/agentd/agentd.sock to the groups its
+    /// configuration names.
+    Daemon {
+        /// Configuration file.
+        #[arg(long, value_name = "FILE", default_value = crate::daemon::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Kill an agent's sessions and refuse new ones until it is enabled.
+    Disable {
+        /// Agent name.
+        agent: String,
+        /// Why (recorded).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Accept sessions of a disabled agent again.
+    Enable {
+        /// Agent name.
+        agent: String,
+    },
+    /// The daemon's metrics, in Prometheus text format.
+    Metrics,
+    /// The supervisor of one session started by the daemon (internal).
+    #[command(name = "__supervise", hide = true)]
+    Supervise,
     /// Validate policies and explain what they grant.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -120,10 +147,12 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Check the hash chain of an audit log; report the first broken or
-    /// missing record by line. Exit 1 on any break.
+    /// missing record by line. Exit 1 on any break. Rotated files are
+    /// checked as one chain when given oldest first.
     Verify {
-        /// The audit log.
-        file: PathBuf,
+        /// The audit log (several: oldest first).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -164,8 +193,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    init_tracing();
-    if !matches!(cli.command, Command::Run { .. }) {
+    init_tracing(matches!(cli.command, Command::Daemon { .. }));
+    if !matches!(
+        cli.command,
+        Command::Run { .. } | Command::Supervise | Command::Daemon { .. }
+    ) {
         // Output commands end quietly when their reader goes away (`| head`);
         // the supervisor keeps ignoring SIGPIPE (it must outlive its output).
         let _ = crate::sandbox::sys::default_sigpipe();
@@ -202,8 +234,22 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             follow,
             json,
             file,
-        } => logs::logs(&file, session.as_deref(), follow, json),
-        Command::Audit(AuditCommand::Verify { file }) => logs::verify(&file),
+        } => {
+            if !daemon::readable(&file)
+                && file == std::path::Path::new(crate::audit::DEFAULT_PATH)
+                && let Some(conn) = daemon::connect()
+            {
+                daemon::logs(&conn, session, follow, json)
+            } else {
+                logs::logs(&file, session.as_deref(), follow, json)
+            }
+        }
+        Command::Daemon { config } => daemon::daemon(Some(config)),
+        Command::Disable { agent, reason } => daemon::disable(agent, reason),
+        Command::Enable { agent } => daemon::enable(agent),
+        Command::Metrics => daemon::metrics(),
+        Command::Supervise => crate::daemon::supervise::main(),
+        Command::Audit(AuditCommand::Verify { files }) => logs::verify(&files),
         Command::Policy(PolicyCommand::Check { json, files }) => policy::check(&files, json),
         Command::Policy(PolicyCommand::Explain { json, file }) => policy::explain(&file, json),
         Command::Doctor { json } => doctor::run(json),
@@ -219,16 +265,22 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
-/// agentd's own logs go to stderr, filtered by `AGENTD_LOG` (default: warn).
-fn init_tracing() {
+/// agentd's own logs go to stderr, filtered by `AGENTD_LOG` (default:
+/// warn; info for the daemon). The daemon stamps times unless journald
+/// (`JOURNAL_STREAM`) does.
+fn init_tracing(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .without_time()
-        .try_init();
+        .with_ansi(io::stderr().is_terminal());
+    let _ = if daemon && std::env::var_os("JOURNAL_STREAM").is_none() {
+        builder.try_init()
+    } else {
+        builder.without_time().try_init()
+    };
 }
 
 /// Prints `error: …` and an optional hint to stderr; returns exit status 1.

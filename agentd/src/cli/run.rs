@@ -2,12 +2,16 @@
 use std::{
     ffi::OsString,
     io::IsTerminal as _,
+    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::ExitCode,
 };
 
+use nix::sys::signal::{SigSet, Signal};
+
 use super::policy::load;
-use crate::session::{self, EndReason, Notice, RunOptions};
+use crate::daemon::proto::{self, Request, Response, RunRequest};
+use crate::session::{self, Notice, RunOptions};
 
 /// Exit status when agentd itself fails before the agent runs.
 const EXIT_SETUP: u8 = 125;
@@ -45,6 +49,9 @@ pub(super) fn run(args: Args) -> ExitCode {
         );
     };
     let tty = args.tty.unwrap_or_else(|| std::io::stdin().is_terminal());
+    if let Some(conn) = crate::daemon::client::connect() {
+        return via_daemon(&conn, args, &checked.source, tty);
+    }
     let opts = RunOptions {
         policy,
         policy_path: Path::new(&args.policy),
@@ -53,44 +60,127 @@ pub(super) fn run(args: Args) -> ExitCode {
         argv: args.argv,
         tty,
         caller_env: std::env::vars_os().collect(),
+        caller: None,
+        cwd: None,
+        uid_range: crate::identity::DEFAULT_RANGE,
+        collect: true,
     };
-    let mut notify = |n: Notice<'_>| match n {
-        Notice::Started { id, agent } => eprintln!("agentd: session {id} (agent {agent})"),
-        Notice::Orphan(o) => eprintln!(
-            "agentd: killed orphaned session {} (agent {}, {} processes)",
-            o.id,
-            o.agent,
-            o.report.map_or(0, |r| r.processes)
-        ),
-        Notice::Degraded(what) => eprintln!("agentd: warning: degraded enforcement: {what}"),
-        Notice::Unresolved(rule) => eprintln!(
-            "agentd: warning: network rule {rule} grants nothing in this session (its name does not resolve; wildcards need agentd's resolver)"
-        ),
-        Notice::Skipped(path) => {
-            tracing::info!(path = %path.display(), "policy path does not exist; not granted");
+    let mut notify = |n: Notice<'_>| {
+        if let Some(line) = n.line() {
+            eprintln!("{line}");
         }
     };
     match session::run(opts, &mut notify) {
         Ok(outcome) => {
-            match &outcome.reason {
-                EndReason::Exited => {}
-                EndReason::Ttl => eprintln!(
-                    "agentd: session {} killed: max_duration reached after {:.1}s",
-                    outcome.id,
-                    outcome.duration.as_secs_f64()
-                ),
-                EndReason::Killed(r) => eprintln!(
-                    "agentd: session {} killed by uid {}{}",
-                    outcome.id,
-                    r.by_uid,
-                    r.text
-                        .as_ref()
-                        .map(|t| format!(": {t}"))
-                        .unwrap_or_default()
-                ),
+            if let Some(line) = outcome.detail() {
+                eprintln!("{line}");
             }
             ExitCode::from(u8::try_from(outcome.exit.status().clamp(0, 255)).unwrap_or(255))
         }
         Err(e) => fail(&e.to_string(), e.hint().as_deref(), e.exit_code()),
+    }
+}
+
+/// The session through the daemon: the policy text, the caller's stdio and
+/// environment go over the socket; the session's supervisor answers.
+fn via_daemon(conn: &UnixStream, args: Args, policy_text: &str, tty: bool) -> ExitCode {
+    let cwd = match std::env::current_dir() {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                &format!("cannot read the working directory: {e}"),
+                None,
+                EXIT_SETUP,
+            );
+        }
+    };
+    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| cwd.join(p));
+    let mut argv = Vec::with_capacity(args.argv.len());
+    for a in &args.argv {
+        match a.to_str() {
+            Some(s) => argv.push(s.to_owned()),
+            None => {
+                return fail(
+                    &format!("argument {a:?} is not UTF-8"),
+                    Some("through the daemon, arguments must be UTF-8"),
+                    EXIT_SETUP,
+                );
+            }
+        }
+    }
+    let request = Request::Run(RunRequest {
+        policy_path: absolute(&args.policy),
+        policy: policy_text.to_owned(),
+        workspace: args.workspace.as_deref().map(absolute),
+        cwd: cwd.clone(),
+        name: args.name,
+        argv,
+        tty,
+        env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
+    });
+    // Signals for the agent go to its supervisor as messages; they are
+    // blocked before the thread that forwards them exists.
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGWINCH,
+    ] {
+        set.add(s);
+    }
+    let _ = set.thread_block();
+    let stdio = [0, 1, 2];
+    if let Err(e) = proto::send(conn, &request, &stdio) {
+        return fail(&format!("cannot reach the daemon: {e}"), None, EXIT_SETUP);
+    }
+    if let Ok(writer) = conn.try_clone() {
+        let _ = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                while let Ok(sig) = set.wait() {
+                    let msg = if sig == Signal::SIGWINCH {
+                        Request::Resize {}
+                    } else {
+                        Request::Signal { signal: sig as i32 }
+                    };
+                    if proto::send(&writer, &msg, &[]).is_err() {
+                        return;
+                    }
+                }
+            });
+    }
+    loop {
+        match proto::recv::<Response>(conn) {
+            Ok((Response::Started { session, agent }, _)) => {
+                eprintln!("agentd: session {session} (agent {agent})");
+            }
+            Ok((Response::Notice { text }, _)) => eprintln!("{text}"),
+            Ok((Response::Exited { status, detail }, _)) => {
+                if let Some(d) = detail {
+                    eprintln!("{d}");
+                }
+                return ExitCode::from(u8::try_from(status.clamp(0, 255)).unwrap_or(255));
+            }
+            Ok((
+                Response::Error {
+                    message,
+                    hint,
+                    code,
+                },
+                _,
+            )) => return fail(&message, hint.as_deref(), code),
+            Ok(_) => {}
+            Err(e) => {
+                return fail(
+                    &format!("lost the session's supervisor: {e}"),
+                    Some("`agentd ps` shows whether the session still runs"),
+                    EXIT_SETUP,
+                );
+            }
+        }
     }
 }

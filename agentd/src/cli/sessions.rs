@@ -1,12 +1,21 @@
 //! `agentd kill` and `agentd ps`.
 use std::process::ExitCode;
 
-use serde::Serialize;
+use super::{daemon, fail, print_json};
+use crate::{
+    daemon::proto::{Request, Response},
+    session::{self, KillRecord, SessionId, Summary, kill},
+};
 
-use super::{fail, print_json};
-use crate::session::{self, KillRecord, SessionId, kill, state};
+/// The line printed for each killed session.
+pub(super) fn print_killed(id: &str, processes: usize, elapsed: std::time::Duration) {
+    println!(
+        "killed session {id}: {processes} processes, gone after {:.1} ms",
+        elapsed.as_secs_f64() * 1000.0
+    );
+}
 
-fn require_root() -> Option<ExitCode> {
+pub(super) fn require_root() -> Option<ExitCode> {
     (!nix::unistd::geteuid().is_root()).then(|| {
         fail(
             "managing sessions needs root in embedded mode",
@@ -20,6 +29,17 @@ pub(super) fn kill(
     agent: Option<String>,
     reason: Option<String>,
 ) -> ExitCode {
+    if let Some(conn) = daemon::connect() {
+        return daemon::exchange(
+            &conn,
+            &Request::Kill {
+                session,
+                agent,
+                reason,
+            },
+            |_| {},
+        );
+    }
     if let Some(code) = require_root() {
         return code;
     }
@@ -52,11 +72,7 @@ pub(super) fn kill(
     let mut status = ExitCode::SUCCESS;
     for id in targets {
         match kill::kill_session(&id, &record) {
-            Ok(r) => println!(
-                "killed session {id}: {} processes, gone after {:.1} ms",
-                r.processes,
-                r.elapsed.as_secs_f64() * 1000.0
-            ),
+            Ok(r) => print_killed(&id.to_string(), r.processes, r.elapsed),
             Err(e) => {
                 status = fail(&e, e.hint().as_deref());
             }
@@ -65,47 +81,28 @@ pub(super) fn kill(
     status
 }
 
-#[derive(Serialize)]
-struct Row {
-    id: String,
-    agent: String,
-    name: Option<String>,
-    trust: String,
-    uid: u32,
-    pid: Option<u32>,
-    state: &'static str,
-    started_at: String,
-    policy_digest: String,
-    workspace: String,
-    command: Vec<String>,
-}
-
 pub(super) fn ps(json: bool) -> ExitCode {
+    if let Some(conn) = daemon::connect() {
+        let mut rows = Vec::new();
+        let code = daemon::exchange(&conn, &Request::Ps {}, |r| {
+            if let Response::Sessions { sessions } = r {
+                rows = sessions.clone();
+            }
+        });
+        return if code == ExitCode::SUCCESS {
+            print_ps(&rows, json)
+        } else {
+            code
+        };
+    }
     if let Some(code) = require_root() {
         return code;
     }
-    let rows: Vec<Row> = session::list()
-        .into_iter()
-        .map(|s| Row {
-            state: if state::killed(&s.id).is_some() {
-                "killing"
-            } else if s.pid.is_some() {
-                "running"
-            } else {
-                "starting"
-            },
-            id: s.id.to_string(),
-            agent: s.agent,
-            name: s.label,
-            trust: s.trust,
-            uid: s.uid,
-            pid: s.pid,
-            started_at: s.started_at,
-            policy_digest: s.policy_digest,
-            workspace: s.workspace.display().to_string(),
-            command: s.argv,
-        })
-        .collect();
+    let rows: Vec<Summary> = session::list().into_iter().map(Summary::from).collect();
+    print_ps(&rows, json)
+}
+
+fn print_ps(rows: &[Summary], json: bool) -> ExitCode {
     if json {
         return match print_json(&rows) {
             Ok(()) => ExitCode::SUCCESS,
@@ -116,7 +113,7 @@ pub(super) fn ps(json: bool) -> ExitCode {
         "{:<13}  {:<12}  {:<16}  {:>6}  {:>7}  {:<8}  {:<20}  {:<12}  COMMAND",
         "SESSION", "AGENT", "TRUST", "UID", "PID", "STATE", "STARTED", "POLICY"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<13}  {:<12}  {:<16}  {:>6}  {:>7}  {:<8}  {:<20}  {:<12}  {}",
             r.id,

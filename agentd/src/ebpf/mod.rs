@@ -571,8 +571,7 @@ fn ignore_missing(
 
 /// Serialises loading, registration and pruning across agentd processes.
 fn lock() -> Result<Flock<File>, EbpfError> {
-    paths::create_private_dir(Path::new(paths::RUN_DIR))
-        .map_err(io_err("mkdir", Path::new(paths::RUN_DIR)))?;
+    paths::create_run_dir().map_err(io_err("mkdir", Path::new(paths::RUN_DIR)))?;
     let path = Path::new(paths::RUN_DIR).join("ebpf.lock");
     let file = fs::OpenOptions::new()
         .create(true)

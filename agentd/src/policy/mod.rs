@@ -10,7 +10,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 mod types;
-mod validate;
+pub(crate) mod validate;
 
 use std::{collections::BTreeMap, ops::Range, path::PathBuf};
 

@@ -137,71 +137,76 @@ impl Validator<'_> {
 
     /// Turns a serde/TOML error into a located diagnostic with a hint.
     fn syntax(&mut self, err: &toml::de::Error) {
-        let span = err.span().unwrap_or(0..0);
-        let msg = err.message().trim();
-        let table = enclosing_table(self.source, span.start)
-            .map(|t| format!(" in [{t}]"))
-            .unwrap_or_default();
-        let d = if let Some(rest) = msg.strip_prefix("unknown field `") {
-            let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
-            let known = backticked(expected);
-            let hint = match closest(key, known.iter().copied()) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None if known.is_empty() => "remove it".to_owned(),
-                None => format!("known keys here: {}", known.join(", ")),
-            };
-            let line_start = self.source[..span.start.min(self.source.len())]
-                .rfind('\n')
-                .map_or(0, |i| i + 1);
-            let in_header = self.source[line_start..].trim_start().starts_with('[');
-            if in_header {
-                Diagnostic::error(span, format!("unknown table [{key}]")).with_hint(hint)
-            } else {
-                Diagnostic::error(span, format!("unknown key `{key}`{table}")).with_hint(hint)
-            }
-        } else if let Some(rest) = msg.strip_prefix("unknown variant `") {
-            let (value, expected) = rest.split_once('`').unwrap_or((rest, ""));
-            let known = backticked(expected);
-            let hint = match closest(value, known.iter().copied()) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None => format!("expected one of: {}", known.join(", ")),
-            };
-            Diagnostic::error(span, format!("unknown value `{value}`{table}")).with_hint(hint)
-        } else if let Some(rest) = msg.strip_prefix("missing field `") {
-            let field = rest.split('`').next().unwrap_or(rest);
-            let (what, hint) = match field {
-                "version" => (
-                    "missing `version`".to_owned(),
-                    format!("add `version = {VERSION}` as the first line"),
-                ),
-                "agent" => (
-                    "missing [agent] table".to_owned(),
-                    "add an [agent] table with at least `name = \"...\"`".to_owned(),
-                ),
-                "name" => (
-                    "missing `name` in [agent]".to_owned(),
-                    "add `name = \"...\"`: the agent's identity on this host".to_owned(),
-                ),
-                other => (
-                    format!("missing `{other}`{table}"),
-                    format!("add `{other} = ...`"),
-                ),
-            };
-            Diagnostic::error(span, what).with_hint(hint)
-        } else if let Some(rest) = msg.strip_prefix("invalid type: ") {
-            Diagnostic::error(
-                span,
-                format!("wrong type{table}: found {}", plain_types(rest)),
-            )
-        } else if let Some(rest) = msg.strip_prefix("invalid value: ") {
-            Diagnostic::error(span, format!("invalid value{table}: {rest}"))
-        } else if msg == "duplicate key" {
-            Diagnostic::error(span, format!("duplicate key{table}"))
-                .with_hint("each key may appear once per table")
-        } else {
-            Diagnostic::error(span, format!("invalid TOML: {}", msg.replace('\n', "; ")))
+        self.diags.push(syntax_diagnostic(self.source, err));
+    }
+}
+
+/// Turns a serde/TOML error in `source` into a located diagnostic with a
+/// hint (shared by every TOML file agentd reads).
+pub(crate) fn syntax_diagnostic(source: &str, err: &toml::de::Error) -> Diagnostic {
+    let span = err.span().unwrap_or(0..0);
+    let msg = err.message().trim();
+    let table = enclosing_table(source, span.start)
+        .map(|t| format!(" in [{t}]"))
+        .unwrap_or_default();
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let known = backticked(expected);
+        let hint = match closest(key, known.iter().copied()) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None if known.is_empty() => "remove it".to_owned(),
+            None => format!("known keys here: {}", known.join(", ")),
         };
-        self.diags.push(d);
+        let line_start = source[..span.start.min(source.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let in_header = source[line_start..].trim_start().starts_with('[');
+        if in_header {
+            Diagnostic::error(span, format!("unknown table [{key}]")).with_hint(hint)
+        } else {
+            Diagnostic::error(span, format!("unknown key `{key}`{table}")).with_hint(hint)
+        }
+    } else if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        let (value, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let known = backticked(expected);
+        let hint = match closest(value, known.iter().copied()) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None => format!("expected one of: {}", known.join(", ")),
+        };
+        Diagnostic::error(span, format!("unknown value `{value}`{table}")).with_hint(hint)
+    } else if let Some(rest) = msg.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        let (what, hint) = match field {
+            "version" => (
+                "missing `version`".to_owned(),
+                format!("add `version = {VERSION}` as the first line"),
+            ),
+            "agent" => (
+                "missing [agent] table".to_owned(),
+                "add an [agent] table with at least `name = \"...\"`".to_owned(),
+            ),
+            "name" => (
+                "missing `name` in [agent]".to_owned(),
+                "add `name = \"...\"`: the agent's identity on this host".to_owned(),
+            ),
+            other => (
+                format!("missing `{other}`{table}"),
+                format!("add `{other} = ...`"),
+            ),
+        };
+        Diagnostic::error(span, what).with_hint(hint)
+    } else if let Some(rest) = msg.strip_prefix("invalid type: ") {
+        Diagnostic::error(
+            span,
+            format!("wrong type{table}: found {}", plain_types(rest)),
+        )
+    } else if let Some(rest) = msg.strip_prefix("invalid value: ") {
+        Diagnostic::error(span, format!("invalid value{table}: {rest}"))
+    } else if msg == "duplicate key" {
+        Diagnostic::error(span, format!("duplicate key{table}"))
+            .with_hint("each key may appear once per table")
+    } else {
+        Diagnostic::error(span, format!("invalid TOML: {}", msg.replace('\n', "; ")))
     }
 }
 

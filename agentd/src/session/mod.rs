@@ -2,7 +2,8 @@
 //! agent in-process. Setup happens in a fixed order (see [`run`]); every
 //! resource created is recorded in the session's state directory so that
 //! `agentd kill`, `agentd ps` and the watchdog can find it.
-pub mod enforce;
+pub mod disabled;
+mod enforce;
 pub mod env;
 pub mod id;
 pub mod kill;
@@ -45,6 +46,16 @@ pub enum SessionError {
     /// Embedded mode needs root.
     #[error("running a session needs root (agentd creates users, cgroups and mounts)")]
     NotRoot,
+    /// The agent is disabled (`agentd disable`).
+    #[error("agent {agent} is disabled (by uid {by_uid}{})", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Disabled {
+        /// The agent.
+        agent: String,
+        /// Who disabled it.
+        by_uid: u32,
+        /// Why.
+        reason: Option<String>,
+    },
     /// The workspace cannot be used.
     #[error("workspace {}: {why}", path.display())]
     Workspace {
@@ -135,8 +146,9 @@ impl SessionError {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             Self::NotRoot => {
-                "run it with sudo (the daemon, once installed, serves unprivileged callers)".into()
+                "run it with sudo, or start the daemon (`systemctl start agentd`), which serves members of its run group".into()
             }
+            Self::Disabled { agent, .. } => format!("an admin can re-enable it: agentd enable {agent}"),
             Self::Workspace { .. } => {
                 "pass --workspace with a directory you own outside system trees".into()
             }
@@ -186,6 +198,29 @@ pub enum Notice<'a> {
 }
 
 /// How a session is started.
+impl Notice<'_> {
+    /// The line `agentd run` prints on stderr for it, if any.
+    pub fn line(&self) -> Option<String> {
+        match self {
+            Self::Started { id, agent } => Some(format!("agentd: session {id} (agent {agent})")),
+            Self::Orphan(o) => Some(format!(
+                "agentd: killed orphaned session {} (agent {}, {} processes)",
+                o.id,
+                o.agent,
+                o.report.as_ref().map_or(0, |r| r.processes)
+            )),
+            Self::Degraded(what) => Some(format!("agentd: warning: degraded enforcement: {what}")),
+            Self::Unresolved(rule) => Some(format!(
+                "agentd: warning: network rule {rule} grants nothing in this session (its name does not resolve; wildcards need agentd's resolver)"
+            )),
+            Self::Skipped(path) => {
+                tracing::info!(path = %path.display(), "policy path does not exist; not granted");
+                None
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct RunOptions<'a> {
     /// The validated policy.
@@ -202,6 +237,15 @@ pub struct RunOptions<'a> {
     pub tty: bool,
     /// The caller's environment, for `[env] pass`.
     pub caller_env: Vec<(OsString, OsString)>,
+    /// The caller's uid and gid (default: this process's, or sudo's).
+    pub caller: Option<(u32, u32)>,
+    /// The caller's working directory (default: this process's).
+    pub cwd: Option<PathBuf>,
+    /// Where dynamic UIDs come from.
+    pub uid_range: std::ops::RangeInclusive<u32>,
+    /// Drain kernel events into the trail while the session runs (embedded
+    /// mode; under the daemon, the daemon collects).
+    pub collect: bool,
 }
 
 /// How the agent's root process ended.
@@ -247,6 +291,35 @@ pub struct Outcome {
     pub duration: Duration,
     /// Processes still running when the root exited, killed at teardown.
     pub leftovers: usize,
+}
+
+impl Outcome {
+    /// The line `agentd run` prints on stderr when the session did not
+    /// simply exit.
+    pub fn detail(&self) -> Option<String> {
+        match &self.reason {
+            EndReason::Exited => None,
+            EndReason::Ttl => Some(format!(
+                "agentd: session {} killed: max_duration reached after {:.1}s",
+                self.id,
+                self.duration.as_secs_f64()
+            )),
+            EndReason::Killed(r) => Some(format!(
+                "agentd: session {} {} by uid {}{}",
+                self.id,
+                if r.reason == "disabled" {
+                    "killed (agent disabled)"
+                } else {
+                    "killed"
+                },
+                r.by_uid,
+                r.text
+                    .as_ref()
+                    .map(|t| format!(": {t}"))
+                    .unwrap_or_default()
+            )),
+        }
+    }
 }
 
 /// Directories no workspace may be (or be inside).
@@ -410,9 +483,19 @@ pub fn run(
             )));
         }
     }
-    let cwd = std::env::current_dir().map_err(io_err("getcwd", Path::new(".")))?;
+    if let Some(d) = disabled::get(policy.agent.name.as_str()) {
+        return Err(SessionError::Disabled {
+            agent: policy.agent.name.to_string(),
+            by_uid: d.by_uid,
+            reason: d.reason,
+        });
+    }
+    let cwd = match &opts.cwd {
+        Some(c) => c.clone(),
+        None => std::env::current_dir().map_err(io_err("getcwd", Path::new(".")))?,
+    };
     let workspace = check_workspace(opts.workspace.as_deref().unwrap_or(&cwd))?;
-    let (caller_uid, caller_gid) = identity::caller();
+    let (caller_uid, caller_gid) = opts.caller.unwrap_or_else(identity::caller);
 
     phase.mark("preflight");
     // 2. id and state directory
@@ -438,7 +521,7 @@ pub fn run(
         &policy.identity,
         policy.agent.name.as_str(),
         caller_uid,
-        identity::DEFAULT_RANGE,
+        opts.uid_range.clone(),
     )?;
 
     phase.mark("identity");
@@ -718,9 +801,7 @@ pub fn run(
         )
         .with("policy_path", opts.policy_path.display().to_string())
         .with("cgroup_id", cgroup_id)])?;
-    let collector = teardown
-        .kernel
-        .is_some()
+    let collector = (opts.collect && teardown.kernel.is_some())
         .then(|| crate::audit::collect::Background::start(log.clone()));
     let watchdog = Watchdog::start(&id)?;
 
@@ -832,6 +913,13 @@ pub fn run(
     agent_pid.store(pid, Ordering::SeqCst);
     st.pid = u32::try_from(pid).ok();
     let _ = st.save();
+    // A kill that came during setup found an empty cgroup; it left its
+    // mark, so the agent it missed dies now.
+    if state::killed(&id).is_some()
+        && let Some(c) = &teardown.cgroups
+    {
+        let _ = c.kill_all(kill::KILL_DEADLINE);
+    }
     let (raw, relay) = match &pty {
         Some(p) => {
             let raw = pty::RawMode::enter(std::io::stdin().as_fd()).ok();
@@ -879,6 +967,7 @@ pub fn run(
             "reason",
             match &reason {
                 EndReason::Exited => "exited",
+                EndReason::Killed(r) if r.reason == "disabled" => "disabled",
                 EndReason::Killed(_) => "killed",
                 EndReason::Ttl => "ttl",
             },
@@ -1050,4 +1139,59 @@ impl Watchdog {
 pub fn list() -> Vec<state::SessionState> {
     kill::sweep_orphans();
     state::list().into_iter().filter_map(Result::ok).collect()
+}
+
+/// What `agentd ps` shows of a session.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    /// Session id.
+    pub id: String,
+    /// Agent name.
+    pub agent: String,
+    /// `--name`.
+    pub name: Option<String>,
+    /// Trust tier.
+    pub trust: String,
+    /// Who started it.
+    pub caller_uid: u32,
+    /// Session UID.
+    pub uid: u32,
+    /// Root process.
+    pub pid: Option<u32>,
+    /// starting, running or killing.
+    pub state: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// sha256 of the policy.
+    pub policy_digest: String,
+    /// Workspace.
+    pub workspace: String,
+    /// Program and arguments.
+    pub command: Vec<String>,
+}
+
+impl From<state::SessionState> for Summary {
+    fn from(s: state::SessionState) -> Self {
+        Self {
+            state: if state::killed(&s.id).is_some() {
+                "killing"
+            } else if s.pid.is_some() {
+                "running"
+            } else {
+                "starting"
+            }
+            .into(),
+            id: s.id.to_string(),
+            agent: s.agent,
+            name: s.label,
+            trust: s.trust,
+            caller_uid: s.caller_uid,
+            uid: s.uid,
+            pid: s.pid,
+            started_at: s.started_at,
+            policy_digest: s.policy_digest,
+            workspace: s.workspace.display().to_string(),
+            command: s.argv,
+        }
+    }
 }
