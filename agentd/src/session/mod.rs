@@ -805,6 +805,23 @@ pub fn run(
         .then(|| crate::audit::collect::Background::start(log.clone()));
     let watchdog = Watchdog::start(&id)?;
 
+    // From here `agentd kill` and `agentd disable` see the session; a
+    // disable that came while it was being set up wins.
+    if let Some(d) = disabled::get(policy.agent.name.as_str()) {
+        watchdog.dismiss();
+        if let Some(c) = collector {
+            c.stop();
+        }
+        let _ = log.append(&[crate::audit::Event::now(&context, "session_end")
+            .with("reason", "disabled")
+            .with("leftovers", 0)]);
+        return Err(SessionError::Disabled {
+            agent: policy.agent.name.to_string(),
+            by_uid: d.by_uid,
+            reason: d.reason,
+        });
+    }
+
     phase.mark("state+watchdog");
     // 8. the agent
     let cgroup_dir = teardown

@@ -581,6 +581,28 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
             println!("{}", rest.join(" "));
             report(Ok(()))
         }
+        ["connect-repeat", interval_ms, addr, port] => {
+            // One connect every interval, its verdict on a line, until killed.
+            let (Ok(ms), Ok(a), Ok(p)) = (
+                interval_ms.parse::<u64>(),
+                addr.parse::<IpAddr>(),
+                port.parse::<u16>(),
+            ) else {
+                return usage("connect-repeat INTERVAL_MS ADDR PORT");
+            };
+            loop {
+                let r = io(TcpStream::connect_timeout(
+                    &SocketAddr::new(a, p),
+                    Duration::from_secs(2),
+                ));
+                match r {
+                    Ok(()) => println!("ok"),
+                    Err(e) => println!("errno {e:?}"),
+                }
+                let _ = std::io::stdout().flush();
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+        }
         ["connect", addr, port] => {
             let (Ok(a), Ok(p)) = (addr.parse::<IpAddr>(), port.parse::<u16>()) else {
                 return usage("connect ADDR PORT");

@@ -1,0 +1,515 @@
+//! The daemon: its socket survives bad input, it authorizes by credentials
+//! and audits refusals, runs sessions for its groups (100 at once), and a
+//! SIGKILLed daemon leaves its sessions confined and killable by the next
+//! one. Each test runs its own daemon on its own socket, one at a time.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "integration test helpers: a failed step fails the test"
+)]
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    os::unix::{fs::PermissionsExt as _, net::UnixStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Mutex, mpsc},
+    time::Duration,
+};
+
+use agentd::daemon::proto::{self, Request, Response};
+use agentd_tests::{
+    AUDIT_LOG, Bins, Feature, Netns, Sandbox, assert_session_gone, eventually, field, finish,
+    require, session_id_from, test_policy, wait_record,
+};
+
+const BINS: Bins = Bins {
+    agentd: env!("CARGO_BIN_EXE_agentd-under-test"),
+    probe: env!("CARGO_BIN_EXE_agentd-probe"),
+};
+
+/// One daemon at a time: they share the host's programs and collector.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A group every Debian/Ubuntu host has, used as the run group.
+const RUN_GROUP: &str = "users";
+const RUN_GID: u32 = 100;
+/// A uid no account uses.
+const STRANGER: u32 = 42_4242;
+
+macro_rules! require_daemon {
+    () => {
+        require!(
+            Feature::Root,
+            Feature::Landlock,
+            Feature::Seccomp,
+            Feature::Cgroup2,
+            Feature::Ebpf
+        );
+    };
+}
+
+/// A daemon with its own config and socket, stopped (and its sessions
+/// killed) on drop.
+struct TestDaemon {
+    dir: tempfile::TempDir,
+    netns: Option<String>,
+    child: Option<Child>,
+}
+
+impl TestDaemon {
+    fn start(netns: Option<&Netns>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("agentd-test-daemon-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(
+            dir.path().join("agentd.toml"),
+            format!("run_group = \"{RUN_GROUP}\"\nadmin_group = \"agentd-test-no-such-group\"\n"),
+        )
+        .unwrap();
+        let mut d = Self {
+            dir,
+            netns: netns.map(|n| n.name().to_owned()),
+            child: None,
+        };
+        d.launch();
+        d
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("agentd.sock")
+    }
+
+    fn launch(&mut self) {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(BINS.agentd);
+                c
+            }
+            None => Command::new(BINS.agentd),
+        };
+        let log = fs::File::create(self.dir.path().join("daemon.log")).unwrap();
+        let child = cmd
+            .arg("daemon")
+            .arg("--config")
+            .arg(self.dir.path().join("agentd.toml"))
+            .env("AGENTD_SOCKET", self.socket())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let socket = self.socket();
+        assert!(
+            eventually(Duration::from_secs(20), || UnixStream::connect(&socket)
+                .is_ok()),
+            "the daemon did not come up: {}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would.
+    fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// An `agentd` command aimed at this daemon.
+    fn agentd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BINS.agentd);
+        c.args(args).env("AGENTD_SOCKET", self.socket());
+        c
+    }
+
+    /// The same, as `uid` with only the supplementary groups given.
+    fn agentd_as(&self, uid: u32, groups: &[u32], args: &[&str]) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"));
+        if groups.is_empty() {
+            c.arg("--clear-groups");
+        } else {
+            let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+            c.arg(format!("--groups={}", list.join(",")));
+        }
+        c.arg("--")
+            .arg(BINS.agentd)
+            .args(args)
+            .env("AGENTD_SOCKET", self.socket());
+        c
+    }
+
+    fn connect(&self) -> UnixStream {
+        UnixStream::connect(self.socket()).unwrap()
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(c.id()).unwrap()),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            if !eventually(Duration::from_secs(10), || {
+                c.try_wait().ok().flatten().is_some()
+            }) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A workspace (and readable policy) for `uid`, removed on drop.
+fn sandbox_for(uid: u32, policy: &str) -> Sandbox {
+    let sb = Sandbox::new(policy);
+    let top = sb.policy().parent().unwrap().to_path_buf();
+    fs::set_permissions(&top, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(sb.policy(), fs::Permissions::from_mode(0o644)).unwrap();
+    nix::unistd::chown(&sb.workspace(), Some(uid.into()), Some(uid.into())).unwrap();
+    sb
+}
+
+fn run_args(sb: &Sandbox, argv: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "run".to_owned(),
+        "--policy".into(),
+        sb.policy().display().to_string(),
+        "--workspace".into(),
+        sb.workspace().display().to_string(),
+        "--no-tty".into(),
+        "--".into(),
+    ];
+    v.extend(argv.iter().map(|s| (*s).to_owned()));
+    v
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn malformed_truncated_oversized_and_random_messages_get_errors() {
+    require_daemon!();
+    let _one = lock();
+    let d = TestDaemon::start(None);
+    let frame = |body: &[u8]| {
+        let mut f = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    let answer = |s: &UnixStream| proto::recv::<Response>(s).map(|(r, _)| r);
+
+    // Bad JSON, another version, an unknown request: an error each, and
+    // the same connection still serves.
+    let mut s = d.connect();
+    for bad in [
+        &b"{not json"[..],
+        br#"{"v":9,"msg":{"type":"ps"}}"#,
+        br#"{"v":1,"msg":{"type":"format_disk"}}"#,
+        br#"{"v":1,"msg":{"type":"kill","session":["x"]}}"#,
+    ] {
+        s.write_all(&frame(bad)).unwrap();
+        assert!(
+            matches!(answer(&s), Ok(Response::Error { code: 2, .. })),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    proto::send(&s, &Request::Ps {}, &[]).unwrap();
+    assert!(matches!(answer(&s), Ok(Response::Sessions { .. })));
+
+    // Oversized: refused before anything is read, connection closed.
+    let mut s = d.connect();
+    s.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    assert!(matches!(answer(&s), Ok(Response::Error { .. })));
+    assert!(answer(&s).is_err());
+
+    // Truncated: the caller vanishes mid-frame.
+    let mut s = d.connect();
+    s.write_all(&100u32.to_be_bytes()).unwrap();
+    s.write_all(b"{\"v\":1").unwrap();
+    drop(s);
+
+    // Random streams (fixed seed): whatever they are, the daemon lives on.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for round in 0..200 {
+        let mut s = d.connect();
+        let len = usize::try_from(x % 300).unwrap();
+        let mut bytes = Vec::with_capacity(len);
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.push(u8::try_from(x & 0xff).unwrap());
+        }
+        if round % 2 == 0 {
+            bytes = frame(&bytes);
+        }
+        let _ = s.write_all(&bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    let s = d.connect();
+    proto::send(&s, &Request::Ps {}, &[]).unwrap();
+    assert!(
+        matches!(answer(&s), Ok(Response::Sessions { .. })),
+        "{}",
+        d.log()
+    );
+    let metrics = finish(d.agentd(&["metrics"]));
+    assert_eq!(metrics.status, 0, "{}", metrics.stderr);
+    assert!(
+        metrics
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("agentd_requests_malformed_total ") && !l.ends_with(" 0")),
+        "{}",
+        metrics.stdout
+    );
+}
+
+#[test]
+fn callers_are_authorized_by_their_groups_and_refusals_are_audited() {
+    require_daemon!();
+    let _one = lock();
+    let d = TestDaemon::start(None);
+
+    // Outside the run group: refused (77) and recorded with the uid.
+    let out = finish(d.agentd_as(STRANGER, &[], &["ps"]));
+    assert_eq!(out.status, 77, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("not in group {RUN_GROUP}")),
+        "{}",
+        out.stderr
+    );
+    let trail = fs::read_to_string(AUDIT_LOG).unwrap();
+    assert!(
+        trail
+            .lines()
+            .rev()
+            .take(50)
+            .any(|l| l.contains("\"kind\":\"deny\"")
+                && l.contains(&format!("\"caller_uid\":{STRANGER}"))
+                && l.contains("\"request\":\"ps\"")),
+        "no deny record for uid {STRANGER}"
+    );
+
+    // A member runs sessions in its own workspace, as a dynamic user,
+    // with its files stored as its own.
+    let sb = sandbox_for(STRANGER, &test_policy(&BINS, "", ""));
+    let args = run_args(&sb, &[BINS.probe, "write", "made-by-agent"]);
+    let out = finish(d.agentd_as(STRANGER, &[RUN_GID], &strs(&args)));
+    assert_eq!(out.status, 0, "{}\n{}", out.stderr, d.log());
+    let id = session_id_from(&out.stderr).unwrap();
+    let made = fs::metadata(sb.workspace().join("made-by-agent")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), STRANGER);
+    let start = wait_record(&id, |r| field(r, "kind") == "session_start").unwrap();
+    assert_eq!(start["caller_uid"], STRANGER);
+
+    // ...but not in someone else's workspace.
+    let other = Sandbox::new(&test_policy(&BINS, "", ""));
+    let args = run_args(&other, &["/bin/true"]);
+    let out = finish(d.agentd_as(STRANGER, &[RUN_GID], &strs(&args)));
+    assert_eq!(out.status, 77, "{}", out.stderr);
+    assert!(out.stderr.contains("is not yours"), "{}", out.stderr);
+
+    // Admin requests are refused to members.
+    let out = finish(d.agentd_as(STRANGER, &[RUN_GID], &["disable", "escape-test"]));
+    assert_eq!(out.status, 77, "{}", out.stderr);
+
+    // A member reads its own sessions' records through the daemon.
+    let out = finish(d.agentd_as(STRANGER, &[RUN_GID], &["logs", "--session", &id]));
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("session_start"), "{}", out.stdout);
+}
+
+#[test]
+fn a_hundred_concurrent_runs_complete() {
+    require_daemon!();
+    let _one = lock();
+    let d = TestDaemon::start(None);
+    let sb = Sandbox::new(&test_policy(&BINS, "", ""));
+    let args = run_args(&sb, &[BINS.probe, "echo-args", "hello"]);
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..100)
+            .map(|_| scope.spawn(|| finish(d.agentd(&strs(&args)))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ids = std::collections::HashSet::new();
+    for r in &results {
+        assert_eq!(r.status, 0, "{}\n{}", r.stderr, d.log());
+        assert!(r.stdout.contains("hello"));
+        ids.insert(session_id_from(&r.stderr).unwrap());
+    }
+    assert_eq!(ids.len(), 100);
+    for id in &ids {
+        assert_session_gone(id);
+    }
+}
+
+#[test]
+fn sessions_stay_confined_and_killable_across_a_daemon_crash() {
+    require_daemon!();
+    let _one = lock();
+    let netns = Netns::create("dcrash");
+    let mut d = TestDaemon::start(Some(&netns));
+    let sb = Sandbox::new(&test_policy(
+        &BINS,
+        "",
+        "[network]\nallow = [\"127.0.0.1:7001/tcp\"]\n",
+    ));
+    let args = run_args(
+        &sb,
+        &[BINS.probe, "connect-repeat", "50", "127.0.0.1", "7002"],
+    );
+    let mut client = d
+        .agentd(&strs(&args))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    let stdout = client.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let mut stderr = BufReader::new(client.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let id = session_id_from(&first).unwrap_or_else(|| panic!("{first}{}", d.log()));
+    let expect_denied = |when: &str| {
+        for _ in 0..3 {
+            let l = lines.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(l, "errno EPERM", "{when}");
+        }
+    };
+    expect_denied("with the daemon up");
+
+    d.crash();
+    // Drain what was printed meanwhile, then the connects go on denied.
+    while lines.try_recv().is_ok() {}
+    expect_denied("with the daemon dead");
+    assert!(
+        Path::new("/run/agentd/sessions").join(&id).exists(),
+        "the session outlives its daemon"
+    );
+
+    d.launch();
+    expect_denied("after the restart");
+    let kill = finish(d.agentd(&["kill", &id, "--reason", "test over"]));
+    assert_eq!(kill.status, 0, "{}\n{}", kill.stderr, d.log());
+    assert!(kill.stdout.contains("killed session"), "{}", kill.stdout);
+    let status = client.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGKILL));
+    assert_session_gone(&id);
+    let killed = wait_record(&id, |r| field(r, "kind") == "kill").unwrap();
+    assert_eq!(field(&killed, "reason"), "test over");
+}
+
+#[test]
+fn a_vanished_caller_leaves_nothing_behind() {
+    require_daemon!();
+    let _one = lock();
+    let d = TestDaemon::start(None);
+    let sb = Sandbox::new(&test_policy(&BINS, "", ""));
+    let args = run_args(&sb, &[BINS.probe, "sleep", "60"]);
+    let mut client = d
+        .agentd(&strs(&args))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(client.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let id = session_id_from(&first).unwrap_or_else(|| panic!("{first}{}", d.log()));
+    client.kill().unwrap();
+    let _ = client.wait();
+    assert_session_gone(&id);
+    let killed = wait_record(&id, |r| field(r, "kind") == "kill").unwrap();
+    assert_eq!(field(&killed, "reason"), "the caller went away");
+}
+
+/// Enables the agent again however the test ends.
+struct Reenable(&'static str);
+
+impl Drop for Reenable {
+    fn drop(&mut self) {
+        let _ = agentd::session::disabled::clear(self.0);
+    }
+}
+
+#[test]
+fn a_disabled_agent_is_killed_and_refused_until_enabled() {
+    require_daemon!();
+    let _one = lock();
+    let d = TestDaemon::start(None);
+    const AGENT: &str = "daemon-disable-test";
+    let _reenable = Reenable(AGENT);
+    let sb = Sandbox::new(&test_policy(&BINS, "", "").replace("escape-test", AGENT));
+    let args = run_args(&sb, &[BINS.probe, "sleep", "60"]);
+    let mut client = d
+        .agentd(&strs(&args))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(client.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let id = session_id_from(&first).unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        let ps = finish(d.agentd(&["ps", "--json"]));
+        ps.stdout.contains(&id) && ps.stdout.contains("\"running\"")
+    }));
+
+    let out = finish(d.agentd(&["disable", AGENT, "--reason", "incident 7"]));
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("agent {AGENT} disabled (1 sessions killed)"))
+    );
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(client.wait().unwrap().code(), Some(128 + libc::SIGKILL));
+    assert!(rest.contains("killed (agent disabled)"), "{rest}");
+    let end = wait_record(&id, |r| field(r, "kind") == "session_end").unwrap();
+    assert_eq!(field(&end, "reason"), "disabled");
+
+    let refused = finish(d.agentd(&strs(&run_args(&sb, &["/bin/true"]))));
+    assert_eq!(refused.status, 125, "{}", refused.stderr);
+    assert!(refused.stderr.contains("is disabled"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("incident 7"), "{}", refused.stderr);
+
+    let out = finish(d.agentd(&["enable", AGENT]));
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let ok = finish(d.agentd(&strs(&run_args(&sb, &["/bin/true"]))));
+    assert_eq!(ok.status, 0, "{}", ok.stderr);
+}
