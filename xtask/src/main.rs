@@ -10,6 +10,7 @@
 )]
 
 mod bench;
+mod install;
 mod demo;
 mod setup;
 mod test;
@@ -49,6 +50,13 @@ enum Task {
     },
     /// Build agentd and show it at work on policies/demo.toml.
     Demo,
+    /// Install the release binary, systemd unit, tmpfiles/sysusers
+    /// snippets, man page and default config (as root).
+    Install {
+        /// Stage under this directory instead of /.
+        #[arg(long, value_name = "DIR")]
+        dest: Option<PathBuf>,
+    },
     /// Measure launch time, syscall overhead and kill latency side by side
     /// with bare execution, bubblewrap and firejail; writes docs/benchmarks.md.
     Bench,
@@ -62,6 +70,7 @@ fn main() -> ExitCode {
         Task::Test { unprivileged } => test::run(unprivileged),
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
+        Task::Install { dest } => install::run(dest),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

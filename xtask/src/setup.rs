@@ -16,7 +16,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// Debian packages: LLVM 22 for bpf-linker, libseccomp, iproute2 for the
-/// network tests, and the peers the benchmarks compare against.
+/// network tests, the peers the benchmarks compare against, and systemd
+/// and man-db for checking the unit (setpriv and nsenter come with
+/// util-linux).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -30,6 +32,9 @@ const APT_PACKAGES: &[&str] = &[
     "bubblewrap",
     "firejail",
     "hyperfine",
+    "systemd",
+    "man-db",
+    "util-linux",
 ];
 
 /// What setup did.
