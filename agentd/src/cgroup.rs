@@ -189,7 +189,12 @@ const CPU_PERIOD_US: u64 = 100_000;
 pub struct Layout {
     /// The cgroup2 mount.
     pub v2_root: PathBuf,
-    /// Controllers enabled in the cgroup2 root (`cgroup.controllers`).
+    /// agentd's parent cgroup, where sessions' cgroups are created and the
+    /// egress programs attach: `<cgroup2>/agentd`, or `<unit>/sessions`
+    /// under a systemd unit with `Delegate=yes` (see [`delegate`]).
+    pub parent: PathBuf,
+    /// Controllers available to the parent (`cgroup.controllers` of the
+    /// cgroup above it).
     pub v2_controllers: Vec<String>,
     /// v1 mounts by controller name, for hybrid hosts.
     pub v1: Vec<(Controller, PathBuf)>,
@@ -203,8 +208,10 @@ impl Layout {
             .next()
             .map(|m| m.mount_point.clone())
             .ok_or(CgroupError::NoCgroup2)?;
-        let controllers =
-            fs::read_to_string(v2_root.join("cgroup.controllers")).unwrap_or_default();
+        let parent =
+            recorded_parent(&v2_root).unwrap_or_else(|| v2_root.join(crate::paths::CGROUP_PARENT));
+        let above = parent.parent().unwrap_or(&v2_root);
+        let controllers = fs::read_to_string(above.join("cgroup.controllers")).unwrap_or_default();
         let v1 = [Controller::Memory, Controller::Pids, Controller::Cpu]
             .into_iter()
             .filter_map(|c| {
@@ -213,6 +220,7 @@ impl Layout {
             .collect();
         Ok(Self {
             v2_root,
+            parent,
             v2_controllers: controllers.split_whitespace().map(str::to_owned).collect(),
             v1,
         })
@@ -229,6 +237,47 @@ impl Layout {
             .find(|(c, _)| *c == controller)
             .map(|(_, p)| Some(p.as_path()))
     }
+}
+
+/// Where the daemon recorded agentd's parent cgroup when it is not the
+/// default (under a systemd unit).
+pub const PARENT_RECORD: &str = "/run/agentd/cgroup.parent";
+
+/// The recorded parent, if it still exists inside the cgroup2 mount.
+fn recorded_parent(v2_root: &Path) -> Option<PathBuf> {
+    let text = fs::read_to_string(PARENT_RECORD).ok()?;
+    let p = PathBuf::from(text.trim());
+    (p.starts_with(v2_root) && p != v2_root && p.is_dir()).then_some(p)
+}
+
+/// Under a systemd service with `Delegate=yes` (`INVOCATION_ID` set, this
+/// process in `<unit>.service`): moves this process into `<unit>/daemon`
+/// (a cgroup with processes cannot hand controllers to children) and makes
+/// `<unit>/sessions` agentd's parent, recorded for every later agentd
+/// command. Returns the new layout, or `None` when not under such a unit.
+pub fn delegate(layout: &Layout) -> Result<Option<Layout>, CgroupError> {
+    if std::env::var_os("INVOCATION_ID").is_none() {
+        return Ok(None);
+    }
+    let Some(unit) = crate::host::own_cgroup2(&layout.v2_root)
+        .filter(|u| u != &layout.v2_root && u.extension().is_some_and(|e| e == "service"))
+    else {
+        return Ok(None);
+    };
+    let daemon = Cgroup::create(unit.join("daemon"))?;
+    daemon.add_process(std::process::id())?;
+    let parent = unit.join("sessions");
+    fs::create_dir_all(&parent).map_err(io_err("mkdir", &parent))?;
+    crate::paths::create_run_dir().map_err(io_err("mkdir", Path::new(crate::paths::RUN_DIR)))?;
+    fs::write(PARENT_RECORD, parent.display().to_string())
+        .map_err(io_err("write", Path::new(PARENT_RECORD)))?;
+    let controllers = fs::read_to_string(unit.join("cgroup.controllers")).unwrap_or_default();
+    Ok(Some(Layout {
+        v2_root: layout.v2_root.clone(),
+        parent,
+        v2_controllers: controllers.split_whitespace().map(str::to_owned).collect(),
+        v1: layout.v1.clone(),
+    }))
 }
 
 /// A limit the host cannot enforce.
@@ -345,10 +394,9 @@ impl SessionCgroups {
                 None => return Err(CgroupError::Missing(MissingController(c))),
             }
         }
-        let parent = layout.v2_root.join(crate::paths::CGROUP_PARENT);
         let names: Vec<&str> = v2_wanted.iter().map(|c| c.name()).collect();
-        enable_controllers(&layout.v2_root, &names)?;
-        let parent = Cgroup::create(parent)?;
+        enable_controllers(layout.parent.parent().unwrap_or(&layout.v2_root), &names)?;
+        let parent = Cgroup::create(layout.parent.clone())?;
         enable_controllers(parent.path(), &names)?;
         let v2 = Cgroup::create(parent.path().join(session))?;
         let mut this = Self { v2, v1: Vec::new() };
@@ -473,6 +521,7 @@ mod tests {
     fn layout(v2: &[&str], v1: &[Controller]) -> Layout {
         Layout {
             v2_root: PathBuf::from("/sys/fs/cgroup"),
+            parent: PathBuf::from("/sys/fs/cgroup/agentd"),
             v2_controllers: v2.iter().map(|s| (*s).to_owned()).collect(),
             v1: v1
                 .iter()

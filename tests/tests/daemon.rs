@@ -55,11 +55,17 @@ macro_rules! require_daemon {
 struct TestDaemon {
     dir: tempfile::TempDir,
     netns: Option<String>,
+    /// Start inside this cgroup, as systemd would start the unit.
+    unit: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl TestDaemon {
     fn start(netns: Option<&Netns>) -> Self {
+        Self::start_in(netns, None)
+    }
+
+    fn start_in(netns: Option<&Netns>, unit: Option<PathBuf>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("agentd-test-daemon-")
             .tempdir_in("/tmp")
@@ -73,6 +79,7 @@ impl TestDaemon {
         let mut d = Self {
             dir,
             netns: netns.map(|n| n.name().to_owned()),
+            unit,
             child: None,
         };
         d.launch();
@@ -84,15 +91,28 @@ impl TestDaemon {
     }
 
     fn launch(&mut self) {
-        let mut cmd = match &self.netns {
-            Some(ns) => {
+        let mut cmd = match (&self.netns, &self.unit) {
+            (Some(ns), _) => {
                 let mut c = Command::new("nsenter");
                 c.arg(format!("--net=/run/netns/{ns}"))
                     .arg("--")
                     .arg(BINS.agentd);
                 c
             }
-            None => Command::new(BINS.agentd),
+            (None, Some(unit)) => {
+                // Join the unit's cgroup, then become the daemon, with
+                // systemd's marker in the environment.
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!(
+                        "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+                        unit.display()
+                    ))
+                    .arg(BINS.agentd)
+                    .env("INVOCATION_ID", "agentd-test");
+                c
+            }
+            (None, None) => Command::new(BINS.agentd),
         };
         let log = fs::File::create(self.dir.path().join("daemon.log")).unwrap();
         let child = cmd
@@ -512,4 +532,69 @@ fn a_disabled_agent_is_killed_and_refused_until_enabled() {
     assert_eq!(out.status, 0, "{}", out.stderr);
     let ok = finish(d.agentd(&strs(&run_args(&sb, &["/bin/true"]))));
     assert_eq!(ok.status, 0, "{}", ok.stderr);
+}
+
+/// A cgroup standing in for a systemd unit with `Delegate=yes`, and the
+/// parent record the daemon writes in it; removed on drop (after the
+/// daemon, which is declared later and dropped first).
+struct FakeUnit {
+    path: PathBuf,
+}
+
+impl Drop for FakeUnit {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(agentd::cgroup::PARENT_RECORD);
+        for leaf in ["sessions", "daemon"] {
+            let cg = agentd::cgroup::Cgroup::open(self.path.join(leaf));
+            let _ = cg.kill(Duration::from_secs(5));
+            let _ = cg.remove();
+        }
+        let _ = agentd::cgroup::Cgroup::open(&self.path).remove();
+    }
+}
+
+#[test]
+fn under_a_delegating_unit_sessions_live_in_the_units_cgroup() {
+    require_daemon!();
+    let _one = lock();
+    let root = agentd::cgroup::cgroup2_root().unwrap();
+    let unit = FakeUnit {
+        path: root.join(format!("agentd-test-{}.service", std::process::id())),
+    };
+    fs::create_dir(&unit.path).unwrap();
+    let d = TestDaemon::start_in(None, Some(unit.path.clone()));
+    let pid = d.child.as_ref().unwrap().id();
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(own.trim_end().ends_with(".service/daemon"), "{own}");
+    assert_eq!(
+        fs::read_to_string(agentd::cgroup::PARENT_RECORD).unwrap(),
+        unit.path.join("sessions").display().to_string()
+    );
+
+    let sb = Sandbox::new(&test_policy(&BINS, "", ""));
+    let args = run_args(&sb, &[BINS.probe, "sleep", "60"]);
+    let mut client = d
+        .agentd(&strs(&args))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(client.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let id = session_id_from(&first).unwrap_or_else(|| panic!("{first}{}", d.log()));
+    let leaf = unit.path.join("sessions").join(&id);
+    assert!(
+        eventually(Duration::from_secs(10), || fs::read_to_string(
+            leaf.join("cgroup.procs")
+        )
+        .is_ok_and(|p| !p.trim().is_empty())),
+        "the session's processes are not in {}",
+        leaf.display()
+    );
+    let kill = finish(d.agentd(&["kill", &id]));
+    assert_eq!(kill.status, 0, "{}", kill.stderr);
+    let _ = client.wait();
+    assert!(eventually(Duration::from_secs(5), || !leaf.exists()));
 }

@@ -14,7 +14,11 @@ const DIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../agentd/dist");
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         assert!(
             !agentd_tests::strict(),
             "systemd-analyze is missing (cargo xtask setup installs systemd)"

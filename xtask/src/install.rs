@@ -29,7 +29,8 @@ fn put(from: &Path, to: &Path, mode: u32) -> Result<()> {
     }
     // Replace, never write through: a running binary stays intact.
     let tmp = to.with_extension("agentd-new");
-    fs::copy(from, &tmp).with_context(|| format!("copy {} to {}", from.display(), tmp.display()))?;
+    fs::copy(from, &tmp)
+        .with_context(|| format!("copy {} to {}", from.display(), tmp.display()))?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
     fs::rename(&tmp, to).with_context(|| format!("install {}", to.display()))?;
     println!("installed {}", to.display());
@@ -66,7 +67,10 @@ pub fn run(dest: Option<PathBuf>) -> Result<()> {
         put(&dist.join("agentd.toml"), &config, 0o644)?;
     }
     fs::create_dir_all(l.at("/etc/agentd/policies"))?;
-    let man = Command::new(&bin).arg("man").output().context("agentd man")?;
+    let man = Command::new(&bin)
+        .arg("man")
+        .output()
+        .context("agentd man")?;
     let page = l.at("/usr/local/share/man/man1/agentd.1");
     fs::create_dir_all(page.parent().unwrap_or(Path::new("/")))?;
     fs::write(&page, man.stdout)?;
@@ -74,11 +78,17 @@ pub fn run(dest: Option<PathBuf>) -> Result<()> {
     if l.dest == Path::new("/") {
         for (what, cmd) in [
             ("groups", vec!["systemd-sysusers", "agentd.conf"]),
-            ("directories", vec!["systemd-tmpfiles", "--create", "agentd.conf"]),
+            (
+                "directories",
+                vec!["systemd-tmpfiles", "--create", "agentd.conf"],
+            ),
         ] {
             match Command::new(cmd[0]).args(&cmd[1..]).status() {
                 Ok(s) if s.success() => println!("created {what} ({})", cmd.join(" ")),
-                _ => println!("note: `{}` did not run; create the {what} by hand", cmd.join(" ")),
+                _ => println!(
+                    "note: `{}` did not run; create the {what} by hand",
+                    cmd.join(" ")
+                ),
             }
         }
         println!(

@@ -10,8 +10,8 @@
 )]
 
 mod bench;
-mod install;
 mod demo;
+mod install;
 mod setup;
 mod test;
 

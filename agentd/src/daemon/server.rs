@@ -122,8 +122,11 @@ pub fn serve(config: Config, socket: &Path) -> Result<(), DaemonError> {
 
     // Enforcement first: the programs are loaded and pinned before any
     // request is taken, and sessions left by an earlier daemon keep theirs.
-    let layout = cgroup::Layout::discover()?;
-    let parent = layout.v2_root.join(paths::CGROUP_PARENT);
+    let mut layout = cgroup::Layout::discover()?;
+    if let Some(delegated) = cgroup::delegate(&layout)? {
+        layout = delegated;
+    }
+    let parent = layout.parent.clone();
     std::fs::create_dir_all(&parent).map_err(io_err("mkdir", &parent))?;
     match ebpf::Kernel::attach(&parent) {
         Ok(_) => {}

@@ -317,7 +317,10 @@ impl Kernel {
         }
         let _lock = lock()?;
         let dir = pin_dir()?;
-        let digest = object_digest();
+        // Programs of this build attached at this parent: anything else
+        // (another build, or another parent such as a systemd unit's) is
+        // replaced when no session relies on it.
+        let digest = format!("{} {}", object_digest(), cgroup_parent.display());
         let current = fs::read_to_string(VERSION_FILE).unwrap_or_default();
         let pinned = dir.join(map::SESSIONS).exists();
         let kernel = Self {
@@ -440,13 +443,24 @@ impl Kernel {
         let Some(parent) = &self.cgroup_parent else {
             return Ok(all.len());
         };
-        let live: std::collections::HashSet<u64> = fs::read_dir(parent)
+        // Live: the cgroups under the parent (sessions being set up are
+        // there before their state names them), and every cgroup a
+        // session's state names (sessions under an earlier parent).
+        let ino = |m: fs::Metadata| std::os::unix::fs::MetadataExt::ino(&m);
+        let mut live: std::collections::HashSet<u64> = fs::read_dir(parent)
             .map_err(io_err("read", parent))?
             .flatten()
             .filter_map(|e| e.metadata().ok())
             .filter(fs::Metadata::is_dir)
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .map(ino)
             .collect();
+        live.extend(
+            crate::session::state::list()
+                .into_iter()
+                .flatten()
+                .filter_map(|st| fs::metadata(&st.cgroup).ok())
+                .map(ino),
+        );
         let mut remaining = 0;
         for (id, entry) in all {
             if live.contains(&id) {

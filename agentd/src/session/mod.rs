@@ -570,7 +570,7 @@ pub fn run(
     for rule in &net_plan.unresolved {
         notify(Notice::Unresolved(rule));
     }
-    let private_netns = match enforce::kernel(&layout.v2_root.join(paths::CGROUP_PARENT)) {
+    let private_netns = match enforce::kernel(&layout.parent) {
         Ok(kernel) => {
             let registered = enforce::register(&kernel, cgroup_id, policy, &net_plan)?;
             teardown.kernel = Some((kernel, Some(registered)));
