@@ -21,9 +21,17 @@ struct Timing {
     stddev_ms: f64,
 }
 
-fn hyperfine(dir: &Path, runs: u32, commands: &[(&str, String)]) -> Result<Vec<Timing>> {
+fn hyperfine(
+    dir: &Path,
+    runs: u32,
+    commands: &[(&str, String)],
+    socket: Option<&Path>,
+) -> Result<Vec<Timing>> {
     let json = dir.join("hyperfine.json");
     let mut cmd = Command::new("hyperfine");
+    if let Some(s) = socket {
+        cmd.env("AGENTD_SOCKET", s);
+    }
     cmd.current_dir(dir.join("workspace"))
         .args([
             "-N",
@@ -79,8 +87,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Time to kill a session holding `n` processes, via `agentd kill`.
-fn kill_tree(agentd: &Path, probe: &Path, policy: &Path, ws: &Path, n: u32) -> Result<f64> {
+fn kill_tree(
+    agentd: &Path,
+    probe: &Path,
+    policy: &Path,
+    ws: &Path,
+    n: u32,
+    socket: &Path,
+) -> Result<f64> {
     let mut child = Command::new(agentd)
+        .env("AGENTD_SOCKET", socket)
         .args(["run", "--policy"])
         .arg(policy)
         .arg("--workspace")
@@ -100,7 +116,10 @@ fn kill_tree(agentd: &Path, probe: &Path, policy: &Path, ws: &Path, n: u32) -> R
         .to_owned();
     let mut ready = String::new();
     BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut ready)?;
-    let out = Command::new(agentd).args(["kill", &id]).output()?;
+    let out = Command::new(agentd)
+        .env("AGENTD_SOCKET", socket)
+        .args(["kill", &id])
+        .output()?;
     let _ = child.wait();
     let text = String::from_utf8_lossy(&out.stdout);
     // "killed session <id>: <n> processes, gone after <ms> ms"
@@ -152,6 +171,8 @@ pub fn run() -> Result<()> {
     let a = agentd.display();
 
     step("launch: /bin/true");
+    // No daemon answers on this socket: embedded mode.
+    let no_daemon = dir.join("no-daemon.sock");
     let launch = hyperfine(
         &dir,
         200,
@@ -162,6 +183,7 @@ pub fn run() -> Result<()> {
             ("bwrap --unshare-all", "bwrap --ro-bind / / --dev /dev --proc /proc --unshare-all --die-with-parent /bin/true".into()),
             ("firejail --noprofile", "firejail --quiet --noprofile /bin/true".into()),
         ],
+        Some(&no_daemon),
     )?;
 
     step("launch: where the time goes (AGENTD_LOG=agentd=debug, 30 runs)");
@@ -301,12 +323,44 @@ pub fn run() -> Result<()> {
 
     step("kill a 1000-process tree");
     let kills: Vec<f64> = (0..5)
-        .map(|_| kill_tree(&agentd, &probe, &limited, &ws, 1000))
+        .map(|_| kill_tree(&agentd, &probe, &limited, &ws, 1000, &no_daemon))
         .collect::<Result<_>>()?;
     let kill_ms = median(kills);
 
+    step("through the daemon: launch, kill, idle memory");
+    let daemon = Daemon::start(&agentd, &dir)?;
+    let rss_start_kb = daemon.rss_kb();
+    let via_daemon = hyperfine(
+        &dir,
+        200,
+        &[
+            ("bare", "/bin/true".into()),
+            (
+                "agentd run via the daemon",
+                format!(
+                    "{a} run --policy {} --no-tty -- /bin/true",
+                    minimal.display()
+                ),
+            ),
+        ],
+        Some(&daemon.socket),
+    )?;
+    let daemon_kills: Vec<f64> = (0..5)
+        .map(|_| kill_tree(&agentd, &probe, &limited, &ws, 1000, &daemon.socket))
+        .collect::<Result<_>>()?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let daemon_figures = DaemonFigures {
+        launch: via_daemon,
+        embedded_ms: launch.get(1).map_or(f64::NAN, |t| t.median_ms),
+        kill_ms: median(daemon_kills),
+        rss_start_kb,
+        rss_idle_kb: daemon.rss_kb(),
+    };
+    drop(daemon);
+
     let report = render(&launch, &phases, bare_ns, confined_ns, kill_ms)
-        + &render_network(bare_connect, confined_connect, &events);
+        + &render_network(bare_connect, confined_connect, &events)
+        + &render_daemon(&daemon_figures);
     print!("\n{report}");
     let doc = root().join("docs/benchmarks.md");
     fs::create_dir_all(root().join("docs"))?;
@@ -476,6 +530,103 @@ fn render_network(bare_ns: f64, confined_ns: f64, events: &EventFigures) -> Stri
     let _ = writeln!(
         s,
         "\nTargets: 0 lost at 50k events/s; ≥ 200k events/s before loss; loss always reported (`lost` records)."
+    );
+    s
+}
+
+/// A daemon for the benchmarks on its own socket, stopped on drop.
+struct Daemon {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(agentd: &Path, dir: &Path) -> Result<Self> {
+        let socket = dir.join("agentd.sock");
+        let config = dir.join("agentd.toml");
+        fs::write(&config, "")?;
+        let child = Command::new(agentd)
+            .arg("daemon")
+            .arg("--config")
+            .arg(&config)
+            .env("AGENTD_SOCKET", &socket)
+            .env("AGENTD_LOG", "warn")
+            .spawn()?;
+        let d = Self { child, socket };
+        for _ in 0..200 {
+            if std::os::unix::net::UnixStream::connect(&d.socket).is_ok() {
+                return Ok(d);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        bail!("the daemon did not come up")
+    }
+
+    /// Resident memory, KiB.
+    fn rss_kb(&self) -> u64 {
+        fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+struct DaemonFigures {
+    launch: Vec<Timing>,
+    embedded_ms: f64,
+    kill_ms: f64,
+    rss_start_kb: u64,
+    rss_idle_kb: u64,
+}
+
+fn render_daemon(d: &DaemonFigures) -> String {
+    let mut s = String::new();
+    let bare = d.launch.first().map_or(f64::NAN, |t| t.median_ms);
+    let via = d.launch.get(1).map_or(f64::NAN, |t| t.median_ms);
+    let _ = writeln!(
+        s,
+        "\n## Through the daemon (hyperfine, 200 runs; kill median of 5)\n"
+    );
+    let _ = writeln!(s, "| figure | value |");
+    let _ = writeln!(s, "| --- | ---: |");
+    let _ = writeln!(s, "| bare `/bin/true` | {bare:.2} ms |");
+    let _ = writeln!(
+        s,
+        "| `agentd run` via the daemon | {via:.2} ms ({:+.2} ms vs bare) |",
+        via - bare
+    );
+    let _ = writeln!(
+        s,
+        "| `agentd run` embedded (above) | {:.2} ms |",
+        d.embedded_ms
+    );
+    let _ = writeln!(
+        s,
+        "| kill of a 1000-process tree via the daemon | {:.1} ms |",
+        d.kill_ms
+    );
+    let _ = writeln!(
+        s,
+        "| daemon RSS at start / idle after the runs above | {:.1} MB / {:.1} MB |",
+        d.rss_start_kb as f64 / 1024.0,
+        d.rss_idle_kb as f64 / 1024.0
+    );
+    let _ = writeln!(
+        s,
+        "\nTargets: via the daemon ≤ bare + 4 ms median; daemon idle RSS ≤ 20 MB; kill ≤ 100 ms."
     );
     s
 }

@@ -238,6 +238,11 @@ impl Collector {
     }
 
     fn known(&mut self, cgroup_id: u64) -> Option<&Known> {
+        // Sessions come and go for as long as the daemon lives; inputs are
+        // re-read from disk when needed, so the cache stays small.
+        if self.sessions.len() >= 256 && !self.sessions.contains_key(&cgroup_id) {
+            self.sessions.clear();
+        }
         self.sessions
             .entry(cgroup_id)
             .or_insert_with(|| SessionAudit::load(cgroup_id).map(Known::from))

@@ -29,6 +29,18 @@ pub const BUILTIN_PATTERNS: &[&str] = &[
     r"://[^/\s:@]+:[^/\s@]+@",
 ];
 
+/// The built-in patterns, compiled once per process (every session's
+/// redactor shares them).
+fn builtin() -> &'static [Regex] {
+    static COMPILED: std::sync::LazyLock<Vec<Regex>> = std::sync::LazyLock::new(|| {
+        BUILTIN_PATTERNS
+            .iter()
+            .filter_map(|p| Regex::new(p).ok())
+            .collect()
+    });
+    &COMPILED
+}
+
 /// Scrubs secrets from text.
 #[derive(Debug, Clone)]
 pub struct Redactor {
@@ -47,29 +59,10 @@ impl Redactor {
         // Longest first, so that a secret containing another is masked whole.
         exact.sort_by_key(|s| std::cmp::Reverse(s.len()));
         exact.dedup();
-        let mut all: Vec<Regex> = BUILTIN_PATTERNS
-            .iter()
-            .filter_map(|p| Regex::new(p).ok())
-            .collect();
-        all.extend(patterns.iter().cloned());
         Self {
             exact,
-            patterns: all,
+            patterns: patterns.to_vec(),
         }
-    }
-
-    /// The exact secrets and pattern sources, for handing to another
-    /// process (root-only file).
-    pub fn parts(&self) -> (Vec<String>, Vec<String>) {
-        let builtin = BUILTIN_PATTERNS.len();
-        (
-            self.exact.clone(),
-            self.patterns
-                .iter()
-                .skip(builtin)
-                .map(|r| r.as_str().to_owned())
-                .collect(),
-        )
     }
 
     /// `text` with every secret replaced by [`MASK`].
@@ -80,7 +73,7 @@ impl Redactor {
                 out = out.replace(secret.as_str(), MASK);
             }
         }
-        for re in &self.patterns {
+        for re in builtin().iter().chain(&self.patterns) {
             if re.is_match(&out) {
                 out = re.replace_all(&out, MASK).into_owned();
             }
