@@ -73,7 +73,10 @@ impl TestDaemon {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(
             dir.path().join("agentd.toml"),
-            format!("run_group = \"{RUN_GROUP}\"\nadmin_group = \"agentd-test-no-such-group\"\n"),
+            format!(
+                "run_group = \"{RUN_GROUP}\"\nadmin_group = \"agentd-test-no-such-group\"\nmetrics_listen = \"unix:{}\"\n",
+                dir.path().join("metrics.sock").display()
+            ),
         )
         .unwrap();
         let mut d = Self {
@@ -297,6 +300,13 @@ fn malformed_truncated_oversized_and_random_messages_get_errors() {
         "{}",
         d.log()
     );
+    // The configured listener serves the same exposition over HTTP.
+    let mut m = UnixStream::connect(d.dir.path().join("metrics.sock")).unwrap();
+    m.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut http = String::new();
+    m.read_to_string(&mut http).unwrap();
+    assert!(http.starts_with("HTTP/1.0 200 OK"), "{http}");
+    assert!(http.contains("agentd_sessions "), "{http}");
     let metrics = finish(d.agentd(&["metrics"]));
     assert_eq!(metrics.status, 0, "{}", metrics.stderr);
     assert!(
