@@ -608,3 +608,62 @@ fn under_a_delegating_unit_sessions_live_in_the_units_cgroup() {
     let _ = client.wait();
     assert!(eventually(Duration::from_secs(5), || !leaf.exists()));
 }
+
+#[test]
+fn sigterm_kills_sessions_unless_told_to_leave_them() {
+    require_daemon!();
+    let _one = lock();
+    let sb = Sandbox::new(&test_policy(&BINS, "", ""));
+    let args = run_args(&sb, &[BINS.probe, "sleep", "60"]);
+    for leave in [false, true] {
+        let mut d = TestDaemon::start(None);
+        if leave {
+            // Restart with on_stop = "leave".
+            d.crash();
+            let config = d.dir.path().join("agentd.toml");
+            let mut text = fs::read_to_string(&config).unwrap();
+            text.push_str("on_stop = \"leave\"\n");
+            fs::write(&config, text).unwrap();
+            d.launch();
+        }
+        let mut client = d
+            .agentd(&strs(&args))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(client.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        let id = session_id_from(&first).unwrap_or_else(|| panic!("{first}{}", d.log()));
+        // Wait until it runs: a stop during setup is the next test's matter.
+        assert!(eventually(Duration::from_secs(10), || {
+            let ps = finish(d.agentd(&["ps", "--json"]));
+            ps.stdout.contains(&id) && ps.stdout.contains("\"running\"")
+        }));
+        drop(d); // SIGTERM
+        if leave {
+            assert!(
+                client.try_wait().unwrap().is_none(),
+                "on_stop = leave: the session runs on"
+            );
+            assert!(Path::new("/run/agentd/sessions").join(&id).exists());
+            // No daemon now: root kills it directly.
+            let mut kill = Command::new(BINS.agentd);
+            kill.args(["kill", &id]);
+            let kill = finish(kill);
+            assert_eq!(kill.status, 0, "{}", kill.stderr);
+        }
+        let mut rest = String::new();
+        stderr.read_to_string(&mut rest).unwrap();
+        assert_eq!(
+            client.wait().unwrap().code(),
+            Some(128 + libc::SIGKILL),
+            "{rest}"
+        );
+        if !leave {
+            assert!(rest.contains("the daemon stopped"), "{rest}");
+        }
+        assert_session_gone(&id);
+    }
+}

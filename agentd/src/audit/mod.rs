@@ -598,6 +598,42 @@ mod tests {
     }
 
     #[test]
+    fn rotation_continues_the_chain_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = Log::new(&path).rotating(2000, 2);
+        for i in 0..40u64 {
+            log.append(&[Event::now(&ctx(), "exec").with("pid", i)])
+                .unwrap();
+        }
+        let numbered = |n: u32| dir.path().join(format!("audit.jsonl.{n}"));
+        assert!(numbered(1).exists() && numbered(2).exists());
+        assert!(!numbered(3).exists(), "only `keep` old files stay");
+        // Each file on its own: a rotated one opens with a `rotate` record.
+        let current = verify_from(File::open(&path).unwrap(), None).unwrap();
+        assert!(current.continues_from.is_some());
+        let first = fs::read_to_string(&path).unwrap();
+        assert!(
+            first
+                .lines()
+                .next()
+                .unwrap()
+                .contains("\"kind\":\"rotate\"")
+        );
+        // Oldest first, as one chain.
+        let older = verify_from(File::open(numbered(2)).unwrap(), None).unwrap();
+        let old = verify_from(File::open(numbered(1)).unwrap(), older.last).unwrap();
+        let now = verify_from(File::open(&path).unwrap(), old.last.clone()).unwrap();
+        assert_eq!(now.records, current.records);
+        // Out of order, the link breaks.
+        assert!(verify_from(File::open(&path).unwrap(), older_last(&numbered(2))).is_err());
+    }
+
+    fn older_last(p: &Path) -> Option<(u64, String)> {
+        verify_from(File::open(p).unwrap(), None).unwrap().last
+    }
+
+    #[test]
     fn records_with_awkward_floats_verify() {
         // 54.295644 ms as computed from a Duration: its shortest text does
         // not parse back to the same bits without exact float parsing.

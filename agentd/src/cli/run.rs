@@ -156,12 +156,12 @@ fn via_daemon(conn: &UnixStream, args: Args, policy_text: &str, tty: bool) -> Ex
     loop {
         match proto::recv::<Response>(conn) {
             Ok((Response::Started { session, agent }, _)) => {
-                eprintln!("agentd: session {session} (agent {agent})");
+                say(&format!("agentd: session {session} (agent {agent})"));
             }
-            Ok((Response::Notice { text }, _)) => eprintln!("{text}"),
+            Ok((Response::Notice { text }, _)) => say(&text),
             Ok((Response::Exited { status, detail }, _)) => {
                 if let Some(d) = detail {
-                    eprintln!("{d}");
+                    say(&d);
                 }
                 return ExitCode::from(u8::try_from(status.clamp(0, 255)).unwrap_or(255));
             }
@@ -183,4 +183,11 @@ fn via_daemon(conn: &UnixStream, args: Args, policy_text: &str, tty: bool) -> Ex
             }
         }
     }
+}
+
+/// A line on stderr; a closed stderr (the caller stopped reading) is not a
+/// reason to abandon the session's outcome.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -99,6 +99,8 @@ struct Shared {
     config: Config,
     metrics: Metrics,
     connections: AtomicUsize,
+    /// Supervisors started and not yet exited.
+    supervisors: AtomicUsize,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. `ready` is called once the
@@ -150,6 +152,7 @@ pub fn serve(config: Config, socket: &Path) -> Result<(), DaemonError> {
         config,
         metrics: Metrics::default(),
         connections: AtomicUsize::new(0),
+        supervisors: AtomicUsize::new(0),
     });
     if let Some(listen) = shared.config.metrics_listen.clone() {
         super::metrics::serve(listen, Arc::clone(&shared).metrics_source());
@@ -248,8 +251,19 @@ fn spawn_stopper(
                     text: Some("the daemon stopped".into()),
                     by_uid: 0,
                 };
-                for s in session::list() {
-                    let _ = kill::kill_session(&s.id, &record);
+                // Until every supervisor this daemon started is gone: a
+                // session still being set up becomes killable once its
+                // state is written, moments later.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    for s in session::list() {
+                        let _ = kill::kill_session(&s.id, &record);
+                    }
+                    if shared.supervisors.load(Ordering::SeqCst) == 0 || Instant::now() > deadline
+                    {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
             }
             collector.stop();
@@ -504,11 +518,13 @@ fn handle_run(
     let _ = conn.set_read_timeout(None);
     match spawn_supervisor(conn, fds, &assignment) {
         Ok(mut child) => {
+            shared.supervisors.fetch_add(1, Ordering::SeqCst);
             shared
                 .metrics
                 .sessions_started
                 .fetch_add(1, Ordering::Relaxed);
             let _ = child.wait();
+            shared.supervisors.fetch_sub(1, Ordering::SeqCst);
         }
         Err(e) => reply_error(conn, format!("cannot start a supervisor: {e}"), None, 125),
     }
