@@ -174,6 +174,30 @@ impl TestDaemon {
         c
     }
 
+    /// Starts `agentd run ARGS` through this daemon (stdout as given,
+    /// stderr kept) and returns it with its session id, once known.
+    fn start_run(&self, args: &[String], stdout: Stdio) -> Running {
+        let mut child = self
+            .agentd(&strs(args))
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        let id = session_id_from(&first).unwrap_or_else(|| panic!("{first}{}", self.log()));
+        Running { child, stderr, id }
+    }
+
+    /// Waits until session `id` has its agent running.
+    fn wait_running(&self, id: &str) {
+        assert!(eventually(Duration::from_secs(10), || {
+            let ps = finish(self.agentd(&["ps", "--json"]));
+            ps.stdout.contains(id) && ps.stdout.contains("\"running\"")
+        }));
+    }
+
     fn connect(&self) -> UnixStream {
         UnixStream::connect(self.socket()).unwrap()
     }
@@ -193,6 +217,22 @@ impl Drop for TestDaemon {
             }
             let _ = c.wait();
         }
+    }
+}
+
+/// An `agentd run` in progress.
+struct Running {
+    child: Child,
+    stderr: BufReader<std::process::ChildStderr>,
+    id: String,
+}
+
+impl Running {
+    /// The rest of its stderr and its exit status.
+    fn finish(mut self) -> (String, Option<i32>) {
+        let mut rest = String::new();
+        let _ = self.stderr.read_to_string(&mut rest);
+        (rest, self.child.wait().unwrap().code())
     }
 }
 
@@ -414,14 +454,10 @@ fn sessions_stay_confined_and_killable_across_a_daemon_crash() {
         &sb,
         &[BINS.probe, "connect-repeat", "50", "127.0.0.1", "7002"],
     );
-    let mut client = d
-        .agentd(&strs(&args))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = d.start_run(&args, Stdio::piped());
+    let id = run.id.clone();
     let (tx, lines) = mpsc::channel::<String>();
-    let stdout = client.stdout.take().unwrap();
+    let stdout = run.child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for l in BufReader::new(stdout).lines().map_while(Result::ok) {
             if tx.send(l).is_err() {
@@ -429,10 +465,6 @@ fn sessions_stay_confined_and_killable_across_a_daemon_crash() {
             }
         }
     });
-    let mut stderr = BufReader::new(client.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    let id = session_id_from(&first).unwrap_or_else(|| panic!("{first}{}", d.log()));
     let expect_denied = |when: &str| {
         for _ in 0..3 {
             let l = lines.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -455,8 +487,7 @@ fn sessions_stay_confined_and_killable_across_a_daemon_crash() {
     let kill = finish(d.agentd(&["kill", &id, "--reason", "test over"]));
     assert_eq!(kill.status, 0, "{}\n{}", kill.stderr, d.log());
     assert!(kill.stdout.contains("killed session"), "{}", kill.stdout);
-    let status = client.wait().unwrap();
-    assert_eq!(status.code(), Some(128 + libc::SIGKILL));
+    assert_eq!(run.finish().1, Some(128 + libc::SIGKILL));
     assert_session_gone(&id);
     let killed = wait_record(&id, |r| field(r, "kind") == "kill").unwrap();
     assert_eq!(field(&killed, "reason"), "test over");
@@ -469,19 +500,10 @@ fn a_vanished_caller_leaves_nothing_behind() {
     let d = TestDaemon::start(None);
     let sb = Sandbox::new(&test_policy(&BINS, "", ""));
     let args = run_args(&sb, &[BINS.probe, "sleep", "60"]);
-    let mut client = d
-        .agentd(&strs(&args))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(client.stderr.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let id = session_id_from(&first).unwrap_or_else(|| panic!("{first}{}", d.log()));
-    client.kill().unwrap();
-    let _ = client.wait();
+    let mut run = d.start_run(&args, Stdio::null());
+    let id = run.id.clone();
+    run.child.kill().unwrap();
+    let _ = run.child.wait();
     assert_session_gone(&id);
     let killed = wait_record(&id, |r| field(r, "kind") == "kill").unwrap();
     assert_eq!(field(&killed, "reason"), "the caller went away");
@@ -505,20 +527,9 @@ fn a_disabled_agent_is_killed_and_refused_until_enabled() {
     let _reenable = Reenable(AGENT);
     let sb = Sandbox::new(&test_policy(&BINS, "", "").replace("escape-test", AGENT));
     let args = run_args(&sb, &[BINS.probe, "sleep", "60"]);
-    let mut client = d
-        .agentd(&strs(&args))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(client.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    let id = session_id_from(&first).unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
-        let ps = finish(d.agentd(&["ps", "--json"]));
-        ps.stdout.contains(&id) && ps.stdout.contains("\"running\"")
-    }));
+    let run = d.start_run(&args, Stdio::null());
+    let id = run.id.clone();
+    d.wait_running(&id);
 
     let out = finish(d.agentd(&["disable", AGENT, "--reason", "incident 7"]));
     assert_eq!(out.status, 0, "{}", out.stderr);
@@ -526,9 +537,8 @@ fn a_disabled_agent_is_killed_and_refused_until_enabled() {
         out.stdout
             .contains(&format!("agent {AGENT} disabled (1 sessions killed)"))
     );
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    assert_eq!(client.wait().unwrap().code(), Some(128 + libc::SIGKILL));
+    let (rest, status) = run.finish();
+    assert_eq!(status, Some(128 + libc::SIGKILL));
     assert!(rest.contains("killed (agent disabled)"), "{rest}");
     let end = wait_record(&id, |r| field(r, "kind") == "session_end").unwrap();
     assert_eq!(field(&end, "reason"), "disabled");
@@ -583,17 +593,8 @@ fn under_a_delegating_unit_sessions_live_in_the_units_cgroup() {
 
     let sb = Sandbox::new(&test_policy(&BINS, "", ""));
     let args = run_args(&sb, &[BINS.probe, "sleep", "60"]);
-    let mut client = d
-        .agentd(&strs(&args))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(client.stderr.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let id = session_id_from(&first).unwrap_or_else(|| panic!("{first}{}", d.log()));
+    let run = d.start_run(&args, Stdio::null());
+    let id = run.id.clone();
     let leaf = unit.path.join("sessions").join(&id);
     assert!(
         eventually(Duration::from_secs(10), || fs::read_to_string(
@@ -605,7 +606,7 @@ fn under_a_delegating_unit_sessions_live_in_the_units_cgroup() {
     );
     let kill = finish(d.agentd(&["kill", &id]));
     assert_eq!(kill.status, 0, "{}", kill.stderr);
-    let _ = client.wait();
+    let _ = run.finish();
     assert!(eventually(Duration::from_secs(5), || !leaf.exists()));
 }
 
@@ -626,25 +627,13 @@ fn sigterm_kills_sessions_unless_told_to_leave_them() {
             fs::write(&config, text).unwrap();
             d.launch();
         }
-        let mut client = d
-            .agentd(&strs(&args))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(client.stderr.take().unwrap());
-        let mut first = String::new();
-        stderr.read_line(&mut first).unwrap();
-        let id = session_id_from(&first).unwrap_or_else(|| panic!("{first}{}", d.log()));
-        // Wait until it runs: a stop during setup is the next test's matter.
-        assert!(eventually(Duration::from_secs(10), || {
-            let ps = finish(d.agentd(&["ps", "--json"]));
-            ps.stdout.contains(&id) && ps.stdout.contains("\"running\"")
-        }));
+        let mut run = d.start_run(&args, Stdio::null());
+        let id = run.id.clone();
+        d.wait_running(&id);
         drop(d); // SIGTERM
         if leave {
             assert!(
-                client.try_wait().unwrap().is_none(),
+                run.child.try_wait().unwrap().is_none(),
                 "on_stop = leave: the session runs on"
             );
             assert!(Path::new("/run/agentd/sessions").join(&id).exists());
@@ -654,13 +643,8 @@ fn sigterm_kills_sessions_unless_told_to_leave_them() {
             let kill = finish(kill);
             assert_eq!(kill.status, 0, "{}", kill.stderr);
         }
-        let mut rest = String::new();
-        stderr.read_to_string(&mut rest).unwrap();
-        assert_eq!(
-            client.wait().unwrap().code(),
-            Some(128 + libc::SIGKILL),
-            "{rest}"
-        );
+        let (rest, status) = run.finish();
+        assert_eq!(status, Some(128 + libc::SIGKILL), "{rest}");
         if !leave {
             assert!(rest.contains("the daemon stopped"), "{rest}");
         }

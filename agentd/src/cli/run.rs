@@ -7,7 +7,7 @@ use std::{
     process::ExitCode,
 };
 
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::Signal;
 
 use super::policy::load;
 use crate::daemon::proto::{self, Request, Response, RunRequest};
@@ -122,16 +122,7 @@ fn via_daemon(conn: &UnixStream, args: Args, policy_text: &str, tty: bool) -> Ex
     });
     // Signals for the agent go to its supervisor as messages; they are
     // blocked before the thread that forwards them exists.
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGWINCH,
-    ] {
-        set.add(s);
-    }
+    let set = session::forwarded_signals();
     let _ = set.thread_block();
     let stdio = [0, 1, 2];
     if let Err(e) = proto::send(conn, &request, &stdio) {

@@ -644,21 +644,24 @@ fn kill_all(conn: &UnixStream, targets: &[SessionId], record: &KillRecord, share
         let start = Instant::now();
         match kill::kill_session(id, record) {
             Ok(r) => {
-                let us = u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX);
                 shared.metrics.kill(start.elapsed());
-                let _ = proto::send(
-                    conn,
-                    &Response::Killed {
-                        session: id.to_string(),
-                        processes: r.processes,
-                        elapsed_us: us,
-                    },
-                    &[],
-                );
+                send_killed(conn, id, &r);
             }
             Err(e) => reply_error(conn, e.to_string(), e.hint(), 1),
         }
     }
+}
+
+fn send_killed(conn: &UnixStream, id: &SessionId, r: &kill::KillReport) {
+    let _ = proto::send(
+        conn,
+        &Response::Killed {
+            session: id.to_string(),
+            processes: r.processes,
+            elapsed_us: u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX),
+        },
+        &[],
+    );
 }
 
 fn handle_disable(
@@ -678,16 +681,7 @@ fn handle_disable(
                 match result {
                     Ok(r) => {
                         shared.metrics.kill(start.elapsed());
-                        let _ = proto::send(
-                            conn,
-                            &Response::Killed {
-                                session: id.to_string(),
-                                processes: r.processes,
-                                elapsed_us: u64::try_from(r.elapsed.as_micros())
-                                    .unwrap_or(u64::MAX),
-                            },
-                            &[],
-                        );
+                        send_killed(conn, id, r);
                     }
                     Err(e) => reply_error(conn, e.to_string(), e.hint(), 1),
                 }

@@ -19,7 +19,6 @@ use std::{
     time::Duration,
 };
 
-use nix::sys::signal::{SigSet, Signal};
 use serde::{Deserialize, Serialize};
 
 use super::proto::{self, Request, Response, RunRequest};
@@ -82,16 +81,7 @@ fn error(client: &UnixStream, message: String, hint: Option<String>, code: u8) -
 pub fn main() -> ExitCode {
     // Before any thread exists: the signals the session forwards are
     // blocked everywhere, so only its forwarder thread receives them.
-    let mut handled = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGWINCH,
-    ] {
-        handled.add(s);
-    }
+    let handled = session::forwarded_signals();
     let _ = handled.thread_block();
     let client = UnixStream::from(inherited(CLIENT_FD));
     let mut text = String::new();

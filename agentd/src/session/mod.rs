@@ -881,16 +881,7 @@ pub fn run(
         report: report_write,
     };
     // Signals the supervisor handles itself; the child unblocks them.
-    let mut handled = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGWINCH,
-    ] {
-        handled.add(s);
-    }
+    let handled = forwarded_signals();
     let _ = handled.thread_block();
     let agent_pid = Arc::new(AtomicI32::new(0));
     spawn_signal_forwarder(
@@ -1076,6 +1067,22 @@ fn spawn_signal_forwarder(
                 }
             }
         });
+}
+
+/// The signals a supervisor passes on to its agent (SIGWINCH: the window
+/// size), blocked in every thread but the one that forwards them.
+pub fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGWINCH,
+    ] {
+        set.add(s);
+    }
+    set
 }
 
 /// Kills the session when `max_duration` passes. Returns a sender that
