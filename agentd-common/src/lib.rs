@@ -22,6 +22,14 @@ pub mod program {
     pub const CGROUP_BIND4: &str = "cgroup_bind4";
     /// `cgroup/bind6`.
     pub const CGROUP_BIND6: &str = "cgroup_bind6";
+    /// `cgroup/recvmsg4`: a redirected DNS answer's source, restored.
+    pub const CGROUP_RECVMSG4: &str = "cgroup_recvmsg4";
+    /// `cgroup/recvmsg6`.
+    pub const CGROUP_RECVMSG6: &str = "cgroup_recvmsg6";
+    /// `cgroup/getpeername4`: a redirected DNS socket's peer, restored.
+    pub const CGROUP_GETPEERNAME4: &str = "cgroup_getpeername4";
+    /// `cgroup/getpeername6`.
+    pub const CGROUP_GETPEERNAME6: &str = "cgroup_getpeername6";
     /// `cgroup/sock_create`: raw and packet sockets.
     pub const CGROUP_SOCK_CREATE: &str = "cgroup_sock_create";
     /// `tracepoint/syscalls/sys_enter_execve`.
@@ -72,6 +80,9 @@ pub mod map {
     pub const PROCS: &str = "PROCS";
     /// The event ring buffer.
     pub const EVENTS: &str = "EVENTS";
+    /// socket cookie → [`crate::DnsOrigin`]: where redirected DNS sockets
+    /// meant to go.
+    pub const DNS_ORIGINS: &str = "DNS_ORIGINS";
 }
 
 /// Capacity of the `SESSIONS` map: the most sessions one host runs at once.
@@ -96,7 +107,38 @@ pub struct SessionEntry {
     pub slot: u32,
     /// A combination of the `SESSION_*` flags.
     pub flags: u32,
+    /// The session's resolver (IPv4, network order) that its DNS traffic
+    /// is redirected to, with [`SESSION_DNS_REDIRECT`].
+    pub dns_ip4: [u8; 4],
+    /// Explicit padding; zero.
+    pub reserved: u32,
 }
+
+/// Send the session's DNS (TCP and UDP port 53, to any address) to its
+/// resolver at `dns_ip4:53`.
+pub const SESSION_DNS_REDIRECT: u32 = 1 << 3;
+/// No DNS at all for the session (`network.dns = false`).
+pub const SESSION_DNS_OFF: u32 = 1 << 4;
+/// The DNS port.
+pub const DNS_PORT: u16 = 53;
+
+/// Where a redirected DNS socket meant to go, restored in what the
+/// process sees of its peer (received datagrams' source, `getpeername`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsOrigin {
+    /// The address (IPv4 in the first four bytes), network order.
+    pub addr: [u8; 16],
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// The port, network order.
+    pub port_be: u16,
+    /// Explicit padding; zero.
+    pub reserved: u32,
+}
+
+/// Redirected DNS sockets remembered at once (least recently used go).
+pub const MAX_DNS_SOCKETS: u32 = 16384;
 
 /// Record file opens for writing, creations, unlinks and renames.
 pub const SESSION_FILE_WRITES: u32 = 1 << 0;
@@ -493,7 +535,8 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<SessionEntry>(), 8);
+        assert_eq!(size_of::<SessionEntry>(), 16);
+        assert_eq!(size_of::<DnsOrigin>(), 24);
         assert_eq!(size_of::<RuleKeyV4>(), 8);
         assert_eq!(size_of::<RuleKeyV6>(), 20);
         assert_eq!(size_of::<PortRule>(), 8);

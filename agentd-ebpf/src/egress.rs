@@ -3,8 +3,8 @@
 //! cgroup. Tasks outside a session pass;
 //! a session's traffic is looked up in its rules (default deny).
 use agentd_common::{
-    Counter, EventKind, NetEvent, PROTO_TCP, PROTO_UDP, RuleKeyV4, RuleKeyV6, SLOT_BIND,
-    SOCK_ADDR_ALLOW, SOCK_ADDR_DENY, net_op,
+    Counter, DNS_PORT, EventKind, NetEvent, PROTO_TCP, PROTO_UDP, RuleKeyV4, RuleKeyV6,
+    SESSION_DNS_OFF, SLOT_BIND, SOCK_ADDR_ALLOW, SOCK_ADDR_DENY, net_op,
 };
 use aya_ebpf::{
     bindings::bpf_sock_addr,
@@ -14,6 +14,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    dns,
     events::{header, reserve},
     maps::{EGRESS_V4, EGRESS_V6, count, current_session},
 };
@@ -120,6 +121,16 @@ fn decide_v4(ctx: &SockAddrContext, op: u8) -> i32 {
     if ephemeral_bind(op, &t) {
         return SOCK_ADDR_ALLOW;
     }
+    if op != net_op::BIND && t.port == DNS_PORT {
+        if dns::redirects(&session) {
+            return dns::redirect_v4(ctx, &session);
+        }
+        if session.flags & SESSION_DNS_OFF != 0 {
+            let mut full = [0u8; 16];
+            full[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+            return verdict(cgroup_id, op, AF_INET, &t, full, false);
+        }
+    }
     let addr = sa.user_ip4.to_ne_bytes();
     let allowed = lookup_v4(session.slot, op, addr, &t);
     let mut full = [0u8; 16];
@@ -152,6 +163,14 @@ fn decide_v6(ctx: &SockAddrContext, op: u8) -> i32 {
         addr[i * 4 + 2] = b[2];
         addr[i * 4 + 3] = b[3];
         i += 1;
+    }
+    if op != net_op::BIND && t.port == DNS_PORT {
+        if dns::redirects(&session) {
+            return dns::redirect_v6(ctx, &session, addr);
+        }
+        if session.flags & SESSION_DNS_OFF != 0 {
+            return verdict(cgroup_id, op, AF_INET6, &t, addr, false);
+        }
     }
     // IPv4-mapped (::ffff:a.b.c.d) is IPv4: the v4 rules decide.
     let mapped = words[0] == 0

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod dns;
 mod egress;
 mod events;
 mod kernel;

@@ -1,8 +1,8 @@
 //! Maps shared by every hook family, and the helpers that read them.
 //! Userspace fills them by name (see `agentd_common::map`).
 use agentd_common::{
-    Counter, EVENTS_BYTES, MAX_EGRESS_ENTRIES, MAX_PROCS, MAX_SESSIONS, Offset, Pending, PortRules,
-    ProcInfo, RuleKeyV4, RuleKeyV6, SessionEntry,
+    Counter, DnsOrigin, EVENTS_BYTES, MAX_DNS_SOCKETS, MAX_EGRESS_ENTRIES, MAX_PROCS, MAX_SESSIONS,
+    Offset, Pending, PortRules, ProcInfo, RuleKeyV4, RuleKeyV6, SessionEntry,
 };
 use aya_ebpf::{
     macros::map,
@@ -43,6 +43,12 @@ pub static OFFSETS: Array<u64> = Array::with_max_entries(Offset::LEN, 0);
 /// Exec ids of traced processes.
 #[map]
 pub static PROCS: LruHashMap<u32, ProcInfo> = LruHashMap::with_max_entries(MAX_PROCS, 0);
+
+/// Where redirected DNS sockets meant to go (see
+/// `agentd_common::map::DNS_ORIGINS`).
+#[map]
+pub static DNS_ORIGINS: LruHashMap<u64, DnsOrigin> =
+    LruHashMap::with_max_entries(MAX_DNS_SOCKETS, 0);
 
 /// Events for userspace.
 #[map]

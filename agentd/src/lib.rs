@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cgroup;
 pub mod cli;
 pub mod daemon;
+pub mod dns;
 pub mod ebpf;
 pub mod host;
 pub mod identity;

@@ -3,6 +3,8 @@
 //! clean up cgroups and network namespaces even when a test fails.
 #![expect(clippy::panic, reason = "test helpers fail the test on broken setup")]
 
+pub mod dns;
+
 use std::{
     fs,
     path::{Path, PathBuf},

@@ -63,6 +63,20 @@ fn details(r: &Map<String, Value>) -> String {
             get("rule")
         ),
         "file" => format!("pid {} {} {}", get("pid"), get("access"), get("path")),
+        "dns" => format!(
+            "{} {} {}: {}{}",
+            get("type"),
+            get("name"),
+            get("rcode"),
+            r.get("answers")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(|v| text(Some(v))).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default(),
+            r.get("rule")
+                .and_then(Value::as_str)
+                .map(|rule| format!(" ({rule})"))
+                .unwrap_or_default()
+        ),
         "deny" => {
             let what = get("what");
             let target = match what.as_str() {

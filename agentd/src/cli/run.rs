@@ -64,6 +64,7 @@ pub(super) fn run(args: Args) -> ExitCode {
         cwd: None,
         uid_range: crate::identity::DEFAULT_RANGE,
         collect: true,
+        dns: embedded_dns(),
     };
     let mut notify = |n: Notice<'_>| {
         if let Some(line) = n.line() {
@@ -181,4 +182,15 @@ fn via_daemon(conn: &UnixStream, args: Args, policy_text: &str, tty: bool) -> Ex
 fn say(line: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The resolver settings of an embedded session: the host's nameservers,
+/// or the comma-separated addresses in `AGENTD_DNS_UPSTREAM` (root only
+/// gets here; the daemon takes them from its configuration).
+fn embedded_dns() -> crate::dns::Settings {
+    let mut s = crate::dns::Settings::from_host();
+    if let Ok(list) = std::env::var("AGENTD_DNS_UPSTREAM") {
+        s.upstream = list.split(',').filter_map(|a| a.trim().parse().ok()).collect();
+    }
+    s
 }

@@ -39,6 +39,16 @@ struct Raw {
     on_stop: Option<OnStop>,
     metrics_listen: Option<Spanned<String>>,
     audit: Option<RawAudit>,
+    dns: Option<RawDns>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    upstream: Option<Vec<Spanned<String>>>,
+    min_ttl: Option<Spanned<String>>,
+    max_ttl: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +92,9 @@ pub struct Config {
     pub rotate_size: u64,
     /// Rotated files kept.
     pub keep: u32,
+    /// Sessions' resolvers: upstream (empty: the host's resolv.conf when
+    /// the daemon starts) and TTL clamps.
+    pub dns: crate::dns::Settings,
 }
 
 impl Default for Config {
@@ -97,6 +110,7 @@ impl Default for Config {
             audit_log: crate::audit::DEFAULT_PATH.into(),
             rotate_size: 256 << 20,
             keep: 10,
+            dns: crate::dns::Settings::default(),
         }
     }
 }
@@ -179,6 +193,53 @@ fn metrics_listen(v: &Spanned<String>, out: &mut Vec<Diagnostic>) -> Option<Metr
     }
 }
 
+fn seconds(v: &Spanned<String>, out: &mut Vec<Diagnostic>) -> Option<u64> {
+    match crate::policy::WallDuration::parse(v.get_ref()) {
+        Ok(d) => Some(d.0.as_secs()),
+        Err(e) => {
+            let mut d = Diagnostic::error(v.span(), e.message);
+            d.hint = e.hint;
+            out.push(d);
+            None
+        }
+    }
+}
+
+fn dns(raw: &RawDns, settings: &mut crate::dns::Settings, out: &mut Vec<Diagnostic>) {
+    if let Some(list) = &raw.upstream {
+        settings.upstream = list
+            .iter()
+            .filter_map(|a| match a.get_ref().parse() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    out.push(
+                        Diagnostic::error(a.span(), format!("{:?} is not an IP address", a.get_ref()))
+                            .with_hint("upstream resolvers are addresses (port 53), e.g. \"10.0.0.2\""),
+                    );
+                    None
+                }
+            })
+            .collect();
+    }
+    for (value, field) in [
+        (&raw.min_ttl, &mut settings.min_ttl),
+        (&raw.max_ttl, &mut settings.max_ttl),
+        (&raw.grace, &mut settings.grace),
+    ] {
+        if let Some(v) = value
+            && let Some(secs) = seconds(v, out)
+        {
+            *field = secs;
+        }
+    }
+    if settings.max_ttl < settings.min_ttl {
+        out.push(
+            Diagnostic::error(None, "[dns] max_ttl is shorter than min_ttl")
+                .with_hint("max_ttl must be at least min_ttl"),
+        );
+    }
+}
+
 /// Parses a config file's text.
 pub fn parse(source: &str) -> Result<Config, Invalid> {
     let invalid = |diagnostics| Invalid {
@@ -243,6 +304,9 @@ pub fn parse(source: &str) -> Result<Config, Invalid> {
         if let Some(k) = &a.keep {
             config.keep = *k.get_ref();
         }
+    }
+    if let Some(d) = &raw.dns {
+        dns(d, &mut config.dns, &mut out);
     }
     if out.is_empty() {
         Ok(config)

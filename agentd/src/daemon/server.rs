@@ -115,6 +115,11 @@ pub fn serve(config: Config, socket: &Path) -> Result<(), DaemonError> {
         stop.add(s);
     }
     let _ = stop.thread_block();
+    let mut config = config;
+    if config.dns.upstream.is_empty() {
+        // As the host resolves now; a later change needs a restart.
+        config.dns.upstream = crate::dns::Settings::from_host().upstream;
+    }
     audit::configure(audit::Settings {
         path: config.audit_log.clone(),
         rotate_size: config.rotate_size,
@@ -130,7 +135,7 @@ pub fn serve(config: Config, socket: &Path) -> Result<(), DaemonError> {
     }
     let parent = layout.parent.clone();
     std::fs::create_dir_all(&parent).map_err(io_err("mkdir", &parent))?;
-    match ebpf::Kernel::attach(&parent) {
+    match ebpf::Kernel::attach(&parent, None) {
         Ok(_) => {}
         Err(ebpf::EbpfError::VersionInUse(n)) => tracing::warn!(
             sessions = n,
@@ -514,6 +519,7 @@ fn handle_run(
         caller_gid: peer.gid,
         uid_range: (*c.uid_range.start(), *c.uid_range.end()),
         audit: (c.audit_log.clone(), c.rotate_size, c.keep),
+        dns: c.dns.clone(),
     };
     let _ = conn.set_read_timeout(None);
     match spawn_supervisor(conn, fds, &assignment) {

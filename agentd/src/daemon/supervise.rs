@@ -45,6 +45,8 @@ pub struct Assignment {
     pub uid_range: (u32, u32),
     /// The trail: path, rotation size, files kept.
     pub audit: (PathBuf, u64, u32),
+    /// The session resolver's upstream and TTLs.
+    pub dns: crate::dns::Settings,
 }
 
 /// Signals a caller may ask to deliver to its agent.
@@ -144,6 +146,7 @@ fn supervise(client: &UnixStream, a: Assignment) -> ExitCode {
         cwd: Some(run.cwd.clone()),
         uid_range: a.uid_range.0..=a.uid_range.1,
         collect: false,
+        dns: a.dns.clone(),
     };
     let mut notify = |n: session::Notice<'_>| {
         if let session::Notice::Started { id: started, agent } = &n {

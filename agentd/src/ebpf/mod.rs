@@ -135,13 +135,17 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 }
 
 /// The `cgroup_sock_addr` programs and their attach points.
-const SOCK_ADDR: [&str; 6] = [
+const SOCK_ADDR: [&str; 10] = [
     program::CGROUP_CONNECT4,
     program::CGROUP_CONNECT6,
     program::CGROUP_SENDMSG4,
     program::CGROUP_SENDMSG6,
     program::CGROUP_BIND4,
     program::CGROUP_BIND6,
+    program::CGROUP_RECVMSG4,
+    program::CGROUP_RECVMSG6,
+    program::CGROUP_GETPEERNAME4,
+    program::CGROUP_GETPEERNAME6,
 ];
 
 /// Syscall tracepoints (category `syscalls`).
@@ -247,7 +251,7 @@ fn object_digest() -> String {
 const VERSION_FILE: &str = "/run/agentd/ebpf.version";
 
 /// The maps of the loaded programs, opened from their pins.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Kernel {
     pin_dir: PathBuf,
     /// Where session cgroups live (known when attached, not when only
@@ -266,6 +270,9 @@ pub struct Registration {
     pub egress: Vec<(IpNet, PortRules)>,
     /// Bind trie entries.
     pub bind: Vec<(IpNet, PortRules)>,
+    /// The session's resolver, where its DNS is redirected (with
+    /// `SESSION_DNS_REDIRECT`).
+    pub dns: Option<std::net::Ipv4Addr>,
 }
 
 /// What was registered, to remove it again.
@@ -311,7 +318,11 @@ impl Kernel {
     /// boot (or a different build did and no session uses it), then opens
     /// the pinned maps. `cgroup_parent` is the agentd parent cgroup in the
     /// cgroup2 hierarchy, where the egress hooks attach.
-    pub fn attach(cgroup_parent: &Path) -> Result<Self, EbpfError> {
+    ///
+    /// `own_session` is the session calling (its state directory exists
+    /// already); every other session directory counts as a session that
+    /// relies on the loaded programs, whatever their maps look like.
+    pub fn attach(cgroup_parent: &Path, own_session: Option<&str>) -> Result<Self, EbpfError> {
         if OBJECT.is_empty() {
             return Err(EbpfError::NoObject);
         }
@@ -331,9 +342,15 @@ impl Kernel {
             return Ok(kernel);
         }
         if pinned {
-            // Another build's programs: replace them only if no session
-            // relies on them.
-            let live = kernel.prune_stale()?;
+            // Another build's programs (whose maps may have another
+            // layout): replace them only if no other session exists.
+            let live = fs::read_dir(paths::SESSIONS_DIR)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| Some(e.file_name().to_string_lossy().as_ref()) != own_session)
+                        .count()
+                })
+                .unwrap_or(0);
             if live > 0 {
                 return Err(EbpfError::VersionInUse(live));
             }
@@ -402,6 +419,11 @@ impl Kernel {
         let entry = SessionEntry {
             slot,
             flags: registered.registration.flags,
+            dns_ip4: registered
+                .registration
+                .dns
+                .map_or([0; 4], |a| a.octets()),
+            reserved: 0,
         };
         sessions
             .insert(&registered.registration.cgroup_id, &entry, 0)
@@ -417,7 +439,31 @@ impl Kernel {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(map::SESSIONS)(e)),
         }
-        self.write_rules(registered, false)
+        // Every rule of the slot, including those DNS answers added.
+        self.clear_slot(registered.slot)
+    }
+
+    /// Replaces a session's egress entries `old` with `new` (entries for
+    /// DNS answers come and go): new and changed entries are written
+    /// first, then the ones no longer wanted removed.
+    pub fn replace_egress(
+        &self,
+        slot: u32,
+        old: &[(IpNet, PortRules)],
+        new: &[(IpNet, PortRules)],
+    ) -> Result<(), EbpfError> {
+        let changed: Vec<(IpNet, PortRules)> = new
+            .iter()
+            .filter(|e| !old.contains(e))
+            .copied()
+            .collect();
+        self.write_entries(slot, &changed, true)?;
+        let gone: Vec<(IpNet, PortRules)> = old
+            .iter()
+            .filter(|(net, _)| !new.iter().any(|(n, _)| n == net))
+            .copied()
+            .collect();
+        self.write_entries(slot, &gone, false)
     }
 
     /// Removes the registration of the session with cgroup id
@@ -503,39 +549,49 @@ impl Kernel {
     }
 
     fn write_rules(&self, r: &Registered, insert: bool) -> Result<(), EbpfError> {
-        let slot = r.slot;
-        let reg = &r.registration;
+        self.write_entries(r.slot, &r.registration.egress, insert)?;
+        self.write_entries(r.slot | SLOT_BIND, &r.registration.bind, insert)
+    }
+
+    /// Inserts (or removes) `entries` under `slot` (with `SLOT_BIND` for
+    /// bind rules).
+    fn write_entries(
+        &self,
+        slot: u32,
+        entries: &[(IpNet, PortRules)],
+        insert: bool,
+    ) -> Result<(), EbpfError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let mut v4: LpmTrie<_, RuleKeyV4, PortRules> =
             LpmTrie::try_from(Map::LpmTrie(open_map(&self.pin_dir, map::EGRESS_V4)?))
                 .map_err(map_err(map::EGRESS_V4))?;
         let mut v6: LpmTrie<_, RuleKeyV6, PortRules> =
             LpmTrie::try_from(Map::LpmTrie(open_map(&self.pin_dir, map::EGRESS_V6)?))
                 .map_err(map_err(map::EGRESS_V6))?;
-        let entries = reg
-            .egress
-            .iter()
-            .map(|e| (slot, e))
-            .chain(reg.bind.iter().map(|e| (slot | SLOT_BIND, e)));
-        for (s, (net, rules)) in entries {
-            let result = match net {
+        for (net, rules) in entries {
+            let (result, which) = match net {
                 IpNet::V4(n) => {
-                    let key = lpm_key_v4(s, n);
-                    if insert {
+                    let key = lpm_key_v4(slot, n);
+                    let r = if insert {
                         v4.insert(&key, rules, 0)
                     } else {
                         v4.remove(&key)
-                    }
+                    };
+                    (r, map::EGRESS_V4)
                 }
                 IpNet::V6(n) => {
-                    let key = lpm_key_v6(s, n);
-                    if insert {
+                    let key = lpm_key_v6(slot, n);
+                    let r = if insert {
                         v6.insert(&key, rules, 0)
                     } else {
                         v6.remove(&key)
-                    }
+                    };
+                    (r, map::EGRESS_V6)
                 }
             };
-            ignore_missing(result, insert, map::EGRESS_V4)?;
+            ignore_missing(result, insert, which)?;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use super::{
 /// What this version does not enforce yet, and what holds meanwhile.
 const NOT_YET_ENFORCED: &[&str] = &[
     "[exec] ask and [network] ask: denied (no approval queue yet)",
-    "[network] host names are resolved once, when the session starts (the addresses then stay allowed for the session); *.wildcards grant nothing; DNS queries are ordinary egress",
+    "[network] ask rules: their names are answered but their addresses are not opened",
     "protected paths that do not exist when the session starts can be created (existing ones are read-only)",
 ];
 
@@ -181,13 +181,17 @@ impl Inventory {
             .chain(&policy.network.ask)
             .any(|r| matches!(r.host, HostPattern::Domain(_) | HostPattern::Wildcard(_)));
         let dns = match (policy.network.dns, has_domains) {
-            (false, _) => "off: the session cannot resolve names".to_owned(),
-            (true, true) => "names in allow are resolved by agentd when the session starts; the \
-                             session's own DNS queries are ordinary egress (allow the resolver's \
-                             address:53 to use it)"
+            (false, _) => "off: every DNS query of the session is refused; only address rules apply"
                 .to_owned(),
-            (true, false) => "the session's DNS queries are ordinary egress (allow the resolver's \
-                              address:53 to use it)"
+            (true, true) => "live: every DNS query of the session (UDP and TCP port 53, to any \
+                             address) goes to agentd's resolver, which answers only the names \
+                             above (others are REFUSED and never forwarded) and opens exactly \
+                             the answered addresses, with the rule's ports, for the answer's TTL \
+                             (clamped, plus a grace period); answers pointing at local ranges \
+                             are not opened"
+                .to_owned(),
+            (true, false) => "live, but no rule names a host: every query is REFUSED by agentd's \
+                              resolver"
                 .to_owned(),
         };
         let listed =

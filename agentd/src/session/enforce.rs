@@ -1,7 +1,5 @@
 //! The session's kernel-side enforcement (egress, bind and raw-socket rules
 //! in the shared eBPF maps) and its audit inputs, derived from the policy.
-use std::net::ToSocketAddrs as _;
-
 use ipnet::IpNet;
 
 use crate::{
@@ -16,8 +14,11 @@ use crate::{
 /// Resolved network rules and what could not be resolved.
 #[derive(Debug, Default)]
 pub struct NetworkPlan {
-    /// Egress rules with addresses.
+    /// Egress rules with addresses (names are opened live by the
+    /// session's resolver, not here).
     pub egress: Vec<Resolved>,
+    /// Rules by name, for the resolver.
+    pub names: Vec<crate::dns::names::NameRule>,
     /// Bind rules.
     pub bind: Vec<Resolved>,
     /// (rule text, prefixes, first port, last port) for event attribution.
@@ -34,28 +35,32 @@ fn everything() -> [IpNet; 2] {
     ]
 }
 
-/// The addresses a rule covers now: names are resolved once, at session
-/// start (wildcards cannot be resolved and grant nothing).
+/// The addresses a rule covers by itself (names: none; the session's
+/// resolver opens what their answers hold).
 fn nets_of(rule: &NetRule) -> Option<Vec<IpNet>> {
     match &rule.host {
         HostPattern::Any => Some(everything().to_vec()),
         HostPattern::Net(net) => Some(vec![*net]),
-        HostPattern::Domain(name) => {
-            let addrs = (name.as_str(), rule.ports.first).to_socket_addrs().ok()?;
-            let nets: Vec<IpNet> = addrs.map(|a| IpNet::from(a.ip())).collect();
-            (!nets.is_empty()).then_some(nets)
-        }
-        HostPattern::Wildcard(_) => None,
+        HostPattern::Domain(_) | HostPattern::Wildcard(_) => None,
     }
 }
 
-/// Resolves `[network]` for one session.
+/// The session's network rules, compiled where they are addresses.
 pub fn network_plan(policy: &Policy) -> NetworkPlan {
-    let mut plan = NetworkPlan::default();
+    let mut plan = NetworkPlan {
+        names: if policy.network.dns {
+            crate::dns::names::rules(&policy.network)
+        } else {
+            Vec::new()
+        },
+        ..NetworkPlan::default()
+    };
     for (rules, bind) in [(&policy.network.allow, false), (&policy.network.bind, true)] {
         for rule in rules {
             let Some(nets) = nets_of(rule) else {
-                plan.unresolved.push(rule.to_string());
+                if !policy.network.dns {
+                    plan.unresolved.push(rule.to_string());
+                }
                 continue;
             };
             if !bind {
@@ -93,7 +98,12 @@ pub fn flags(policy: &Policy) -> u32 {
     } else {
         0
     };
-    files | exec
+    let dns = if policy.network.dns {
+        0
+    } else {
+        agentd_common::SESSION_DNS_OFF
+    };
+    files | exec | dns
 }
 
 /// Puts the session's rules in the kernel maps.
@@ -102,6 +112,7 @@ pub fn register(
     cgroup_id: u64,
     policy: &Policy,
     plan: &NetworkPlan,
+    dns: Option<std::net::Ipv4Addr>,
 ) -> Result<Registered, super::SessionError> {
     let egress =
         rules::compile(&plan.egress, true).map_err(|e| super::SessionError::Host(e.to_string()))?;
@@ -109,15 +120,24 @@ pub fn register(
         rules::compile(&plan.bind, false).map_err(|e| super::SessionError::Host(e.to_string()))?;
     Ok(kernel.register(Registration {
         cgroup_id,
-        flags: flags(policy),
+        flags: flags(policy)
+            | if dns.is_some() {
+                agentd_common::SESSION_DNS_REDIRECT
+            } else {
+                0
+            },
         egress,
         bind,
+        dns,
     })?)
 }
 
 /// Loads (or opens) the shared programs.
-pub fn kernel(cgroup_parent: &std::path::Path) -> Result<Kernel, ebpf::EbpfError> {
-    Kernel::attach(cgroup_parent)
+pub fn kernel(
+    cgroup_parent: &std::path::Path,
+    session: &str,
+) -> Result<Kernel, ebpf::EbpfError> {
+    Kernel::attach(cgroup_parent, Some(session))
 }
 
 /// The collector's inputs for this session.
@@ -150,16 +170,33 @@ pub fn audit_inputs(
 mod tests {
     use super::*;
 
-    #[test]
-    fn names_resolve_at_start_and_wildcards_grant_nothing() {
-        let src = "version = 1\n[agent]\nname = \"n\"\n[network]\nallow = [\"localhost:8080\", \"*.example.com:443\", \"10.0.0.0/8:22\", \"*:443\"]\nbind = [\"127.0.0.1:9000\"]\n";
+    fn plan(network: &str) -> NetworkPlan {
+        let src = format!("version = 1\n[agent]\nname = \"n\"\n[network]\n{network}");
         let checked = crate::policy::check(src.as_bytes(), jiff::civil::date(2026, 1, 1));
-        let policy = checked.policy.expect("valid");
-        let plan = network_plan(&policy);
-        assert_eq!(plan.unresolved, vec!["*.example.com:443".to_owned()]);
-        assert!(plan.egress.iter().any(|r| r.net == "127.0.0.1/32".parse::<IpNet>().unwrap() && r.ports.first == 8080));
-        assert!(plan.egress.iter().any(|r| r.net.prefix_len() == 0));
-        assert_eq!(plan.bind.len(), 1);
-        assert_eq!(plan.attribution.len(), 3);
+        network_plan(&checked.policy.expect("valid"))
+    }
+
+    #[test]
+    fn names_go_to_the_resolver_addresses_to_the_maps() {
+        let p = plan(
+            "allow = [\"localhost:8080\", \"*.example.com:443\", \"10.0.0.0/8:22\", \"*:443\"]\nbind = [\"127.0.0.1:9000\"]\n",
+        );
+        assert!(p.unresolved.is_empty());
+        assert_eq!(p.names.len(), 2, "localhost and *.example.com");
+        assert!(
+            !p.egress.iter().any(|r| r.ports.first == 8080),
+            "names are not resolved at start"
+        );
+        assert!(p.egress.iter().any(|r| r.net.prefix_len() == 0));
+        assert_eq!(p.bind.len(), 1);
+        assert_eq!(p.attribution.len(), 2);
+    }
+
+    #[test]
+    fn without_dns_names_grant_nothing() {
+        let p = plan("allow = [\"api.example.com:443\", \"10.0.0.0/8:22\"]\ndns = false\n");
+        assert!(p.names.is_empty());
+        assert_eq!(p.unresolved, vec!["api.example.com:443".to_owned()]);
+        assert_eq!(p.egress.len(), 1);
     }
 }

@@ -211,7 +211,7 @@ impl Notice<'_> {
             )),
             Self::Degraded(what) => Some(format!("agentd: warning: degraded enforcement: {what}")),
             Self::Unresolved(rule) => Some(format!(
-                "agentd: warning: network rule {rule} grants nothing in this session (its name does not resolve; wildcards need agentd's resolver)"
+                "agentd: warning: network rule {rule} grants nothing in this session (network.dns = false: names cannot be resolved)"
             )),
             Self::Skipped(path) => {
                 tracing::info!(path = %path.display(), "policy path does not exist; not granted");
@@ -246,6 +246,8 @@ pub struct RunOptions<'a> {
     /// Drain kernel events into the trail while the session runs (embedded
     /// mode; under the daemon, the daemon collects).
     pub collect: bool,
+    /// Where the session's resolver forwards allowed names.
+    pub dns: crate::dns::Settings,
 }
 
 /// How the agent's root process ended.
@@ -424,10 +426,14 @@ struct Teardown {
     cgroups: Option<SessionCgroups>,
     dirs: Vec<PathBuf>,
     kernel: Option<(crate::ebpf::Kernel, Option<crate::ebpf::Registered>)>,
+    resolver: Option<crate::dns::SessionResolver>,
 }
 
 impl Drop for Teardown {
     fn drop(&mut self) {
+        if let Some(r) = self.resolver.take() {
+            r.stop();
+        }
         let gone = self.cgroups.as_ref().is_none_or(|cg| cg.remove().is_ok());
         // Rules go only after the processes: nothing of the session runs
         // unenforced (a cgroup that cannot be removed keeps its rules).
@@ -508,6 +514,7 @@ pub fn run(
         cgroups: None,
         dirs: Vec::new(),
         kernel: None,
+        resolver: None,
     };
     let state_dir = state::dir(&id);
     paths::create_private_dir(Path::new(paths::SESSIONS_DIR))
@@ -570,9 +577,24 @@ pub fn run(
     for rule in &net_plan.unresolved {
         notify(Notice::Unresolved(rule));
     }
-    let private_netns = match enforce::kernel(&layout.parent) {
+    let mut resolver_sockets = None;
+    let private_netns = match enforce::kernel(&layout.parent, id.as_str()) {
         Ok(kernel) => {
-            let registered = enforce::register(&kernel, cgroup_id, policy, &net_plan)?;
+            // The session's resolver address is in its kernel entry from
+            // the start: its first DNS packet already goes there.
+            if policy.network.dns {
+                resolver_sockets = Some(crate::dns::Bound::bind(cgroup_id).map_err(io_err(
+                    "bind the session's resolver on",
+                    Path::new("127.53.0.0/16 port 53"),
+                ))?);
+            }
+            let registered = enforce::register(
+                &kernel,
+                cgroup_id,
+                policy,
+                &net_plan,
+                resolver_sockets.as_ref().map(crate::dns::Bound::addr),
+            )?;
             teardown.kernel = Some((kernel, Some(registered)));
             false
         }
@@ -803,6 +825,25 @@ pub fn run(
         .with("cgroup_id", cgroup_id)])?;
     let collector = (opts.collect && teardown.kernel.is_some())
         .then(|| crate::audit::collect::Background::start(log.clone()));
+    if let (Some(bound), Some((kernel, Some(registered)))) =
+        (resolver_sockets.take(), &teardown.kernel)
+    {
+        let inputs = crate::dns::Inputs {
+            rules: net_plan.names.clone(),
+            static_egress: net_plan.egress.clone(),
+            slot: registered.slot(),
+            kernel: kernel.clone(),
+            settings: opts.dns.clone(),
+            log: log.clone(),
+            context: context.clone(),
+            redactor: redactor.clone(),
+        };
+        teardown.resolver = Some(
+            bound
+                .serve(inputs)
+                .map_err(io_err("start the session's resolver", Path::new("")))?,
+        );
+    }
     let watchdog = Watchdog::start(&id)?;
 
     // From here `agentd kill` and `agentd disable` see the session; a

@@ -581,6 +581,64 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
             println!("{}", rest.join(" "));
             report(Ok(()))
         }
+        ["serve-dns", addr, log, entries @ ..] => {
+            // A test upstream resolver on ADDR:53 (UDP and TCP), logging
+            // every query it is asked.
+            let Ok(a) = addr.parse::<IpAddr>() else {
+                return usage("serve-dns ADDR LOG NAME=VALUE[@TTL]...");
+            };
+            let table: Vec<_> = entries
+                .iter()
+                .filter_map(|e| agentd_tests::dns::Entry::parse(e))
+                .collect();
+            // Bind first, then say so.
+            let log = std::path::PathBuf::from(*log);
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let r = agentd_tests::dns::serve(a, log, table);
+                let _ = tx.send(r);
+            });
+            match rx.recv_timeout(Duration::from_millis(300)) {
+                Ok(Err(e)) => report(io(Err::<(), _>(e))),
+                _ => {
+                    println!("ready");
+                    let _ = std::io::stdout().flush();
+                    sleep_forever()
+                }
+            }
+        }
+        ["dns-query", server, name, qtype, transport] => {
+            // One query straight to SERVER:53; prints the code and answers.
+            let Ok(server) = server.parse::<IpAddr>() else {
+                return usage("dns-query SERVER NAME TYPE udp|tcp");
+            };
+            match agentd_tests::dns::query(server, name, qtype, *transport == "tcp") {
+                Ok((code, answers)) => {
+                    println!("rcode {code}");
+                    for a in answers {
+                        println!("answer {a}");
+                    }
+                    report(Ok(()))
+                }
+                Err(e) => report(io(Err::<(), _>(e))),
+            }
+        }
+        ["resolve", name] => {
+            // Through the system resolver (getaddrinfo), as programs do.
+            use std::net::ToSocketAddrs as _;
+            match (*name, 0u16).to_socket_addrs() {
+                Ok(addrs) => {
+                    for a in addrs {
+                        println!("address {}", a.ip());
+                    }
+                    report(Ok(()))
+                }
+                Err(_) => {
+                    println!("errno UNRESOLVED");
+                    ExitCode::from(1)
+                }
+            }
+        }
         ["connect-repeat", interval_ms, addr, port] => {
             // One connect every interval, its verdict on a line, until killed.
             let (Ok(ms), Ok(a), Ok(p)) = (

@@ -1,0 +1,520 @@
+//! A session's resolver: hickory-server on the session's own loopback
+//! address (port 53, UDP and TCP), where the kernel redirects every DNS
+//! packet of the session. Names the policy does not name are REFUSED and
+//! never forwarded; allowed ones are forwarded to the host's upstream
+//! resolvers (hickory-resolver), and the A/AAAA addresses of the answer
+//! (after any CNAME chain) are opened in the session's egress maps before
+//! the answer is sent, for as long as the answer's TTL allows.
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    str::FromStr as _,
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use agentd_common::PortRules;
+use hickory_server::{
+    Server,
+    net::runtime::{Time, TokioRuntimeProvider},
+    proto::{
+        op::{Header, HeaderCounts, Metadata, ResponseCode},
+        rr::{Name, RData, Record, RecordType},
+    },
+    resolver::{
+        Resolver,
+        config::{NameServerConfig, ResolverConfig},
+    },
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
+    zone_handler::MessageResponseBuilder,
+};
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::{
+    names::{self, NameRule},
+    table::{Lifetimes, Opened, openable},
+};
+use crate::{
+    audit::{Context, Event, Log, redact::Redactor},
+    ebpf::{
+        Kernel,
+        rules::{self, Resolved},
+    },
+};
+
+/// Where the resolver forwards allowed names, and how long answers count.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Settings {
+    /// Upstream resolvers (port 53).
+    pub upstream: Vec<IpAddr>,
+    /// Shortest TTL honoured, seconds.
+    pub min_ttl: u64,
+    /// Longest, seconds.
+    pub max_ttl: u64,
+    /// Added to every TTL, seconds.
+    pub grace: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let l = Lifetimes::default();
+        Self {
+            upstream: Vec::new(),
+            min_ttl: l.min_ttl.as_secs(),
+            max_ttl: l.max_ttl.as_secs(),
+            grace: l.grace.as_secs(),
+        }
+    }
+}
+
+impl Settings {
+    /// The defaults, forwarding to the nameservers of `/etc/resolv.conf`.
+    pub fn from_host() -> Self {
+        Self {
+            upstream: nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+            ..Self::default()
+        }
+    }
+
+    fn lifetimes(&self) -> Lifetimes {
+        Lifetimes {
+            min_ttl: Duration::from_secs(self.min_ttl),
+            max_ttl: Duration::from_secs(self.max_ttl.max(self.min_ttl)),
+            grace: Duration::from_secs(self.grace),
+        }
+    }
+}
+
+/// The `nameserver` addresses of a resolv.conf.
+pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.split_whitespace().next()?.split('%').next()?.parse().ok())
+        .collect()
+}
+
+/// The first resolver address tried: `127.53.0.1`; sessions get the next
+/// free one in 127.53.0.0/16.
+const RESOLVER_NET: [u8; 2] = [127, 53];
+
+/// The resolver's sockets, bound before the session exists (the address
+/// goes into the session's kernel entry).
+#[derive(Debug)]
+pub struct Bound {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    addr: Ipv4Addr,
+}
+
+impl Bound {
+    /// Binds UDP and TCP port 53 on a free address of 127.53.0.0/16,
+    /// starting from one derived from `hint`. A bound socket is the lease:
+    /// no two live sessions share an address.
+    pub fn bind(hint: u64) -> io::Result<Self> {
+        let start = hint % 65_534;
+        for i in 0..65_534u64 {
+            let n = (start + i) % 65_534 + 1;
+            let addr = Ipv4Addr::new(
+                RESOLVER_NET[0],
+                RESOLVER_NET[1],
+                u8::try_from(n >> 8).unwrap_or(0),
+                u8::try_from(n & 0xff).unwrap_or(0),
+            );
+            let sock = SocketAddr::from((addr, agentd_common::DNS_PORT));
+            let Ok(udp) = std::net::UdpSocket::bind(sock) else {
+                continue;
+            };
+            match std::net::TcpListener::bind(sock) {
+                Ok(tcp) => return Ok(Self { udp, tcp, addr }),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "every resolver address in 127.53.0.0/16 is taken",
+        ))
+    }
+
+    /// The address sessions' DNS is redirected to.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// Starts answering, in a thread of its own.
+    pub fn serve(self, inputs: Inputs) -> io::Result<SessionResolver> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        self.udp.set_nonblocking(true)?;
+        self.tcp.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let addr = self.addr;
+        let thread = std::thread::Builder::new()
+            .name("dns".into())
+            .spawn(move || runtime.block_on(run(self, inputs, stop_rx)))?;
+        Ok(SessionResolver {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// What the resolver of one session works with.
+#[derive(Debug)]
+pub struct Inputs {
+    /// The policy's name rules.
+    pub rules: Vec<NameRule>,
+    /// The session's egress rules that do not come from DNS.
+    pub static_egress: Vec<Resolved>,
+    /// The session's slot in the egress maps.
+    pub slot: u32,
+    /// The pinned maps.
+    pub kernel: Kernel,
+    /// Upstream and TTLs.
+    pub settings: Settings,
+    /// Where `dns` records go.
+    pub log: Log,
+    /// Whose records they are.
+    pub context: Context,
+    /// Scrubs names (a query can carry a secret).
+    pub redactor: Redactor,
+}
+
+/// A running resolver; stopped (and its sockets closed) on [`stop`].
+///
+/// [`stop`]: SessionResolver::stop
+#[derive(Debug)]
+pub struct SessionResolver {
+    addr: Ipv4Addr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SessionResolver {
+    /// Its address.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// Stops answering and waits for the thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SessionResolver {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The egress entries of a session: its static rules plus what answers
+/// opened, kept in the kernel.
+#[derive(Debug)]
+struct Egress {
+    kernel: Kernel,
+    slot: u32,
+    static_rules: Vec<Resolved>,
+    opened: Opened,
+    installed: Vec<(IpNet, PortRules)>,
+}
+
+impl Egress {
+    /// Writes the entries the table implies now.
+    fn apply(&mut self, rules: &[NameRule]) {
+        let mut all = self.static_rules.clone();
+        all.extend(self.opened.resolved(rules));
+        let wanted = match rules::compile(&all, true) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "DNS answers exceed the rule capacity; not opened");
+                return;
+            }
+        };
+        match self
+            .kernel
+            .replace_egress(self.slot, &self.installed, &wanted)
+        {
+            Ok(()) => self.installed = wanted,
+            Err(e) => tracing::warn!(error = %e, "cannot update the session's egress rules"),
+        }
+    }
+}
+
+struct Handler {
+    rules: Vec<NameRule>,
+    upstream: Resolver<TokioRuntimeProvider>,
+    egress: Arc<Mutex<Egress>>,
+    lifetimes: Lifetimes,
+    records: mpsc::Sender<Event>,
+    context: Context,
+    redactor: Redactor,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler").finish_non_exhaustive()
+    }
+}
+
+/// The mnemonic of a response code (RFC 1035, 2136).
+fn rcode_name(code: ResponseCode) -> String {
+    match code {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        other => format!("RCODE{}", u16::from(other)),
+    }
+}
+
+fn answer_text(r: &Record) -> String {
+    format!("{} {}", r.data.record_type(), r.data)
+}
+
+fn address_of(r: &Record) -> Option<IpAddr> {
+    match &r.data {
+        RData::A(a) => Some(IpAddr::V4(a.0)),
+        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+        _ => None,
+    }
+}
+
+impl Handler {
+    fn record(
+        &self,
+        name: &str,
+        qtype: RecordType,
+        decision: &str,
+        rule: Option<&str>,
+        rcode: ResponseCode,
+        answers: &[Record],
+    ) {
+        let ev = Event::now(&self.context, "dns")
+            .with("name", self.redactor.scrub(name))
+            .with("type", qtype.to_string())
+            .with(
+                "answers",
+                Value::Array(
+                    answers
+                        .iter()
+                        .map(|r| Value::String(self.redactor.scrub(&answer_text(r))))
+                        .collect(),
+                ),
+            )
+            .with("rcode", rcode_name(rcode))
+            .with("decision", decision)
+            .with("rule", rule.map_or(Value::Null, |r| Value::String(r.to_owned())));
+        let _ = self.records.send(ev);
+    }
+
+    /// Opens the answer's addresses for the allow rules among `matched`.
+    fn open(&self, matched: &[usize], answers: &[Record]) {
+        let Ok(mut egress) = self.egress.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut changed = false;
+        for r in answers {
+            let Some(ip) = address_of(r).filter(|ip| openable(*ip)) else {
+                continue;
+            };
+            for &i in matched.iter().filter(|i| !self.rules[**i].ask) {
+                changed |= egress
+                    .opened
+                    .open(ip, i, now + self.lifetimes.keep(r.ttl));
+            }
+        }
+        if changed {
+            egress.apply(&self.rules);
+        }
+    }
+}
+
+async fn send<R: ResponseHandler>(
+    mut handle: R,
+    request: &Request,
+    code: ResponseCode,
+    answers: &[Record],
+) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = code;
+    metadata.recursion_available = true;
+    let builder = MessageResponseBuilder::from_message_request(request);
+    let response = builder.build(metadata.clone(), answers.iter(), [], [], []);
+    handle.send_response(response).await.unwrap_or_else(|_| {
+        let mut failed = metadata;
+        failed.response_code = ResponseCode::ServFail;
+        ResponseInfo::from(Header {
+            metadata: failed,
+            counts: HeaderCounts::default(),
+        })
+    })
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let Ok(info) = request.request_info() else {
+            return send(response_handle, request, ResponseCode::FormErr, &[]).await;
+        };
+        let name = names::normalize(&info.query.name().to_string());
+        let qtype = info.query.query_type();
+        let matched = names::matching(&self.rules, &name);
+        let Some(&first) = matched.first() else {
+            // Never forwarded: a name outside the policy does not leave the
+            // host, whatever it encodes.
+            self.record(&name, qtype, "deny", None, ResponseCode::Refused, &[]);
+            return send(response_handle, request, ResponseCode::Refused, &[]).await;
+        };
+        let rule = self.rules[first].text.clone();
+        let Ok(mut fqdn) = Name::from_str(&name) else {
+            return send(response_handle, request, ResponseCode::FormErr, &[]).await;
+        };
+        fqdn.set_fqdn(true);
+        let (code, answers) = match self.upstream.lookup(fqdn, qtype).await {
+            Ok(lookup) => (ResponseCode::NoError, lookup.answers().to_vec()),
+            Err(e) if e.is_nx_domain() => (ResponseCode::NXDomain, Vec::new()),
+            Err(e) if e.is_no_records_found() => (ResponseCode::NoError, Vec::new()),
+            Err(e) => {
+                tracing::debug!(error = %e, name, "upstream lookup failed");
+                (ResponseCode::ServFail, Vec::new())
+            }
+        };
+        // Open first: the agent connects as soon as it has the answer.
+        self.open(&matched, &answers);
+        self.record(&name, qtype, "allow", Some(&rule), code, &answers);
+        send(response_handle, request, code, &answers).await
+    }
+}
+
+async fn run(bound: Bound, inputs: Inputs, stop: tokio::sync::oneshot::Receiver<()>) {
+    let settings = inputs.settings.clone();
+    let config = ResolverConfig::from_parts(
+        None,
+        Vec::new(),
+        settings
+            .upstream
+            .iter()
+            .map(|ip| NameServerConfig::udp_and_tcp(*ip))
+            .collect(),
+    );
+    let mut builder = Resolver::builder_with_config(config, TokioRuntimeProvider::default());
+    builder.options_mut().preserve_intermediates = true;
+    builder.options_mut().timeout = Duration::from_secs(3);
+    builder.options_mut().attempts = 2;
+    let upstream = match builder.build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up the upstream resolver; the session gets no DNS");
+            return;
+        }
+    };
+    let (records_tx, records_rx) = mpsc::channel::<Event>();
+    let writer = spawn_writer(records_rx, inputs.log.clone());
+    let egress = Arc::new(Mutex::new(Egress {
+        kernel: inputs.kernel,
+        slot: inputs.slot,
+        static_rules: inputs.static_egress,
+        opened: Opened::default(),
+        installed: Vec::new(),
+    }));
+    if let Ok(mut e) = egress.lock() {
+        // The registration's entries are the static rules compiled alone.
+        e.installed = rules::compile(&e.static_rules, true).unwrap_or_default();
+    }
+    let handler = Handler {
+        rules: inputs.rules.clone(),
+        upstream,
+        egress: Arc::clone(&egress),
+        lifetimes: settings.lifetimes(),
+        records: records_tx,
+        context: inputs.context,
+        redactor: inputs.redactor,
+    };
+    let mut server = Server::new(handler);
+    match (
+        tokio::net::UdpSocket::from_std(bound.udp),
+        tokio::net::TcpListener::from_std(bound.tcp),
+    ) {
+        (Ok(udp), Ok(tcp)) => {
+            server.register_socket(udp);
+            server.register_listener(tcp, Duration::from_secs(10), 65_535);
+        }
+        _ => {
+            tracing::warn!("cannot use the resolver's sockets; the session gets no DNS");
+            return;
+        }
+    }
+    let rules = inputs.rules;
+    let expiry = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(mut e) = egress.lock()
+                && e.opened.expire(Instant::now())
+            {
+                e.apply(&rules);
+            }
+        }
+    });
+    let _ = stop.await;
+    expiry.abort();
+    let _ = server.shutdown_gracefully().await;
+    drop(server);
+    let _ = writer.join();
+}
+
+/// Appends `dns` records in batches, off the answering path.
+fn spawn_writer(rx: mpsc::Receiver<Event>, log: Log) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("dns-audit".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                if let Err(e) = log.append(&batch) {
+                    tracing::warn!(error = %e, "cannot write dns records");
+                }
+            }
+        })
+        .unwrap_or_else(|_| std::thread::spawn(|| {}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nameservers_come_from_resolv_conf() {
+        let conf = "# generated\nsearch example.com\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nnameserver  ::1 \noptions ndots:2\nnameserver bogus\n";
+        assert_eq!(
+            nameservers(conf),
+            vec![
+                "10.0.0.2".parse::<IpAddr>().unwrap(),
+                "fe80::1".parse().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+    }
+}
