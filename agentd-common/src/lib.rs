@@ -107,11 +107,15 @@ pub struct SessionEntry {
     pub slot: u32,
     /// A combination of the `SESSION_*` flags.
     pub flags: u32,
-    /// The session's resolver (IPv4, network order) that its DNS traffic
-    /// is redirected to, with [`SESSION_DNS_REDIRECT`].
+    /// The session's resolver (IPv4, network order, port 53) that its
+    /// IPv4 DNS traffic is redirected to, with [`SESSION_DNS_REDIRECT`].
     pub dns_ip4: [u8; 4],
+    /// The port (network order) of the session's resolver on `::1`, where
+    /// its IPv6 DNS traffic goes (the kernel cannot send an IPv6 datagram
+    /// to an IPv4-mapped address); 0 when the host has no IPv6 loopback.
+    pub dns_port6_be: u16,
     /// Explicit padding; zero.
-    pub reserved: u32,
+    pub reserved: u16,
 }
 
 /// Send the session's DNS (TCP and UDP port 53, to any address) to its

@@ -1,25 +1,18 @@
 //! DNS redirect: every DNS query of a session (TCP or UDP port 53, to any
 //! address) goes to the session's own resolver on loopback
-//! (`SessionEntry::dns_ip4`, port 53), which answers only the names its
-//! policy allows. The connect/sendmsg hooks in `egress.rs` call
+//! (`SessionEntry::dns_ip4` port 53 for IPv4, `::1` port
+//! `dns_port6_be` for IPv6), which answers only the names its policy
+//! allows. The connect/sendmsg hooks in `egress.rs` call
 //! [`redirect_v4`]/[`redirect_v6`]; what the process sees of its peer (the
 //! source of answers, `getpeername`) is restored to the address it asked
 //! for, so stub resolvers that check it accept the answer.
-use agentd_common::{
-    DNS_PORT, DnsOrigin, SESSION_DNS_REDIRECT, SOCK_ADDR_ALLOW, SessionEntry,
-};
+use agentd_common::{DNS_PORT, DnsOrigin, SESSION_DNS_REDIRECT, SOCK_ADDR_ALLOW, SessionEntry};
 use aya_ebpf::{bindings::bpf_sock_addr, macros::cgroup_sock_addr, programs::SockAddrContext};
 
 use crate::maps::{DNS_ORIGINS, current_session};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-
-/// `::ffff:0:0/96`, word 2 of an IPv6 address in network order.
-#[inline(always)]
-fn mapped_marker() -> u32 {
-    u32::from_ne_bytes([0, 0, 0xff, 0xff])
-}
 
 #[inline(always)]
 fn cookie(sa: *mut bpf_sock_addr) -> u64 {
@@ -51,6 +44,11 @@ pub fn redirect_v4(ctx: &SockAddrContext, session: &SessionEntry) -> i32 {
     // SAFETY: the kernel's bpf_sock_addr for this call; user_ip4 and
     // user_port are writable in connect4 and sendmsg4.
     unsafe {
+        if (*sa).user_ip4 == u32::from_ne_bytes(session.dns_ip4) {
+            // Already the resolver (an IPv6 socket's mapped datagram passes
+            // the IPv4 hook after the IPv6 one): keep the first origin.
+            return SOCK_ADDR_ALLOW;
+        }
         let mut addr = [0u8; 16];
         let v4 = (*sa).user_ip4.to_ne_bytes();
         addr[0] = v4[0];
@@ -63,36 +61,55 @@ pub fn redirect_v4(ctx: &SockAddrContext, session: &SessionEntry) -> i32 {
     SOCK_ADDR_ALLOW
 }
 
-/// Sends an IPv6 DNS connect/datagram to the session's resolver, as the
-/// IPv4-mapped address (a socket restricted to IPv6 then fails to reach
-/// it: no answer, and nothing leaves the host).
+/// `::1` as the four words of `user_ip6`.
+#[inline(always)]
+fn loopback6() -> [u32; 4] {
+    [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])]
+}
+
+/// Sends an IPv6 DNS connect/datagram to the session's resolver on `::1`
+/// (its own port); without one, IPv6 DNS is refused.
 #[inline(always)]
 pub fn redirect_v6(ctx: &SockAddrContext, session: &SessionEntry, addr: [u8; 16]) -> i32 {
+    if session.dns_port6_be == 0 {
+        return agentd_common::SOCK_ADDR_DENY;
+    }
     let sa = ctx.sock_addr;
-    // SAFETY: as in redirect_v4; user_ip6 words are writable in connect6
-    // and sendmsg6.
+    let lo = loopback6();
+    // SAFETY: as in redirect_v4; user_ip6 words and user_port are
+    // writable in connect6 and sendmsg6.
     unsafe {
+        let already = (*sa).user_ip6[0] == lo[0]
+            && (*sa).user_ip6[1] == lo[1]
+            && (*sa).user_ip6[2] == lo[2]
+            && (*sa).user_ip6[3] == lo[3]
+            && (*sa).user_port as u16 == session.dns_port6_be;
+        if already {
+            return SOCK_ADDR_ALLOW;
+        }
         remember(sa, AF_INET6, addr, (*sa).user_port as u16);
-        (*sa).user_ip6[0] = 0;
-        (*sa).user_ip6[1] = 0;
-        (*sa).user_ip6[2] = mapped_marker();
-        (*sa).user_ip6[3] = u32::from_ne_bytes(session.dns_ip4);
+        (*sa).user_ip6[0] = lo[0];
+        (*sa).user_ip6[1] = lo[1];
+        (*sa).user_ip6[2] = lo[2];
+        (*sa).user_ip6[3] = lo[3];
+        (*sa).user_port = u32::from(session.dns_port6_be);
     }
     SOCK_ADDR_ALLOW
 }
 
-/// The session's redirect target, if it redirects DNS.
+/// The session, if it redirects DNS.
 #[inline(always)]
-fn resolver() -> Option<[u8; 4]> {
+fn redirecting() -> Option<SessionEntry> {
     let (_, session) = current_session()?;
-    (session.flags & SESSION_DNS_REDIRECT != 0).then_some(session.dns_ip4)
+    (session.flags & SESSION_DNS_REDIRECT != 0).then_some(session)
 }
 
 #[inline(always)]
 fn restore_v4(ctx: &SockAddrContext) -> i32 {
-    let Some(dns) = resolver() else {
+    let Some(session) = redirecting() else {
         return 1;
     };
+    let dns = session.dns_ip4;
     let sa = ctx.sock_addr;
     // SAFETY: the kernel's bpf_sock_addr; in recvmsg4/getpeername4 it
     // holds the peer, which may be rewritten.
@@ -119,17 +136,19 @@ fn restore_v4(ctx: &SockAddrContext) -> i32 {
 
 #[inline(always)]
 fn restore_v6(ctx: &SockAddrContext) -> i32 {
-    let Some(dns) = resolver() else {
+    let Some(session) = redirecting() else {
         return 1;
     };
     let sa = ctx.sock_addr;
+    let lo = loopback6();
     // SAFETY: as in restore_v4, for the IPv6 fields.
     unsafe {
-        let is_resolver = (*sa).user_ip6[0] == 0
-            && (*sa).user_ip6[1] == 0
-            && (*sa).user_ip6[2] == mapped_marker()
-            && (*sa).user_ip6[3] == u32::from_ne_bytes(dns)
-            && u16::from_be((*sa).user_port as u16) == DNS_PORT;
+        let is_resolver = session.dns_port6_be != 0
+            && (*sa).user_ip6[0] == lo[0]
+            && (*sa).user_ip6[1] == lo[1]
+            && (*sa).user_ip6[2] == lo[2]
+            && (*sa).user_ip6[3] == lo[3]
+            && (*sa).user_port as u16 == session.dns_port6_be;
         if !is_resolver {
             return 1;
         }

@@ -63,19 +63,28 @@ fn answer(entries: &[Entry], request: &Message) -> Message {
         return response;
     };
     response.add_query(q.clone());
-    let mut name = q.name().to_string().trim_end_matches('.').to_ascii_lowercase();
+    let mut name = q
+        .name()
+        .to_string()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     let mut found = false;
     for _ in 0..8 {
         let mut next = None;
         for e in entries.iter().filter(|e| e.name == name) {
             found = true;
-            let wanted = e.data.record_type() == q.query_type()
-                || matches!(e.data, RData::CNAME(_));
+            let wanted =
+                e.data.record_type() == q.query_type() || matches!(e.data, RData::CNAME(_));
             if wanted && let Some(owner) = fqdn(&name) {
                 response.add_answer(Record::from_rdata(owner, e.ttl, e.data.clone()));
             }
             if let RData::CNAME(CNAME(target)) = &e.data {
-                next = Some(target.to_string().trim_end_matches('.').to_ascii_lowercase());
+                next = Some(
+                    target
+                        .to_string()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase(),
+                );
             }
         }
         match next {
@@ -120,7 +129,10 @@ pub fn serve(addr: IpAddr, log: PathBuf, entries: Vec<Entry>) -> io::Result<()> 
             };
             log_query(&log2, &request, "tcp");
             if let Ok(bytes) = answer(&entries2, &request).to_vec() {
-                let mut out = u16::try_from(bytes.len()).unwrap_or(0).to_be_bytes().to_vec();
+                let mut out = u16::try_from(bytes.len())
+                    .unwrap_or(0)
+                    .to_be_bytes()
+                    .to_vec();
                 out.extend_from_slice(&bytes);
                 let _ = s.write_all(&out);
             }
@@ -141,7 +153,12 @@ pub fn serve(addr: IpAddr, log: PathBuf, entries: Vec<Entry>) -> io::Result<()> 
 
 /// Asks `server` (port 53) for `name`'s `qtype` records over UDP or TCP:
 /// the response code and the answers ("A 1.2.3.4").
-pub fn query(server: IpAddr, name: &str, qtype: &str, tcp: bool) -> io::Result<(String, Vec<String>)> {
+pub fn query(
+    server: IpAddr,
+    name: &str,
+    qtype: &str,
+    tcp: bool,
+) -> io::Result<(String, Vec<String>)> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
     let qtype = RecordType::from_str(qtype).map_err(|_| bad("record type"))?;
     let mut request = Message::new(0x4242, MessageType::Query, OpCode::Query);
@@ -152,7 +169,10 @@ pub fn query(server: IpAddr, name: &str, qtype: &str, tcp: bool) -> io::Result<(
     let reply = if tcp {
         let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut out = u16::try_from(bytes.len()).unwrap_or(0).to_be_bytes().to_vec();
+        let mut out = u16::try_from(bytes.len())
+            .unwrap_or(0)
+            .to_be_bytes()
+            .to_vec();
         out.extend_from_slice(&bytes);
         s.write_all(&out)?;
         let mut len = [0u8; 2];

@@ -70,7 +70,11 @@ fn details(r: &Map<String, Value>) -> String {
             get("rcode"),
             r.get("answers")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().map(|v| text(Some(v))).collect::<Vec<_>>().join(", "))
+                .map(|a| a
+                    .iter()
+                    .map(|v| text(Some(v)))
+                    .collect::<Vec<_>>()
+                    .join(", "))
                 .unwrap_or_default(),
             r.get("rule")
                 .and_then(Value::as_str)

@@ -184,13 +184,27 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// The resolver settings of an embedded session: the host's nameservers,
-/// or the comma-separated addresses in `AGENTD_DNS_UPSTREAM` (root only
-/// gets here; the daemon takes them from its configuration).
+/// The resolver settings of an embedded session: the host's nameservers
+/// and the default TTL bounds, or, for a session on a test or special
+/// network, `AGENTD_DNS_UPSTREAM` (comma-separated addresses) and
+/// `AGENTD_DNS_TTL` (`MIN,MAX,GRACE` seconds). Only root gets here; the
+/// daemon takes them from its configuration.
 fn embedded_dns() -> crate::dns::Settings {
     let mut s = crate::dns::Settings::from_host();
     if let Ok(list) = std::env::var("AGENTD_DNS_UPSTREAM") {
-        s.upstream = list.split(',').filter_map(|a| a.trim().parse().ok()).collect();
+        s.upstream = list
+            .split(',')
+            .filter_map(|a| a.trim().parse().ok())
+            .collect();
+    }
+    if let Ok(ttl) = std::env::var("AGENTD_DNS_TTL") {
+        let v: Vec<u64> = ttl
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect();
+        if let [min, max, grace] = v[..] {
+            (s.min_ttl, s.max_ttl, s.grace) = (min, max.max(min), grace);
+        }
     }
     s
 }

@@ -213,8 +213,11 @@ fn dns(raw: &RawDns, settings: &mut crate::dns::Settings, out: &mut Vec<Diagnost
                 Ok(ip) => Some(ip),
                 Err(_) => {
                     out.push(
-                        Diagnostic::error(a.span(), format!("{:?} is not an IP address", a.get_ref()))
-                            .with_hint("upstream resolvers are addresses (port 53), e.g. \"10.0.0.2\""),
+                        Diagnostic::error(
+                            a.span(),
+                            format!("{:?} is not an IP address", a.get_ref()),
+                        )
+                        .with_hint("upstream resolvers are addresses (port 53), e.g. \"10.0.0.2\""),
                     );
                     None
                 }

@@ -66,7 +66,12 @@ pub fn rules(network: &Network) -> Vec<NameRule> {
         .allow
         .iter()
         .filter_map(|r| NameRule::from_rule(r, false))
-        .chain(network.ask.iter().filter_map(|r| NameRule::from_rule(r, true)))
+        .chain(
+            network
+                .ask
+                .iter()
+                .filter_map(|r| NameRule::from_rule(r, true)),
+        )
         .collect()
 }
 
@@ -97,7 +102,12 @@ mod tests {
     #[test]
     fn exact_wildcard_case_and_trailing_dot() {
         let rules = rules(&network(
-            &["api.example.com:443", "*.github.com:443", "10.0.0.0/8:*", "*:80"],
+            &[
+                "api.example.com:443",
+                "*.github.com:443",
+                "10.0.0.0/8:*",
+                "*:80",
+            ],
             &["pypi.org:443"],
         ));
         assert_eq!(rules.len(), 3, "addresses and * are not name rules");
@@ -107,7 +117,10 @@ mod tests {
         assert!(matching(&rules, "xapi.example.com").is_empty());
         assert_eq!(matching(&rules, "api.github.com"), [1]);
         assert_eq!(matching(&rules, "a.b.github.com."), [1]);
-        assert!(matching(&rules, "github.com").is_empty(), "the bare parent is not below itself");
+        assert!(
+            matching(&rules, "github.com").is_empty(),
+            "the bare parent is not below itself"
+        );
         assert!(matching(&rules, "evilgithub.com").is_empty());
         assert!(matching(&rules, ".github.com").is_empty());
         assert_eq!(matching(&rules, "pypi.org"), [2]);

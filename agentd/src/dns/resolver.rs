@@ -91,7 +91,14 @@ pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
     resolv_conf
         .lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|rest| rest.split_whitespace().next()?.split('%').next()?.parse().ok())
+        .filter_map(|rest| {
+            rest.split_whitespace()
+                .next()?
+                .split('%')
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect()
 }
 
@@ -106,6 +113,8 @@ pub struct Bound {
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
     addr: Ipv4Addr,
+    /// The same on `[::1]:port`, for IPv6 DNS (absent without IPv6).
+    v6: Option<(std::net::UdpSocket, std::net::TcpListener, u16)>,
 }
 
 impl Bound {
@@ -127,7 +136,14 @@ impl Bound {
                 continue;
             };
             match std::net::TcpListener::bind(sock) {
-                Ok(tcp) => return Ok(Self { udp, tcp, addr }),
+                Ok(tcp) => {
+                    return Ok(Self {
+                        udp,
+                        tcp,
+                        addr,
+                        v6: bind_v6(n),
+                    });
+                }
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
                 Err(e) => return Err(e),
             }
@@ -143,11 +159,20 @@ impl Bound {
         self.addr
     }
 
+    /// The port on `::1` IPv6 DNS is redirected to, if bound.
+    pub fn port6(&self) -> Option<u16> {
+        self.v6.as_ref().map(|(_, _, p)| *p)
+    }
+
     /// Starts answering, in a thread of its own.
     pub fn serve(self, inputs: Inputs) -> io::Result<SessionResolver> {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         self.udp.set_nonblocking(true)?;
         self.tcp.set_nonblocking(true)?;
+        if let Some((u, t, _)) = &self.v6 {
+            u.set_nonblocking(true)?;
+            t.set_nonblocking(true)?;
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -161,6 +186,25 @@ impl Bound {
             thread: Some(thread),
         })
     }
+}
+
+/// Binds UDP and TCP on `[::1]:port` for the session with resolver index
+/// `n`: ports 30000-59999, starting from one derived from `n`.
+fn bind_v6(n: u64) -> Option<(std::net::UdpSocket, std::net::TcpListener, u16)> {
+    for i in 0..30_000u64 {
+        let port = u16::try_from(30_000 + (n + i) % 30_000).unwrap_or(30_000);
+        let sock = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        let Ok(udp) = std::net::UdpSocket::bind(sock) else {
+            if std::net::UdpSocket::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_err() {
+                return None; // no IPv6 loopback on this host
+            }
+            continue;
+        };
+        if let Ok(tcp) = std::net::TcpListener::bind(sock) {
+            return Some((udp, tcp, port));
+        }
+    }
+    None
 }
 
 /// What the resolver of one session works with.
@@ -319,7 +363,10 @@ impl Handler {
             )
             .with("rcode", rcode_name(rcode))
             .with("decision", decision)
-            .with("rule", rule.map_or(Value::Null, |r| Value::String(r.to_owned())));
+            .with(
+                "rule",
+                rule.map_or(Value::Null, |r| Value::String(r.to_owned())),
+            );
         let _ = self.records.send(ev);
     }
 
@@ -335,9 +382,7 @@ impl Handler {
                 continue;
             };
             for &i in matched.iter().filter(|i| !self.rules[**i].ask) {
-                changed |= egress
-                    .opened
-                    .open(ip, i, now + self.lifetimes.keep(r.ttl));
+                changed |= egress.opened.open(ip, i, now + self.lifetimes.keep(r.ttl));
             }
         }
         if changed {
@@ -356,7 +401,7 @@ async fn send<R: ResponseHandler>(
     metadata.response_code = code;
     metadata.recursion_available = true;
     let builder = MessageResponseBuilder::from_message_request(request);
-    let response = builder.build(metadata.clone(), answers.iter(), [], [], []);
+    let response = builder.build(metadata, answers.iter(), [], [], []);
     handle.send_response(response).await.unwrap_or_else(|_| {
         let mut failed = metadata;
         failed.response_code = ResponseCode::ServFail;
@@ -452,17 +497,20 @@ async fn run(bound: Bound, inputs: Inputs, stop: tokio::sync::oneshot::Receiver<
         redactor: inputs.redactor,
     };
     let mut server = Server::new(handler);
-    match (
-        tokio::net::UdpSocket::from_std(bound.udp),
-        tokio::net::TcpListener::from_std(bound.tcp),
-    ) {
-        (Ok(udp), Ok(tcp)) => {
-            server.register_socket(udp);
-            server.register_listener(tcp, Duration::from_secs(10), 65_535);
-        }
-        _ => {
-            tracing::warn!("cannot use the resolver's sockets; the session gets no DNS");
-            return;
+    let v6 = bound.v6.map(|(u, t, _)| (u, t));
+    for (udp, tcp) in std::iter::once((bound.udp, bound.tcp)).chain(v6) {
+        match (
+            tokio::net::UdpSocket::from_std(udp),
+            tokio::net::TcpListener::from_std(tcp),
+        ) {
+            (Ok(udp), Ok(tcp)) => {
+                server.register_socket(udp);
+                server.register_listener(tcp, Duration::from_secs(10), 65_535);
+            }
+            _ => {
+                tracing::warn!("cannot use the resolver's sockets; the session gets no DNS");
+                return;
+            }
         }
     }
     let rules = inputs.rules;

@@ -121,7 +121,10 @@ mod tests {
         let a: IpAddr = "93.184.216.34".parse().unwrap();
         let mut t = Opened::default();
         assert!(t.open(a, 0, now + Duration::from_secs(10)));
-        assert!(!t.open(a, 0, now + Duration::from_secs(5)), "never shortened");
+        assert!(
+            !t.open(a, 0, now + Duration::from_secs(5)),
+            "never shortened"
+        );
         assert_eq!(t.resolved(&rules).len(), 1);
         assert_eq!(t.resolved(&rules)[0].ports.first, 443);
         assert!(!t.expire(now + Duration::from_secs(9)));
@@ -131,7 +134,16 @@ mod tests {
 
     #[test]
     fn local_answers_are_never_opened() {
-        for local in ["127.0.0.1", "169.254.169.254", "10.1.2.3", "192.168.0.1", "::1", "fe80::1", "fd00::1", "0.0.0.0"] {
+        for local in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "10.1.2.3",
+            "192.168.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "0.0.0.0",
+        ] {
             assert!(!openable(local.parse().unwrap()), "{local}");
         }
         assert!(openable("93.184.216.34".parse().unwrap()));

@@ -249,6 +249,9 @@ fn object_digest() -> String {
 }
 
 const VERSION_FILE: &str = "/run/agentd/ebpf.version";
+/// In a session's state directory: the session is registered (see
+/// [`Registration::marker`]).
+pub const REGISTERED_MARKER: &str = "ebpf";
 
 /// The maps of the loaded programs, opened from their pins.
 #[derive(Clone, Debug)]
@@ -270,9 +273,14 @@ pub struct Registration {
     pub egress: Vec<(IpNet, PortRules)>,
     /// Bind trie entries.
     pub bind: Vec<(IpNet, PortRules)>,
+    /// A file written, under the loader's lock, once the session is
+    /// registered: the session now relies on the loaded programs, which a
+    /// different build must not replace while it lives.
+    pub marker: Option<PathBuf>,
     /// The session's resolver, where its DNS is redirected (with
-    /// `SESSION_DNS_REDIRECT`).
-    pub dns: Option<std::net::Ipv4Addr>,
+    /// `SESSION_DNS_REDIRECT`): its IPv4 address (port 53) and its port
+    /// on `::1`, if any.
+    pub dns: Option<(std::net::Ipv4Addr, Option<u16>)>,
 }
 
 /// What was registered, to remove it again.
@@ -343,11 +351,14 @@ impl Kernel {
         }
         if pinned {
             // Another build's programs (whose maps may have another
-            // layout): replace them only if no other session exists.
+            // layout): replace them only if no session registered with
+            // them lives (sessions still being set up register with
+            // whatever is loaded when they get there).
             let live = fs::read_dir(paths::SESSIONS_DIR)
                 .map(|d| {
                     d.flatten()
                         .filter(|e| Some(e.file_name().to_string_lossy().as_ref()) != own_session)
+                        .filter(|e| e.path().join(REGISTERED_MARKER).exists())
                         .count()
                 })
                 .unwrap_or(0);
@@ -422,12 +433,21 @@ impl Kernel {
             dns_ip4: registered
                 .registration
                 .dns
-                .map_or([0; 4], |a| a.octets()),
+                .map_or([0; 4], |(a, _)| a.octets()),
+            dns_port6_be: registered
+                .registration
+                .dns
+                .and_then(|(_, p)| p)
+                .map_or(0, u16::to_be),
             reserved: 0,
         };
         sessions
             .insert(&registered.registration.cgroup_id, &entry, 0)
             .map_err(map_err(map::SESSIONS))?;
+        if let Some(m) = &registered.registration.marker {
+            fs::write(m, fs::read_to_string(VERSION_FILE).unwrap_or_default())
+                .map_err(io_err("write", m))?;
+        }
         Ok(registered)
     }
 
@@ -452,11 +472,8 @@ impl Kernel {
         old: &[(IpNet, PortRules)],
         new: &[(IpNet, PortRules)],
     ) -> Result<(), EbpfError> {
-        let changed: Vec<(IpNet, PortRules)> = new
-            .iter()
-            .filter(|e| !old.contains(e))
-            .copied()
-            .collect();
+        let changed: Vec<(IpNet, PortRules)> =
+            new.iter().filter(|e| !old.contains(e)).copied().collect();
         self.write_entries(slot, &changed, true)?;
         let gone: Vec<(IpNet, PortRules)> = old
             .iter()

@@ -181,8 +181,10 @@ impl Inventory {
             .chain(&policy.network.ask)
             .any(|r| matches!(r.host, HostPattern::Domain(_) | HostPattern::Wildcard(_)));
         let dns = match (policy.network.dns, has_domains) {
-            (false, _) => "off: every DNS query of the session is refused; only address rules apply"
-                .to_owned(),
+            (false, _) => {
+                "off: every DNS query of the session is refused; only address rules apply"
+                    .to_owned()
+            }
             (true, true) => "live: every DNS query of the session (UDP and TCP port 53, to any \
                              address) goes to agentd's resolver, which answers only the names \
                              above (others are REFUSED and never forwarded) and opens exactly \

@@ -112,7 +112,8 @@ pub fn register(
     cgroup_id: u64,
     policy: &Policy,
     plan: &NetworkPlan,
-    dns: Option<std::net::Ipv4Addr>,
+    dns: Option<(std::net::Ipv4Addr, Option<u16>)>,
+    state_dir: &std::path::Path,
 ) -> Result<Registered, super::SessionError> {
     let egress =
         rules::compile(&plan.egress, true).map_err(|e| super::SessionError::Host(e.to_string()))?;
@@ -129,14 +130,12 @@ pub fn register(
         egress,
         bind,
         dns,
+        marker: Some(state_dir.join(ebpf::REGISTERED_MARKER)),
     })?)
 }
 
 /// Loads (or opens) the shared programs.
-pub fn kernel(
-    cgroup_parent: &std::path::Path,
-    session: &str,
-) -> Result<Kernel, ebpf::EbpfError> {
+pub fn kernel(cgroup_parent: &std::path::Path, session: &str) -> Result<Kernel, ebpf::EbpfError> {
     Kernel::attach(cgroup_parent, Some(session))
 }
 

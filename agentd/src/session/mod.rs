@@ -593,7 +593,8 @@ pub fn run(
                 cgroup_id,
                 policy,
                 &net_plan,
-                resolver_sockets.as_ref().map(crate::dns::Bound::addr),
+                resolver_sockets.as_ref().map(|b| (b.addr(), b.port6())),
+                &state_dir,
             )?;
             teardown.kernel = Some((kernel, Some(registered)));
             false

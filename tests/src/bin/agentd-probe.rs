@@ -620,6 +620,10 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
                     }
                     report(Ok(()))
                 }
+                Err(e) if e.raw_os_error().is_none() => {
+                    println!("error {e}");
+                    ExitCode::from(1)
+                }
                 Err(e) => report(io(Err::<(), _>(e))),
             }
         }
