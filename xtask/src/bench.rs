@@ -314,6 +314,9 @@ pub fn run() -> Result<()> {
     drop(netns);
     let (bare_connect, confined_connect) = (median(bare_connect), median(confined_connect));
 
+    step("resolver: queries through a session's resolver vs straight to the upstream");
+    let resolver = resolver_figures(&agentd, &probe, &dir, &release, &ws)?;
+
     step("event throughput: exec storm and open storm");
     let events = EventFigures {
         exec: event_storm(&agentd, &probe, &dir, &release, &ws, "exec")?,
@@ -360,7 +363,8 @@ pub fn run() -> Result<()> {
 
     let report = render(&launch, &phases, bare_ns, confined_ns, kill_ms)
         + &render_network(bare_connect, confined_connect, &events)
-        + &render_daemon(&daemon_figures);
+        + &render_daemon(&daemon_figures)
+        + &render_resolver(&resolver);
     print!("\n{report}");
     let doc = root().join("docs/benchmarks.md");
     fs::create_dir_all(root().join("docs"))?;
@@ -530,6 +534,120 @@ fn render_network(bare_ns: f64, confined_ns: f64, events: &EventFigures) -> Stri
     let _ = writeln!(
         s,
         "\nTargets: 0 lost at 50k events/s; ≥ 200k events/s before loss; loss always reported (`lost` records)."
+    );
+    s
+}
+
+/// Per-query medians (ns) and sequential throughput of DNS.
+struct ResolverFigures {
+    bare_ns: f64,
+    cached_ns: f64,
+    uncached_ns: f64,
+    bare_uncached_ns: f64,
+    cached_qps: f64,
+}
+
+fn dns_loop(cmd: &mut Command) -> Result<(f64, f64)> {
+    let out = cmd.output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match (value(&text, "median_ns"), value(&text, "qps")) {
+        (Some(m), Some(q)) => Ok((m, q)),
+        _ => bail!(
+            "dns-loop: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// DNS in a namespace whose upstream is the probe's test server on
+/// 127.0.0.2: straight to it (bare), and from a session, where every query
+/// goes to the session's resolver (cached: one name again and again;
+/// uncached: a new name each time, forwarded upstream).
+fn resolver_figures(
+    agentd: &Path,
+    probe: &Path,
+    dir: &Path,
+    release: &Path,
+    ws: &Path,
+) -> Result<ResolverFigures> {
+    let netns = Netns::create()?;
+    let log = dir.join("dns.log");
+    let mut upstream = Command::new(probe)
+        .args(["--netns", &netns.0, "serve-dns", "127.0.0.2"])
+        .arg(&log)
+        .arg("cached.bench.test=203.0.113.10@300")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut ready = String::new();
+    BufReader::new(upstream.stdout.take().context("upstream stdout")?).read_line(&mut ready)?;
+    let policy = write_policy(
+        dir,
+        "dns.toml",
+        release,
+        "[network]\nallow = [\"*.bench.test:443\"]\n",
+    )?;
+    let bare = |n: &str, name: &str| {
+        let mut c = Command::new(probe);
+        c.args(["--netns", &netns.0, "dns-loop", n, "127.0.0.2", name, "A"]);
+        dns_loop(&mut c)
+    };
+    let session = |n: &str, name: &str| {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", netns.0))
+            .arg("--")
+            .arg(agentd)
+            .args(["run", "--policy"])
+            .arg(&policy)
+            .arg("--workspace")
+            .arg(ws)
+            .args(["--no-tty", "--"])
+            .arg(probe)
+            .args(["dns-loop", n, "127.0.0.2", name, "A"])
+            .env("AGENTD_DNS_UPSTREAM", "127.0.0.2")
+            .env("AGENTD_SOCKET", dir.join("no-daemon.sock"));
+        dns_loop(&mut c)
+    };
+    let (bare_ns, _) = bare("5000", "cached.bench.test")?;
+    let (bare_uncached_ns, _) = bare("1000", "u{i}.bench.test")?;
+    let (cached_ns, cached_qps) = session("5000", "cached.bench.test")?;
+    let (uncached_ns, _) = session("1000", "u{i}.bench.test")?;
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+    Ok(ResolverFigures {
+        bare_ns,
+        cached_ns,
+        uncached_ns,
+        bare_uncached_ns,
+        cached_qps,
+    })
+}
+
+fn render_resolver(r: &ResolverFigures) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n## Session resolver (UDP queries one at a time, medians; upstream: a test server on the namespace's loopback)\n"
+    );
+    let _ = writeln!(s, "| query | straight to the upstream | through the session's resolver | added |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: |");
+    let _ = writeln!(
+        s,
+        "| same allowed name (cached after the first) | {:.1} µs | {:.1} µs | {:+.1} µs |",
+        r.bare_ns / 1000.0,
+        r.cached_ns / 1000.0,
+        (r.cached_ns - r.bare_ns) / 1000.0
+    );
+    let _ = writeln!(
+        s,
+        "| a new allowed name each time (forwarded) | {:.1} µs | {:.1} µs | {:+.1} µs |",
+        r.bare_uncached_ns / 1000.0,
+        r.uncached_ns / 1000.0,
+        (r.uncached_ns - r.bare_uncached_ns) / 1000.0
+    );
+    let _ = writeln!(
+        s,
+        "\nOne client asking one query at a time gets {:.0} answers/s from the cache.",
+        r.cached_qps
     );
     s
 }

@@ -627,6 +627,32 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
                 Err(e) => report(io(Err::<(), _>(e))),
             }
         }
+        ["dns-loop", n, server, name, qtype] => {
+            // The resolver benchmark: N queries, one at a time; NAME may
+            // hold {i} (a new name each time: nothing cached).
+            let (Ok(n), Ok(server)) = (n.parse::<u64>(), server.parse::<IpAddr>()) else {
+                return usage("dns-loop N SERVER NAME TYPE");
+            };
+            let mut each = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                let q = name.replace("{i}", &i.to_string());
+                let t = std::time::Instant::now();
+                if let Err(e) = agentd_tests::dns::query(server, &q, qtype, false) {
+                    println!("error {e}");
+                    return ExitCode::from(1);
+                }
+                each.push(t.elapsed().as_nanos());
+            }
+            let total = start.elapsed().as_secs_f64();
+            each.sort_unstable();
+            println!(
+                "median_ns={} qps={:.0}",
+                each.get(each.len() / 2).copied().unwrap_or(0),
+                n as f64 / total
+            );
+            report(Ok(()))
+        }
         ["resolve", name] => {
             // Through the system resolver (getaddrinfo), as programs do.
             use std::net::ToSocketAddrs as _;
