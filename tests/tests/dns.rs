@@ -341,3 +341,42 @@ fn without_dns_nothing_is_resolved_or_asked() {
     );
     assert!(w.upstream_log().is_empty(), "{}", w.upstream_log());
 }
+
+#[test]
+fn port_53_is_never_ordinary_egress() {
+    require_dns!();
+    let w = World::new("dns7");
+    // A resolver on an address `*:*` reaches: still refused when the
+    // policy names no host (no resolver for the session) or says dns =
+    // false.
+    let log = w.dir.path().join("public.log");
+    let _public = Server::start(
+        &BINS,
+        &w.netns,
+        &[
+            "serve-dns",
+            "203.0.113.53",
+            log.to_str().unwrap(),
+            "allowed.test=203.0.113.10",
+        ],
+    );
+    for network in ["allow = [\"*:*\"]", "allow = [\"*:*\"]\ndns = false"] {
+        let run = w.run(
+            network,
+            &[
+                probe("dns-query 203.0.113.53 allowed.test A udp"),
+                probe("dns-query 203.0.113.53 allowed.test A tcp"),
+                probe("connect 203.0.113.53 443"),
+            ]
+            .join("; "),
+        );
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(
+            lines,
+            ["errno EPERM", "errno EPERM", "ok"],
+            "{network}: {}",
+            run.stderr
+        );
+    }
+    assert!(fs::read_to_string(&log).unwrap_or_default().is_empty());
+}

@@ -552,10 +552,7 @@ fn dns_loop(cmd: &mut Command) -> Result<(f64, f64)> {
     let text = String::from_utf8_lossy(&out.stdout);
     match (value(&text, "median_ns"), value(&text, "qps")) {
         (Some(m), Some(q)) => Ok((m, q)),
-        _ => bail!(
-            "dns-loop: {text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        _ => bail!("dns-loop: {text} {}", String::from_utf8_lossy(&out.stderr)),
     }
 }
 
@@ -628,7 +625,10 @@ fn render_resolver(r: &ResolverFigures) -> String {
         s,
         "\n## Session resolver (UDP queries one at a time, medians; upstream: a test server on the namespace's loopback)\n"
     );
-    let _ = writeln!(s, "| query | straight to the upstream | through the session's resolver | added |");
+    let _ = writeln!(
+        s,
+        "| query | straight to the upstream | through the session's resolver | added |"
+    );
     let _ = writeln!(s, "| --- | ---: | ---: | ---: |");
     let _ = writeln!(
         s,

@@ -192,8 +192,8 @@ impl Inventory {
                              (clamped, plus a grace period); answers pointing at local ranges \
                              are not opened"
                 .to_owned(),
-            (true, false) => "live, but no rule names a host: every query is REFUSED by agentd's \
-                              resolver"
+            (true, false) => "no rule names a host: every DNS query of the session is refused \
+                              (EPERM), whatever server it is sent to"
                 .to_owned(),
         };
         let listed =

@@ -121,11 +121,13 @@ pub fn register(
         rules::compile(&plan.bind, false).map_err(|e| super::SessionError::Host(e.to_string()))?;
     Ok(kernel.register(Registration {
         cgroup_id,
+        // Port 53 is either the session's resolver or nothing: never
+        // ordinary egress, whatever rules like `*:*` say.
         flags: flags(policy)
             | if dns.is_some() {
                 agentd_common::SESSION_DNS_REDIRECT
             } else {
-                0
+                agentd_common::SESSION_DNS_OFF
             },
         egress,
         bind,

@@ -582,7 +582,9 @@ pub fn run(
         Ok(kernel) => {
             // The session's resolver address is in its kernel entry from
             // the start: its first DNS packet already goes there.
-            if policy.network.dns {
+            // No name rule: nothing to answer, no resolver; DNS is refused
+            // in the kernel instead.
+            if policy.network.dns && !net_plan.names.is_empty() {
                 resolver_sockets = Some(crate::dns::Bound::bind(cgroup_id).map_err(io_err(
                     "bind the session's resolver on",
                     Path::new("127.53.0.0/16 port 53"),
