@@ -49,6 +49,21 @@ macro_rules! require {
     };
 }
 
+/// [`require!`] of everything a confined session needs: root, Landlock,
+/// seccomp, cgroup2 and the eBPF programs.
+#[macro_export]
+macro_rules! require_sessions {
+    () => {
+        $crate::require!(
+            $crate::Feature::Root,
+            $crate::Feature::Landlock,
+            $crate::Feature::Seccomp,
+            $crate::Feature::Cgroup2,
+            $crate::Feature::Ebpf
+        )
+    };
+}
+
 /// A unique, short name for something a test creates.
 pub fn unique(tag: &str) -> String {
     format!("agentd-t{}-{tag}", std::process::id())

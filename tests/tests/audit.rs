@@ -10,7 +10,7 @@
 use std::{fs, os::unix::fs::PermissionsExt as _, process::Command};
 
 use agentd_tests::{
-    AUDIT_LOG, Bins, Feature, Sandbox, field, finish, require, test_policy, wait_record,
+    AUDIT_LOG, Bins, Sandbox, field, finish, require_sessions, test_policy, wait_record,
 };
 
 const BINS: Bins = Bins {
@@ -30,13 +30,7 @@ fn random_hex() -> String {
 
 #[test]
 fn secrets_never_reach_the_trail_or_the_logs() {
-    require!(
-        Feature::Root,
-        Feature::Landlock,
-        Feature::Seccomp,
-        Feature::Cgroup2,
-        Feature::Ebpf
-    );
+    require_sessions!();
     let secret = format!("sekrit-{}", random_hex());
     let caller_value = format!("callerval-{}", random_hex());
     let dir = tempfile::tempdir_in("/tmp").unwrap();
@@ -105,13 +99,7 @@ fn secrets_never_reach_the_trail_or_the_logs() {
 
 #[test]
 fn logs_show_a_session_and_verify_finds_tampering() {
-    require!(
-        Feature::Root,
-        Feature::Landlock,
-        Feature::Seccomp,
-        Feature::Cgroup2,
-        Feature::Ebpf
-    );
+    require_sessions!();
     let sb = Sandbox::new(&test_policy(
         &BINS,
         "",
@@ -206,13 +194,7 @@ fn logs_show_a_session_and_verify_finds_tampering() {
 
 #[test]
 fn no_event_vanishes_in_a_storm() {
-    require!(
-        Feature::Root,
-        Feature::Landlock,
-        Feature::Seccomp,
-        Feature::Cgroup2,
-        Feature::Ebpf
-    );
+    require_sessions!();
     // Every open is either a record of the session or counted in a `lost`
     // record (host-wide, so other tests' losses may add to it): the
     // invariant holds whether or not this run overflows the ring buffer.

@@ -20,8 +20,8 @@ use std::{
 
 use agentd::daemon::proto::{self, Request, Response};
 use agentd_tests::{
-    AUDIT_LOG, Bins, Feature, Netns, Sandbox, assert_session_gone, eventually, field, finish,
-    require, session_id_from, test_policy, wait_record,
+    AUDIT_LOG, Bins, Netns, Sandbox, assert_session_gone, eventually, field, finish,
+    require_sessions, session_id_from, test_policy, wait_record,
 };
 
 const BINS: Bins = Bins {
@@ -37,18 +37,6 @@ const RUN_GROUP: &str = "users";
 const RUN_GID: u32 = 100;
 /// A uid no account uses.
 const STRANGER: u32 = 42_4242;
-
-macro_rules! require_daemon {
-    () => {
-        require!(
-            Feature::Root,
-            Feature::Landlock,
-            Feature::Seccomp,
-            Feature::Cgroup2,
-            Feature::Ebpf
-        );
-    };
-}
 
 /// A daemon with its own config and socket, stopped (and its sessions
 /// killed) on drop.
@@ -272,7 +260,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 
 #[test]
 fn malformed_truncated_oversized_and_random_messages_get_errors() {
-    require_daemon!();
+    require_sessions!();
     let _one = lock();
     let d = TestDaemon::start(None);
     let frame = |body: &[u8]| {
@@ -361,7 +349,7 @@ fn malformed_truncated_oversized_and_random_messages_get_errors() {
 
 #[test]
 fn callers_are_authorized_by_their_groups_and_refusals_are_audited() {
-    require_daemon!();
+    require_sessions!();
     let _one = lock();
     let d = TestDaemon::start(None);
 
@@ -416,7 +404,7 @@ fn callers_are_authorized_by_their_groups_and_refusals_are_audited() {
 
 #[test]
 fn a_hundred_concurrent_runs_complete() {
-    require_daemon!();
+    require_sessions!();
     let _one = lock();
     let d = TestDaemon::start(None);
     let sb = Sandbox::new(&test_policy(&BINS, "", ""));
@@ -441,7 +429,7 @@ fn a_hundred_concurrent_runs_complete() {
 
 #[test]
 fn sessions_stay_confined_and_killable_across_a_daemon_crash() {
-    require_daemon!();
+    require_sessions!();
     let _one = lock();
     let netns = Netns::create("dcrash");
     let mut d = TestDaemon::start(Some(&netns));
@@ -495,7 +483,7 @@ fn sessions_stay_confined_and_killable_across_a_daemon_crash() {
 
 #[test]
 fn a_vanished_caller_leaves_nothing_behind() {
-    require_daemon!();
+    require_sessions!();
     let _one = lock();
     let d = TestDaemon::start(None);
     let sb = Sandbox::new(&test_policy(&BINS, "", ""));
@@ -520,7 +508,7 @@ impl Drop for Reenable {
 
 #[test]
 fn a_disabled_agent_is_killed_and_refused_until_enabled() {
-    require_daemon!();
+    require_sessions!();
     let _one = lock();
     let d = TestDaemon::start(None);
     const AGENT: &str = "daemon-disable-test";
@@ -575,7 +563,7 @@ impl Drop for FakeUnit {
 
 #[test]
 fn under_a_delegating_unit_sessions_live_in_the_units_cgroup() {
-    require_daemon!();
+    require_sessions!();
     let _one = lock();
     let root = agentd::cgroup::cgroup2_root().unwrap();
     let unit = FakeUnit {
@@ -612,7 +600,7 @@ fn under_a_delegating_unit_sessions_live_in_the_units_cgroup() {
 
 #[test]
 fn sigterm_kills_sessions_unless_told_to_leave_them() {
-    require_daemon!();
+    require_sessions!();
     let _one = lock();
     let sb = Sandbox::new(&test_policy(&BINS, "", ""));
     let args = run_args(&sb, &[BINS.probe, "sleep", "60"]);

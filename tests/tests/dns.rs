@@ -13,25 +13,13 @@
 use std::{fs, path::PathBuf, process::Command};
 
 use agentd_tests::{
-    Bins, Feature, Finished, Netns, Sandbox, Server, field, finish, require, wait_record,
+    Bins, Finished, Netns, Sandbox, Server, field, finish, require_sessions, wait_record,
 };
 
 const BINS: Bins = Bins {
     agentd: env!("CARGO_BIN_EXE_agentd-under-test"),
     probe: env!("CARGO_BIN_EXE_agentd-probe"),
 };
-
-macro_rules! require_dns {
-    () => {
-        require!(
-            Feature::Root,
-            Feature::Landlock,
-            Feature::Seccomp,
-            Feature::Cgroup2,
-            Feature::Ebpf
-        );
-    };
-}
 
 /// The namespace, its upstream DNS server and a TCP server on every
 /// address at port 443.
@@ -138,7 +126,7 @@ const ALLOW: &str =
 
 #[test]
 fn allowed_names_resolve_and_connect_others_never_leave_the_host() {
-    require_dns!();
+    require_sessions!();
     let w = World::new("dns1");
     let run = w.run(
         ALLOW,
@@ -202,7 +190,7 @@ fn allowed_names_resolve_and_connect_others_never_leave_the_host() {
 
 #[test]
 fn wildcards_cover_names_below_not_the_parent_and_cnames_are_followed() {
-    require_dns!();
+    require_sessions!();
     let w = World::new("dns2");
     let run = w.run(
         ALLOW,
@@ -241,7 +229,7 @@ fn wildcards_cover_names_below_not_the_parent_and_cnames_are_followed() {
 
 #[test]
 fn any_server_and_tcp_reach_the_same_gate() {
-    require_dns!();
+    require_sessions!();
     let w = World::new("dns3");
     // 192.0.2.1 is nowhere in this namespace: only the redirect to the
     // session's resolver can answer.
@@ -287,7 +275,7 @@ fn any_server_and_tcp_reach_the_same_gate() {
 
 #[test]
 fn https_to_a_resolver_not_allowed_is_plain_egress_and_denied() {
-    require_dns!();
+    require_sessions!();
     let w = World::new("dns4");
     // A DNS-over-HTTPS endpoint is an HTTPS server like any other.
     let run = w.run(ALLOW, &probe("connect 203.0.113.53 443"));
@@ -296,7 +284,7 @@ fn https_to_a_resolver_not_allowed_is_plain_egress_and_denied() {
 
 #[test]
 fn answers_stop_opening_after_their_ttl_and_grace() {
-    require_dns!();
+    require_sessions!();
     let w = World::new("dns5");
     // short.test has a 1 s TTL; bounds 1..1 s plus 1 s grace.
     let run = w.run_with(
@@ -321,7 +309,7 @@ fn answers_stop_opening_after_their_ttl_and_grace() {
 
 #[test]
 fn without_dns_nothing_is_resolved_or_asked() {
-    require_dns!();
+    require_sessions!();
     let w = World::new("dns6");
     let run = w.run(
         &format!("{ALLOW}\ndns = false"),
@@ -344,7 +332,7 @@ fn without_dns_nothing_is_resolved_or_asked() {
 
 #[test]
 fn port_53_is_never_ordinary_egress() {
-    require_dns!();
+    require_sessions!();
     let w = World::new("dns7");
     // A resolver on an address `*:*` reaches: still refused when the
     // policy names no host (no resolver for the session) or says dns =

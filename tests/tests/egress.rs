@@ -11,7 +11,7 @@
 use std::{fs, time::Duration};
 
 use agentd_tests::{
-    Bins, Feature, Netns, Sandbox, Server, assert_session_gone, eventually, field, require,
+    Bins, Netns, Sandbox, Server, assert_session_gone, eventually, field, require_sessions,
     test_policy, wait_record,
 };
 
@@ -19,18 +19,6 @@ const BINS: Bins = Bins {
     agentd: env!("CARGO_BIN_EXE_agentd-under-test"),
     probe: env!("CARGO_BIN_EXE_agentd-probe"),
 };
-
-macro_rules! require_egress {
-    () => {
-        require!(
-            Feature::Root,
-            Feature::Landlock,
-            Feature::Seccomp,
-            Feature::Cgroup2,
-            Feature::Ebpf
-        );
-    };
-}
 
 fn eperm() -> Result<(), String> {
     Err("EPERM".to_owned())
@@ -86,7 +74,7 @@ fn policy(network: &str) -> String {
 
 #[test]
 fn connects_follow_the_rules() {
-    require_egress!();
+    require_sessions!();
     let world = World::new("egress");
     let sb = Sandbox::new(&policy(
         "allow = [\"127.0.0.1:7001/tcp\", \"127.0.0.1:7003/udp\", \"*:80\"]",
@@ -136,7 +124,7 @@ fn connects_follow_the_rules() {
 
 #[test]
 fn ipv6_rules_and_names_open_nothing_by_themselves() {
-    require_egress!();
+    require_sessions!();
     let world = World::new("egress6");
     let sb = Sandbox::new(&policy("allow = [\"[::1]:7001\", \"localhost:7002\"]"));
     let run = |action: &[&str]| sb.probe_in(&BINS, &world.netns, action);
@@ -153,7 +141,7 @@ fn ipv6_rules_and_names_open_nothing_by_themselves() {
 
 #[test]
 fn udp_datagrams_follow_the_rules() {
-    require_egress!();
+    require_sessions!();
     let world = World::new("udp");
     let sb = Sandbox::new(&policy("allow = [\"127.0.0.1:7003/udp\"]"));
     assert_eq!(
@@ -179,7 +167,7 @@ fn udp_datagrams_follow_the_rules() {
 
 #[test]
 fn raw_sockets_bind_and_listen_are_refused() {
-    require_egress!();
+    require_sessions!();
     let world = World::new("bind");
     let sb = Sandbox::new(&policy("allow = []"));
     let run = |action: &[&str]| sb.probe_in(&BINS, &world.netns, action);
@@ -200,7 +188,7 @@ fn raw_sockets_bind_and_listen_are_refused() {
 
 #[test]
 fn refused_connects_are_audited() {
-    require_egress!();
+    require_sessions!();
     let world = World::new("audit");
     let sb = Sandbox::new(&policy("allow = [\"127.0.0.1:7001\"]"));
     let denied = sb.probe_in(&BINS, &world.netns, &["connect", "127.0.0.1", "7002"]);

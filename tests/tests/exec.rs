@@ -10,7 +10,9 @@
 )]
 use std::{fs, os::unix::fs::PermissionsExt as _};
 
-use agentd_tests::{Bins, Feature, Sandbox, field, require, test_policy, wait_record};
+use agentd_tests::{
+    Bins, Feature, Sandbox, field, require, require_sessions, test_policy, wait_record,
+};
 
 const BINS: Bins = Bins {
     agentd: env!("CARGO_BIN_EXE_agentd-under-test"),
@@ -114,13 +116,7 @@ fn workspace_tree_entries_allow_files_created_during_the_session() {
 
 #[test]
 fn refused_execs_and_process_events_are_audited() {
-    require!(
-        Feature::Root,
-        Feature::Landlock,
-        Feature::Seccomp,
-        Feature::Cgroup2,
-        Feature::Ebpf
-    );
+    require_sessions!();
     let sb = sandbox("");
     let mut cmd = sb.command(&BINS, &[BINS.probe, "grandchild", "exec", "/usr/bin/id"]);
     cmd.stdout(std::process::Stdio::piped())
