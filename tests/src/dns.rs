@@ -19,11 +19,15 @@ use hickory_proto::{
 };
 
 /// One record the test server knows: `name=1.2.3.4@ttl`,
-/// `name=2001:db8::1@ttl` or `name=cname:target@ttl`.
+/// `name=2001:db8::1@ttl` or `name=cname:target@ttl`. A name `*.domain`
+/// answers every name under domain; a value `198.18.0.0/15` answers an
+/// address of that IPv4 prefix derived from the name asked (a different
+/// address for each name, the same one each time for a name).
 #[derive(Clone, Debug)]
 pub struct Entry {
     name: String,
     data: RData,
+    pool: Option<(u32, u32)>,
     ttl: u32,
 }
 
@@ -32,8 +36,14 @@ impl Entry {
     pub fn parse(s: &str) -> Option<Self> {
         let (name, rest) = s.split_once('=')?;
         let (value, ttl) = rest.split_once('@').unwrap_or((rest, "60"));
+        let mut pool = None;
         let data = if let Some(target) = value.strip_prefix("cname:") {
             RData::CNAME(CNAME(fqdn(target)?))
+        } else if let Some((base, len)) = value.split_once('/') {
+            let base = u32::from(base.parse::<std::net::Ipv4Addr>().ok()?);
+            let host_bits = 32u32.checked_sub(len.parse().ok()?)?;
+            pool = Some((base, host_bits));
+            RData::A(A(base.into()))
         } else {
             match value.parse::<IpAddr>().ok()? {
                 IpAddr::V4(a) => RData::A(A(a)),
@@ -43,8 +53,31 @@ impl Entry {
         Some(Self {
             name: name.trim_end_matches('.').to_ascii_lowercase(),
             data,
+            pool,
             ttl: ttl.parse().ok()?,
         })
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self.name.strip_prefix("*.") {
+            Some(domain) => name
+                .strip_suffix(domain)
+                .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+            None => self.name == name,
+        }
+    }
+
+    /// The record's data for `name`.
+    fn data(&self, name: &str) -> RData {
+        let Some((base, host_bits)) = self.pool else {
+            return self.data.clone();
+        };
+        // FNV-1a: stable across runs and processes.
+        let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        let host = hash.checked_shr(32 - host_bits).unwrap_or(0);
+        RData::A(A((base | host).into()))
     }
 }
 
@@ -71,12 +104,12 @@ fn answer(entries: &[Entry], request: &Message) -> Message {
     let mut found = false;
     for _ in 0..8 {
         let mut next = None;
-        for e in entries.iter().filter(|e| e.name == name) {
+        for e in entries.iter().filter(|e| e.matches(&name)) {
             found = true;
             let wanted =
                 e.data.record_type() == q.query_type() || matches!(e.data, RData::CNAME(_));
             if wanted && let Some(owner) = fqdn(&name) {
-                response.add_answer(Record::from_rdata(owner, e.ttl, e.data.clone()));
+                response.add_answer(Record::from_rdata(owner, e.ttl, e.data(&name)));
             }
             if let RData::CNAME(CNAME(target)) = &e.data {
                 next = Some(

@@ -538,13 +538,47 @@ fn render_network(bare_ns: f64, confined_ns: f64, events: &EventFigures) -> Stri
     s
 }
 
-/// Per-query medians (ns) and sequential throughput of DNS.
+/// Runs of each resolver measurement.
+const RESOLVER_RUNS: usize = 5;
+
+/// The median of some runs' figures, and their range.
+#[derive(Clone, Copy)]
+struct Spread {
+    median: f64,
+    low: f64,
+    high: f64,
+}
+
+impl Spread {
+    fn of(v: Vec<f64>) -> Self {
+        let low = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Self {
+            median: median(v),
+            low,
+            high,
+        }
+    }
+
+    /// "median (low–high)" in µs, from ns.
+    fn micros(&self) -> String {
+        format!(
+            "{:.1} µs ({:.0}–{:.0})",
+            self.median / 1000.0,
+            self.low / 1000.0,
+            self.high / 1000.0
+        )
+    }
+}
+
+/// Per-query medians (ns) and sequential throughput of DNS, over
+/// [`RESOLVER_RUNS`] runs.
 struct ResolverFigures {
-    bare_ns: f64,
-    cached_ns: f64,
-    uncached_ns: f64,
-    bare_uncached_ns: f64,
-    cached_qps: f64,
+    bare_ns: Spread,
+    cached_ns: Spread,
+    uncached_ns: Spread,
+    bare_uncached_ns: Spread,
+    cached_qps: Spread,
 }
 
 fn dns_loop(cmd: &mut Command) -> Result<(f64, f64)> {
@@ -559,7 +593,8 @@ fn dns_loop(cmd: &mut Command) -> Result<(f64, f64)> {
 /// DNS in a namespace whose upstream is the probe's test server on
 /// 127.0.0.2: straight to it (bare), and from a session, where every query
 /// goes to the session's resolver (cached: one name again and again;
-/// uncached: a new name each time, forwarded upstream).
+/// uncached: a new name each time, forwarded upstream, whose answer is an
+/// address of its own that the resolver opens in the kernel).
 fn resolver_figures(
     agentd: &Path,
     probe: &Path,
@@ -573,6 +608,7 @@ fn resolver_figures(
         .args(["--netns", &netns.0, "serve-dns", "127.0.0.2"])
         .arg(&log)
         .arg("cached.bench.test=203.0.113.10@300")
+        .arg("*.fresh.bench.test=198.18.0.0/15@300")
         .stdout(Stdio::piped())
         .spawn()?;
     let mut ready = String::new();
@@ -604,12 +640,28 @@ fn resolver_figures(
             .env("AGENTD_SOCKET", dir.join("no-daemon.sock"));
         dns_loop(&mut c)
     };
-    let (bare_ns, _) = bare("5000", "cached.bench.test")?;
-    let (bare_uncached_ns, _) = bare("1000", "u{i}.bench.test")?;
-    let (cached_ns, cached_qps) = session("5000", "cached.bench.test")?;
-    let (uncached_ns, _) = session("1000", "u{i}.bench.test")?;
+    // Runs alternate between bare and session so drift on the host hits
+    // both alike; uncached names are new in every run.
+    let mut runs: [Vec<f64>; 5] = Default::default();
+    for run in 0..RESOLVER_RUNS {
+        let fresh = format!("r{run}u{{i}}.fresh.bench.test");
+        let fresh_session = format!("s{run}u{{i}}.fresh.bench.test");
+        runs[0].push(bare("5000", "cached.bench.test")?.0);
+        let (cached, qps) = session("5000", "cached.bench.test")?;
+        runs[1].push(cached);
+        runs[2].push(qps);
+        runs[3].push(bare("1000", &fresh)?.0);
+        runs[4].push(session("1000", &fresh_session)?.0);
+    }
     let _ = upstream.kill();
     let _ = upstream.wait();
+    let [
+        bare_ns,
+        cached_ns,
+        cached_qps,
+        bare_uncached_ns,
+        uncached_ns,
+    ] = runs.map(Spread::of);
     Ok(ResolverFigures {
         bare_ns,
         cached_ns,
@@ -623,31 +675,37 @@ fn render_resolver(r: &ResolverFigures) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n## Session resolver (UDP queries one at a time, medians; upstream: a test server on the namespace's loopback)\n"
+        "\n## Session resolver (UDP queries one at a time; median query of each run, median of {RESOLVER_RUNS} runs with their range; upstream: a test server on the namespace's loopback)\n"
     );
     let _ = writeln!(
         s,
         "| query | straight to the upstream | through the session's resolver | added |"
     );
     let _ = writeln!(s, "| --- | ---: | ---: | ---: |");
+    for (what, bare, session) in [
+        (
+            "same allowed name (cached after the first)",
+            &r.bare_ns,
+            &r.cached_ns,
+        ),
+        (
+            "a new allowed name each time (forwarded; its new address opened)",
+            &r.bare_uncached_ns,
+            &r.uncached_ns,
+        ),
+    ] {
+        let _ = writeln!(
+            s,
+            "| {what} | {} | {} | {:+.1} µs |",
+            bare.micros(),
+            session.micros(),
+            (session.median - bare.median) / 1000.0
+        );
+    }
     let _ = writeln!(
         s,
-        "| same allowed name (cached after the first) | {:.1} µs | {:.1} µs | {:+.1} µs |",
-        r.bare_ns / 1000.0,
-        r.cached_ns / 1000.0,
-        (r.cached_ns - r.bare_ns) / 1000.0
-    );
-    let _ = writeln!(
-        s,
-        "| a new allowed name each time (forwarded) | {:.1} µs | {:.1} µs | {:+.1} µs |",
-        r.bare_uncached_ns / 1000.0,
-        r.uncached_ns / 1000.0,
-        (r.uncached_ns - r.bare_uncached_ns) / 1000.0
-    );
-    let _ = writeln!(
-        s,
-        "\nOne client asking one query at a time gets {:.0} answers/s from the cache.",
-        r.cached_qps
+        "\nOne client asking one query at a time gets {:.0} answers/s from the cache ({:.0}–{:.0}).",
+        r.cached_qps.median, r.cached_qps.low, r.cached_qps.high
     );
     s
 }

@@ -6,6 +6,7 @@
 //! (after any CNAME chain) are opened in the session's egress maps before
 //! the answer is sent, for as long as the answer's TTL allows.
 use std::{
+    collections::HashMap,
     io,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     str::FromStr as _,
@@ -33,7 +34,7 @@ use serde_json::Value;
 
 use super::{
     names::{self, NameRule},
-    table::{Lifetimes, Opened, openable},
+    table::{Lifetimes, MAX_OPENED, Opened, openable},
 };
 use crate::{
     audit::{Context, Event, Log, redact::Redactor},
@@ -273,26 +274,41 @@ struct Egress {
     slot: u32,
     static_rules: Vec<Resolved>,
     opened: Opened,
-    installed: Vec<(IpNet, PortRules)>,
+    /// Whether reaching the bound on opened addresses was logged.
+    warned_full: bool,
+    /// What the kernel holds for the session.
+    installed: HashMap<IpNet, PortRules>,
 }
 
 impl Egress {
-    /// Writes the entries the table implies now.
-    fn apply(&mut self, rules: &[NameRule]) {
-        let mut all = self.static_rules.clone();
-        all.extend(self.opened.resolved(rules));
-        let wanted = match rules::compile(&all, true) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "DNS answers exceed the rule capacity; not opened");
-                return;
+    /// Tells the kernel about the addresses whose rules changed: each
+    /// one's entry is recomputed alone (static rules covering it plus what
+    /// it is open for), so an answer costs the same with one address open
+    /// or a thousand.
+    fn sync(&mut self, rules: &[NameRule]) {
+        let mut old = Vec::new();
+        let mut new = Vec::new();
+        for addr in self.opened.take_changed() {
+            let net = IpNet::from(addr);
+            let mut here = self.static_rules.clone();
+            here.extend(self.opened.at(addr, rules));
+            match rules::entry(&here, net, true) {
+                Ok(entry) => {
+                    old.extend(self.installed.get(&net).map(|e| (net, *e)));
+                    new.extend(entry.map(|e| (net, e)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "DNS answers exceed the rule capacity; not opened")
+                }
             }
-        };
-        match self
-            .kernel
-            .replace_egress(self.slot, &self.installed, &wanted)
-        {
-            Ok(()) => self.installed = wanted,
+        }
+        match self.kernel.replace_egress(self.slot, &old, &new) {
+            Ok(()) => {
+                for (net, _) in &old {
+                    self.installed.remove(net);
+                }
+                self.installed.extend(new);
+            }
             Err(e) => tracing::warn!(error = %e, "cannot update the session's egress rules"),
         }
     }
@@ -382,11 +398,19 @@ impl Handler {
                 continue;
             };
             for &i in matched.iter().filter(|i| !self.rules[**i].ask) {
+                if egress.opened.full() && !egress.warned_full {
+                    egress.warned_full = true;
+                    tracing::warn!(
+                        max = MAX_OPENED,
+                        "the session's answers hold the most addresses one session may have open; \
+                         each new one now closes the one closest to expiry"
+                    );
+                }
                 changed |= egress.opened.open(ip, i, now + self.lifetimes.keep(r.ttl));
             }
         }
         if changed {
-            egress.apply(&self.rules);
+            egress.sync(&self.rules);
         }
     }
 }
@@ -481,11 +505,15 @@ async fn run(bound: Bound, inputs: Inputs, stop: tokio::sync::oneshot::Receiver<
         slot: inputs.slot,
         static_rules: inputs.static_egress,
         opened: Opened::default(),
-        installed: Vec::new(),
+        warned_full: false,
+        installed: HashMap::new(),
     }));
     if let Ok(mut e) = egress.lock() {
         // The registration's entries are the static rules compiled alone.
-        e.installed = rules::compile(&e.static_rules, true).unwrap_or_default();
+        e.installed = rules::compile(&e.static_rules, true)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
     }
     let handler = Handler {
         rules: inputs.rules.clone(),
@@ -520,7 +548,7 @@ async fn run(bound: Bound, inputs: Inputs, stop: tokio::sync::oneshot::Receiver<
             if let Ok(mut e) = egress.lock()
                 && e.opened.expire(Instant::now())
             {
-                e.apply(&rules);
+                e.sync(&rules);
             }
         }
     });
@@ -531,15 +559,27 @@ async fn run(bound: Bound, inputs: Inputs, stop: tokio::sync::oneshot::Receiver<
     let _ = writer.join();
 }
 
-/// Appends `dns` records in batches, off the answering path.
+/// How long the first `dns` record of a batch waits for others: one
+/// append (and fsync) per burst of queries rather than per query.
+const RECORD_WINDOW: Duration = Duration::from_millis(50);
+
+/// Most `dns` records in one append.
+const RECORD_BATCH: usize = 4096;
+
+/// Appends `dns` records in batches, off the answering path. When the
+/// resolver stops (the sender is dropped) what is pending is written.
 fn spawn_writer(rx: mpsc::Receiver<Event>, log: Log) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("dns-audit".into())
         .spawn(move || {
             while let Ok(first) = rx.recv() {
+                let deadline = Instant::now() + RECORD_WINDOW;
                 let mut batch = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    batch.push(more);
+                while batch.len() < RECORD_BATCH {
+                    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break, // the window closed, or the resolver stopped
+                    }
                 }
                 if let Err(e) = log.append(&batch) {
                     tracing::warn!(error = %e, "cannot write dns records");

@@ -2,7 +2,7 @@
 //! grace period) runs out. Pure: the resolver turns the table into egress
 //! entries with [`Opened::resolved`].
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -48,54 +48,84 @@ pub fn openable(addr: IpAddr) -> bool {
     !local_networks().iter().any(|l| l.contains(&net))
 }
 
+/// How many (address, rule) pairs one session's answers can hold open.
+/// The kernel's egress tries are shared by every session: without a bound,
+/// one session resolving name after name under a wildcard would fill them
+/// for all. When full, the pair closest to expiry makes room.
+pub const MAX_OPENED: usize = 1024;
+
 /// Opened addresses: (address, index of the rule whose name was asked) →
-/// until when.
+/// until when, and the addresses whose rules changed since the kernel was
+/// last told.
 #[derive(Debug, Default)]
 pub struct Opened {
-    until: HashMap<(IpAddr, usize), Instant>,
+    until: BTreeMap<(IpAddr, usize), Instant>,
+    changed: BTreeSet<IpAddr>,
 }
 
 impl Opened {
     /// Opens `addr` for rule `rule` until `until` (extending, never
-    /// shortening). Returns whether the table changed.
+    /// shortening). Returns whether the address is newly open for the rule
+    /// (an extension only moves the expiry: the kernel has nothing to do).
     pub fn open(&mut self, addr: IpAddr, rule: usize, until: Instant) -> bool {
-        match self.until.get(&(addr, rule)) {
-            Some(t) if *t >= until => false,
-            _ => {
-                self.until.insert((addr, rule), until);
-                true
+        if let Some(t) = self.until.get_mut(&(addr, rule)) {
+            if *t < until {
+                *t = until;
             }
+            return false;
+        }
+        if self.full() {
+            self.evict_soonest();
+        }
+        self.until.insert((addr, rule), until);
+        self.changed.insert(addr);
+        true
+    }
+
+    /// Whether the table is at [`MAX_OPENED`].
+    pub fn full(&self) -> bool {
+        self.until.len() >= MAX_OPENED
+    }
+
+    fn evict_soonest(&mut self) {
+        if let Some(k) = self.until.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
+            self.until.remove(&k);
+            self.changed.insert(k.0);
         }
     }
 
     /// Drops what expired by `now`; returns whether anything did.
     pub fn expire(&mut self, now: Instant) -> bool {
         let before = self.until.len();
-        self.until.retain(|_, t| *t > now);
+        let changed = &mut self.changed;
+        self.until.retain(|(addr, _), t| {
+            let keep = *t > now;
+            if !keep {
+                changed.insert(*addr);
+            }
+            keep
+        });
         self.until.len() != before
     }
 
-    /// The earliest expiry, if any.
-    pub fn next_expiry(&self) -> Option<Instant> {
-        self.until.values().min().copied()
+    /// The addresses whose rules changed since the last call.
+    pub fn take_changed(&mut self) -> BTreeSet<IpAddr> {
+        std::mem::take(&mut self.changed)
     }
 
-    /// The opened addresses as rules, with the ports and transports of the
-    /// rule their name matched.
-    pub fn resolved(&self, rules: &[NameRule]) -> Vec<Resolved> {
-        let mut out: Vec<Resolved> = self
-            .until
-            .keys()
-            .filter_map(|(addr, i)| {
+    /// The rules `addr` is open for, with the ports and transports of the
+    /// rule its name matched.
+    pub fn at(&self, addr: IpAddr, rules: &[NameRule]) -> Vec<Resolved> {
+        self.until
+            .range((addr, 0)..=(addr, usize::MAX))
+            .filter_map(|((_, i), _)| {
                 rules.get(*i).map(|r| Resolved {
-                    net: IpNet::from(*addr),
+                    net: IpNet::from(addr),
                     ports: r.ports,
                     protocols: r.protocols,
                 })
             })
-            .collect();
-        out.sort_by_key(|r| (r.net, r.ports.first, r.ports.last));
-        out
+            .collect()
     }
 }
 
@@ -121,15 +151,58 @@ mod tests {
         let a: IpAddr = "93.184.216.34".parse().unwrap();
         let mut t = Opened::default();
         assert!(t.open(a, 0, now + Duration::from_secs(10)));
+        assert_eq!(t.take_changed(), BTreeSet::from([a]));
         assert!(
             !t.open(a, 0, now + Duration::from_secs(5)),
             "never shortened"
         );
-        assert_eq!(t.resolved(&rules).len(), 1);
-        assert_eq!(t.resolved(&rules)[0].ports.first, 443);
         assert!(!t.expire(now + Duration::from_secs(9)));
-        assert!(t.expire(now + Duration::from_secs(10)));
-        assert!(t.resolved(&rules).is_empty());
+        assert!(
+            !t.open(a, 0, now + Duration::from_secs(20)),
+            "an extension changes no kernel entry"
+        );
+        assert!(t.take_changed().is_empty());
+        assert_eq!(t.at(a, &rules).len(), 1);
+        assert_eq!(t.at(a, &rules)[0].ports.first, 443);
+        assert!(!t.expire(now + Duration::from_secs(19)), "extended");
+        assert!(t.expire(now + Duration::from_secs(20)));
+        assert_eq!(t.take_changed(), BTreeSet::from([a]));
+        assert!(t.at(a, &rules).is_empty());
+    }
+
+    #[test]
+    fn an_address_is_open_for_every_rule_its_names_matched() {
+        let rules = super::super::names::rules(&Network {
+            allow: vec![
+                NetRule::parse("api.example.com:443").unwrap(),
+                NetRule::parse("*.example.com:8443").unwrap(),
+            ],
+            ask: Vec::new(),
+            bind: Vec::new(),
+            dns: true,
+        });
+        let now = Instant::now();
+        let (a, b): (IpAddr, IpAddr) = (
+            "93.184.216.34".parse().unwrap(),
+            "93.184.216.35".parse().unwrap(),
+        );
+        let mut t = Opened::default();
+        t.open(a, 0, now + Duration::from_secs(10));
+        t.open(a, 1, now + Duration::from_secs(20));
+        t.open(b, 1, now + Duration::from_secs(10));
+        let ports = |t: &Opened, addr| {
+            t.at(addr, &rules)
+                .iter()
+                .map(|r| r.ports.first)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ports(&t, a), [443, 8443]);
+        assert_eq!(ports(&t, b), [8443]);
+        t.take_changed();
+        assert!(t.expire(now + Duration::from_secs(15)));
+        assert_eq!(t.take_changed(), BTreeSet::from([a, b]));
+        assert_eq!(ports(&t, a), [8443]);
+        assert!(ports(&t, b).is_empty());
     }
 
     #[test]
@@ -148,5 +221,30 @@ mod tests {
         }
         assert!(openable("93.184.216.34".parse().unwrap()));
         assert!(openable("2606:2800:220:1::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_full_table_drops_what_expires_soonest() {
+        let now = Instant::now();
+        let mut t = Opened::default();
+        for i in 0..MAX_OPENED {
+            let addr = IpAddr::from([198, 18, (i >> 8) as u8, i as u8]);
+            let secs = 100 + u64::try_from(i).unwrap();
+            assert!(t.open(addr, 0, now + Duration::from_secs(secs)));
+        }
+        assert!(t.full());
+        let newest = IpAddr::from([198, 19, 0, 1]);
+        assert!(t.open(newest, 0, now + Duration::from_secs(50)));
+        assert!(t.full(), "still at the bound");
+        let open: Vec<IpAddr> = t.until.keys().map(|(a, _)| *a).collect();
+        assert!(
+            t.take_changed().contains(&IpAddr::from([198, 18, 0, 0])),
+            "the kernel is told"
+        );
+        assert!(open.contains(&newest), "the new answer is open");
+        assert!(
+            !open.contains(&IpAddr::from([198, 18, 0, 0])),
+            "the one expiring soonest made room"
+        );
     }
 }

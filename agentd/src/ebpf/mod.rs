@@ -472,14 +472,8 @@ impl Kernel {
         old: &[(IpNet, PortRules)],
         new: &[(IpNet, PortRules)],
     ) -> Result<(), EbpfError> {
-        let changed: Vec<(IpNet, PortRules)> =
-            new.iter().filter(|e| !old.contains(e)).copied().collect();
+        let (changed, gone) = rules::diff(old, new);
         self.write_entries(slot, &changed, true)?;
-        let gone: Vec<(IpNet, PortRules)> = old
-            .iter()
-            .filter(|(net, _)| !new.iter().any(|(n, _)| n == net))
-            .copied()
-            .collect();
         self.write_entries(slot, &gone, false)
     }
 
