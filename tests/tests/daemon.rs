@@ -1,7 +1,7 @@
 //! The daemon: its socket survives bad input, it authorizes by credentials
-//! and audits refusals, runs sessions for its groups (100 at once), and a
-//! SIGKILLed daemon leaves its sessions confined and killable by the next
-//! one. Each test runs its own daemon on its own socket, one at a time.
+//! and audits refusals, runs sessions for its groups (100 at once) with
+//! their resolvers on its `[dns]` settings, and a SIGKILLed daemon leaves
+//! its sessions confined and killable by the next one. Each test runs its own daemon on its own socket, one at a time.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -20,7 +20,7 @@ use std::{
 
 use agentd::daemon::proto::{self, Request, Response};
 use agentd_tests::{
-    AUDIT_LOG, Bins, Netns, Sandbox, assert_session_gone, eventually, field, finish,
+    AUDIT_LOG, Bins, Netns, Sandbox, Server, assert_session_gone, eventually, field, finish,
     require_sessions, session_id_from, test_policy, wait_record,
 };
 
@@ -54,6 +54,11 @@ impl TestDaemon {
     }
 
     fn start_in(netns: Option<&Netns>, unit: Option<PathBuf>) -> Self {
+        Self::start_configured(netns, unit, "")
+    }
+
+    /// With `tables` (TOML) after the test settings in its config.
+    fn start_configured(netns: Option<&Netns>, unit: Option<PathBuf>, tables: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("agentd-test-daemon-")
             .tempdir_in("/tmp")
@@ -62,7 +67,7 @@ impl TestDaemon {
         fs::write(
             dir.path().join("agentd.toml"),
             format!(
-                "run_group = \"{RUN_GROUP}\"\nadmin_group = \"agentd-test-no-such-group\"\nmetrics_listen = \"unix:{}\"\n",
+                "run_group = \"{RUN_GROUP}\"\nadmin_group = \"agentd-test-no-such-group\"\nmetrics_listen = \"unix:{}\"\n{tables}",
                 dir.path().join("metrics.sock").display()
             ),
         )
@@ -425,6 +430,83 @@ fn a_hundred_concurrent_runs_complete() {
     for id in &ids {
         assert_session_gone(id);
     }
+}
+
+#[test]
+fn sessions_it_starts_resolve_through_their_resolver_with_its_dns_settings() {
+    require_sessions!();
+    let _one = lock();
+    let netns = Netns::create("ddns");
+    for a in ["203.0.113.10/32", "203.0.113.11/32"] {
+        netns.add_loopback_address(a);
+    }
+    let upstream = tempfile::tempdir_in("/tmp").unwrap();
+    let log = upstream.path().join("upstream.log");
+    let _servers = [
+        Server::start(
+            &BINS,
+            &netns,
+            &[
+                "serve-dns",
+                "127.0.0.2",
+                log.to_str().unwrap(),
+                "allowed.test=203.0.113.10@300",
+                "other.test=203.0.113.11@300",
+            ],
+        ),
+        Server::start(&BINS, &netns, &["serve-tcp", "0.0.0.0", "443"]),
+    ];
+    // The upstream and the lifetimes come from the daemon's config only:
+    // the host's resolv.conf names no server in this namespace, and the
+    // answer's 300 s TTL is cut to 1 s plus 1 s of grace.
+    let d = TestDaemon::start_configured(
+        Some(&netns),
+        None,
+        "[dns]\nupstream = [\"127.0.0.2\"]\nmin_ttl = \"1s\"\nmax_ttl = \"1s\"\ngrace = \"1s\"\n",
+    );
+    let sb = Sandbox::new(&test_policy(
+        &BINS,
+        "",
+        "[network]\nallow = [\"allowed.test:443\"]\n",
+    ));
+    let probe = |action: &str| format!("{} {action}", BINS.probe);
+    let script = [
+        probe("dns-query 192.0.2.1 allowed.test A udp"),
+        probe("connect 203.0.113.10 443"),
+        probe("dns-query 192.0.2.1 other.test A udp"),
+        probe("connect 203.0.113.11 443"),
+        "sleep 3".to_owned(),
+        probe("connect 203.0.113.10 443"),
+    ]
+    .join("; ");
+    let run = finish(d.agentd(&strs(&run_args(&sb, &["/bin/sh", "-c", &script]))));
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "rcode No Error",
+            "answer A 203.0.113.10",
+            "ok",
+            "ok",
+            "rcode Query Refused",
+            "ok",
+            "errno EPERM",
+            "errno EPERM",
+        ],
+        "{}\n{}",
+        run.stderr,
+        d.log()
+    );
+    let asked = fs::read_to_string(&log).unwrap_or_default();
+    assert!(asked.contains("allowed.test. A udp"), "{asked}");
+    assert!(!asked.contains("other.test"), "leaked upstream: {asked}");
+    let id = session_id_from(&run.stderr).unwrap();
+    let refused = wait_record(&id, |r| {
+        field(r, "kind") == "dns" && field(r, "name") == "other.test"
+    })
+    .unwrap();
+    assert_eq!(field(&refused, "rcode"), "REFUSED");
+    assert_session_gone(&id);
 }
 
 #[test]
