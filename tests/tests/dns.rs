@@ -174,6 +174,21 @@ fn allowed_names_resolve_and_connect_others_never_leave_the_host() {
     .unwrap();
     assert_eq!(field(&answered, "rule"), "allowed.test:443");
     assert_eq!(answered["answers"][0], "A 203.0.113.10");
+    // Connects to answered addresses name what was asked and the rule
+    // that admitted it; an address never answered has no name.
+    for address in ["203.0.113.10", "2001:db8::10"] {
+        let connect = wait_record(&id, |r| {
+            field(r, "kind") == "connect" && field(r, "address") == address
+        })
+        .unwrap();
+        assert_eq!(field(&connect, "domain"), "allowed.test", "{connect:?}");
+        assert_eq!(field(&connect, "rule"), "allowed.test:443", "{connect:?}");
+    }
+    let denied = wait_record(&id, |r| {
+        field(r, "kind") == "deny" && field(r, "address") == "203.0.113.11"
+    })
+    .unwrap();
+    assert!(denied.get("domain").is_none(), "{denied:?}");
     let logs = finish({
         let mut c = Command::new(BINS.agentd);
         c.args(["logs", "--session", &id]);
@@ -183,6 +198,13 @@ fn allowed_names_resolve_and_connect_others_never_leave_the_host() {
         logs.stdout
             .lines()
             .any(|l| l.contains(" dns ") && l.contains("other.test REFUSED")),
+        "{}",
+        logs.stdout
+    );
+    assert!(
+        logs.stdout
+            .lines()
+            .any(|l| l.contains("tcp 203.0.113.10:443 [allowed.test] (allowed.test:443)")),
         "{}",
         logs.stdout
     );

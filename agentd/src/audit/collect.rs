@@ -91,6 +91,84 @@ impl SessionAudit {
     }
 }
 
+/// An address a session's DNS answer opened: one line of the session's
+/// `<cgroup id>.names` file, which its resolver appends to before the
+/// answer is sent, so that connects to the address carry the name asked
+/// and the rule that admitted it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameOpened {
+    /// The answer's address.
+    pub address: IpAddr,
+    /// The name the session asked for (before any CNAME).
+    pub name: String,
+    /// The rule the name matched.
+    pub rule: String,
+}
+
+fn names_path(cgroup_id: u64) -> PathBuf {
+    audit_dir().join(format!("{cgroup_id}.names"))
+}
+
+/// The appending end of a session's names file.
+#[derive(Debug)]
+pub struct NamesLog {
+    file: fs::File,
+}
+
+impl NamesLog {
+    /// Creates (or continues) the names file of the session with cgroup id
+    /// `cgroup_id`.
+    pub fn create(cgroup_id: u64) -> std::io::Result<Self> {
+        paths::create_private_dir(&audit_dir())?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(names_path(cgroup_id))?;
+        Ok(Self { file })
+    }
+
+    /// Appends `opened` in one write (whole lines: a reader never sees
+    /// half of one as complete).
+    pub fn append(&mut self, opened: &[NameOpened]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut buf = Vec::new();
+        for o in opened {
+            serde_json::to_writer(&mut buf, o).map_err(std::io::Error::other)?;
+            buf.push(b'\n');
+        }
+        self.file.write_all(&buf)
+    }
+}
+
+/// The reading end: what a session's answers opened, read as it grows.
+#[derive(Debug, Default)]
+struct Names {
+    by_address: HashMap<IpAddr, (String, String)>,
+    read: u64,
+}
+
+impl Names {
+    /// Reads the complete lines appended since the last call.
+    fn refresh(&mut self, cgroup_id: u64) {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let Ok(mut f) = fs::File::open(names_path(cgroup_id)) else {
+            return;
+        };
+        let mut bytes = Vec::new();
+        if f.seek(SeekFrom::Start(self.read)).is_err() || f.read_to_end(&mut bytes).is_err() {
+            return;
+        }
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        for line in bytes[..complete].split(|b| *b == b'\n') {
+            if let Ok(o) = serde_json::from_slice::<NameOpened>(line) {
+                self.by_address.insert(o.address, (o.name, o.rule));
+            }
+        }
+        self.read += complete as u64;
+    }
+}
+
 /// A loaded session: context, redactor, compiled rules.
 struct Known {
     context: Context,
@@ -98,6 +176,7 @@ struct Known {
     exec_rules: Vec<(String, GlobMatcher)>,
     net_rules: Vec<(String, Vec<ipnet::IpNet>, u16, u16)>,
     exec_enforced: bool,
+    names: Names,
 }
 
 impl Known {
@@ -139,6 +218,7 @@ impl Known {
                 })
                 .collect(),
             exec_enforced: a.exec_enforced,
+            names: Names::default(),
         }
     }
 }
@@ -291,10 +371,27 @@ impl Collector {
         Ok(raw.len())
     }
 
+    /// The name and rule that opened `ip` for the session, if its answers
+    /// did (reading what the resolver appended since the last look).
+    fn opened_by(&mut self, cgroup_id: u64, ip: IpAddr) -> Option<(String, String)> {
+        self.known(cgroup_id)?;
+        let names = &mut self.sessions.get_mut(&cgroup_id)?.as_mut()?.names;
+        if !names.by_address.contains_key(&ip) {
+            names.refresh(cgroup_id);
+        }
+        names.by_address.get(&ip).cloned()
+    }
+
     fn decode(&mut self, bytes: &[u8]) -> Option<Event> {
         let header: EventHeader = read(bytes)?;
         let ts = self.ts(header.ktime);
         let kind = EventKind::from_u32(header.kind)?;
+        let opened = match kind {
+            EventKind::Connect | EventKind::SocketDenied => read::<NetEvent>(bytes)
+                .and_then(|n| address(n.family, &n.addr).parse::<IpAddr>().ok())
+                .and_then(|ip| self.opened_by(header.cgroup_id, ip)),
+            _ => None,
+        };
         let known = self.known(header.cgroup_id)?;
         let context = known.context.clone();
         let scrub = |s: &str| known.redactor.scrub(s);
@@ -426,12 +523,24 @@ impl Collector {
                     } else {
                         kind
                     };
+                    // An address a DNS answer opened: the name asked, and
+                    // (when admitted and no static rule did) its rule.
+                    let (domain, rule) = match opened {
+                        Some((name, by)) => {
+                            (Some(scrub(&name)), rule.or((n.allowed == 1).then_some(by)))
+                        }
+                        None => (None, rule),
+                    };
                     let mut e = Event::now(&context, kind)
                         .with("pid", header.pid)
                         .with("exec_id", exec_id(header.pid, header.exec_ktime))
                         .with("protocol", protocol(n.protocol))
                         .with("address", addr.clone())
-                        .with("port", n.port)
+                        .with("port", n.port);
+                    if let Some(d) = domain {
+                        e = e.with("domain", d);
+                    }
+                    e = e
                         .with("decision", if n.allowed == 1 { "allow" } else { "deny" })
                         .with("rule", rule.map_or(Value::Null, Value::String));
                     if n.allowed == 0 {
@@ -618,6 +727,7 @@ pub fn prune(kernel: &Kernel) {
         let name = e.file_name().to_string_lossy().into_owned();
         let id = name
             .strip_suffix(".json")
+            .or_else(|| name.strip_suffix(".names"))
             .and_then(|n| n.parse::<u64>().ok());
         let old = e
             .metadata()

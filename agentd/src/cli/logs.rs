@@ -55,11 +55,15 @@ fn details(r: &Map<String, Value>) -> String {
         "fork" => format!("pid {} ppid {}", get("pid"), get("ppid")),
         "exit" => format!("pid {} {}", get("pid"), status()),
         "connect" | "sendmsg" | "bind" => format!(
-            "pid {} {} {}:{} ({})",
+            "pid {} {} {}:{}{} ({})",
             get("pid"),
             get("protocol"),
             get("address"),
             get("port"),
+            r.get("domain")
+                .and_then(Value::as_str)
+                .map(|d| format!(" [{d}]"))
+                .unwrap_or_default(),
             get("rule")
         ),
         "file" => format!("pid {} {} {}", get("pid"), get("access"), get("path")),

@@ -37,7 +37,11 @@ use super::{
     table::{Lifetimes, MAX_OPENED, Opened, openable},
 };
 use crate::{
-    audit::{Context, Event, Log, redact::Redactor},
+    audit::{
+        Context, Event, Log,
+        collect::{NameOpened, NamesLog},
+        redact::Redactor,
+    },
     ebpf::{
         Kernel,
         rules::{self, Resolved},
@@ -227,6 +231,9 @@ pub struct Inputs {
     pub context: Context,
     /// Scrubs names (a query can carry a secret).
     pub redactor: Redactor,
+    /// Where opened addresses are noted, so connects to them are recorded
+    /// with their name and rule.
+    pub names: Option<NamesLog>,
 }
 
 /// A running resolver; stopped (and its sockets closed) on [`stop`].
@@ -278,6 +285,8 @@ struct Egress {
     warned_full: bool,
     /// What the kernel holds for the session.
     installed: HashMap<IpNet, PortRules>,
+    /// Where opened addresses are noted for the collector.
+    names: Option<NamesLog>,
 }
 
 impl Egress {
@@ -386,13 +395,14 @@ impl Handler {
         let _ = self.records.send(ev);
     }
 
-    /// Opens the answer's addresses for the allow rules among `matched`.
-    fn open(&self, matched: &[usize], answers: &[Record]) {
+    /// Opens the answer's addresses for the allow rules among `matched`
+    /// (`name` being what was asked).
+    fn open(&self, name: &str, matched: &[usize], answers: &[Record]) {
         let Ok(mut egress) = self.egress.lock() else {
             return;
         };
         let now = Instant::now();
-        let mut changed = false;
+        let mut opened = Vec::new();
         for r in answers {
             let Some(ip) = address_of(r).filter(|ip| openable(*ip)) else {
                 continue;
@@ -406,11 +416,22 @@ impl Handler {
                          each new one now closes the one closest to expiry"
                     );
                 }
-                changed |= egress.opened.open(ip, i, now + self.lifetimes.keep(r.ttl));
+                if egress.opened.open(ip, i, now + self.lifetimes.keep(r.ttl)) {
+                    opened.push(NameOpened {
+                        address: ip,
+                        name: name.to_owned(),
+                        rule: self.rules[i].text.clone(),
+                    });
+                }
             }
         }
-        if changed {
+        if !opened.is_empty() {
             egress.sync(&self.rules);
+            // Before the answer goes out: the connect that follows it is
+            // recorded with the name and rule.
+            if let Some(Err(e)) = egress.names.as_mut().map(|n| n.append(&opened)) {
+                tracing::warn!(error = %e, "cannot note which names opened which addresses");
+            }
         }
     }
 }
@@ -470,7 +491,7 @@ impl RequestHandler for Handler {
             }
         };
         // Open first: the agent connects as soon as it has the answer.
-        self.open(&matched, &answers);
+        self.open(&name, &matched, &answers);
         self.record(&name, qtype, "allow", Some(&rule), code, &answers);
         send(response_handle, request, code, &answers).await
     }
@@ -507,6 +528,7 @@ async fn run(bound: Bound, inputs: Inputs, stop: tokio::sync::oneshot::Receiver<
         opened: Opened::default(),
         warned_full: false,
         installed: HashMap::new(),
+        names: inputs.names,
     }));
     if let Ok(mut e) = egress.lock() {
         // The registration's entries are the static rules compiled alone.

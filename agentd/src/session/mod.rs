@@ -840,6 +840,9 @@ pub fn run(
             log: log.clone(),
             context: context.clone(),
             redactor: redactor.clone(),
+            names: crate::audit::collect::NamesLog::create(cgroup_id)
+                .inspect_err(|e| tracing::warn!(error = %e, "connects to answered addresses will be recorded without their names"))
+                .ok(),
         };
         teardown.resolver = Some(
             bound
