@@ -151,8 +151,12 @@ struct Names {
 impl Names {
     /// Reads the complete lines appended since the last call.
     fn refresh(&mut self, cgroup_id: u64) {
+        self.refresh_from(&names_path(cgroup_id));
+    }
+
+    fn refresh_from(&mut self, path: &Path) {
         use std::io::{Read as _, Seek as _, SeekFrom};
-        let Ok(mut f) = fs::File::open(names_path(cgroup_id)) else {
+        let Ok(mut f) = fs::File::open(path) else {
             return;
         };
         let mut bytes = Vec::new();
@@ -738,5 +742,48 @@ pub fn prune(kernel: &Kernel) {
         if id.is_some_and(|id| !live.contains(&id)) && old {
             let _ = fs::remove_file(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn names_are_read_as_whole_lines_as_the_file_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.names");
+        let line = |addr: &str, name: &str| {
+            let mut l = serde_json::to_vec(&NameOpened {
+                address: addr.parse().unwrap(),
+                name: name.into(),
+                rule: format!("{name}:443"),
+            })
+            .unwrap();
+            l.push(b'\n');
+            l
+        };
+        let mut f = fs::File::create(&path).unwrap();
+        let second = line("2001:db8::10", "b.test");
+        f.write_all(&line("203.0.113.10", "a.test")).unwrap();
+        f.write_all(&second[..10]).unwrap();
+        let mut names = Names::default();
+        names.refresh_from(&path);
+        assert_eq!(names.by_address.len(), 1, "half a line is not read");
+        f.write_all(&second[10..]).unwrap();
+        f.write_all(&line("203.0.113.10", "c.test")).unwrap();
+        names.refresh_from(&path);
+        let get = |a: &str| names.by_address.get(&a.parse::<IpAddr>().unwrap()).cloned();
+        assert_eq!(
+            get("2001:db8::10"),
+            Some(("b.test".into(), "b.test:443".into()))
+        );
+        assert_eq!(
+            get("203.0.113.10"),
+            Some(("c.test".into(), "c.test:443".into())),
+            "the latest answer names the address"
+        );
     }
 }
