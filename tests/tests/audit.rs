@@ -245,3 +245,53 @@ fn no_event_vanishes_in_a_storm() {
     );
     assert!(recorded <= OPENS, "{recorded} records for {OPENS} opens");
 }
+
+/// Files put in the collector's inputs directory, removed on drop.
+struct Planted(Vec<std::path::PathBuf>);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+#[test]
+fn inputs_of_sessions_long_gone_are_pruned() {
+    require_sessions!();
+    let dir = std::path::Path::new("/run/agentd/audit");
+    fs::create_dir_all(dir).unwrap();
+    // Ids no cgroup has: an hour-old pair, and a recent one.
+    let old = [
+        dir.join("18446744073709551000.json"),
+        dir.join("18446744073709551000.names"),
+    ];
+    let recent = dir.join("18446744073709551001.json");
+    let planted = Planted(old.iter().chain([&recent]).cloned().collect());
+    for p in &planted.0 {
+        fs::write(p, b"{}").unwrap();
+    }
+    for p in &old {
+        let touched = Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    }
+    // The last pruning was long ago.
+    let _ = fs::remove_file(dir.join("pruned"));
+
+    let sb = Sandbox::new(&test_policy(&BINS, "", ""));
+    let run = finish(sb.command(&BINS, &[BINS.probe, "echo-args", "x"]));
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(
+        agentd_tests::eventually(std::time::Duration::from_secs(10), || old
+            .iter()
+            .all(|p| !p.exists())),
+        "stale inputs were kept"
+    );
+    assert!(recent.exists(), "recent inputs must stay (late events)");
+    drop(planted);
+}

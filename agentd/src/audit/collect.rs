@@ -599,7 +599,13 @@ impl Collector {
     /// ring buffer has data (and at least every 200 ms, to report losses),
     /// then until it is empty.
     pub fn run(&mut self, stop: &AtomicBool, wake: BorrowedFd<'_>) {
+        let mut looked = Instant::now();
         while !stop.load(Ordering::SeqCst) {
+            // A daemon collects for as long as it lives.
+            if looked.elapsed() > PRUNE_EVERY {
+                prune_if_due(&self.kernel);
+                looked = Instant::now();
+            }
             let mut fds = [
                 PollFd::new(self.ring.as_fd(), PollFlags::POLLIN),
                 PollFd::new(wake, PollFlags::POLLIN),
@@ -700,6 +706,7 @@ fn collect_while(stop: &AtomicBool, wake: BorrowedFd<'_>, log: &Log) {
                 let Ok(kernel) = Kernel::open_pinned() else {
                     return;
                 };
+                prune_if_due(&kernel);
                 let Ok(mut collector) = Collector::new(kernel, log.clone()) else {
                     return;
                 };
@@ -720,10 +727,34 @@ fn collect_while(stop: &AtomicBool, wake: BorrowedFd<'_>, log: &Log) {
     }
 }
 
-/// Removes audit inputs of sessions no longer registered and older than an
-/// hour.
-pub fn prune(kernel: &Kernel) {
-    let live = kernel.registered_cgroups().unwrap_or_default();
+/// How long a session's audit inputs (and names) outlive its registration:
+/// events still in the ring buffer are attributed until then.
+pub const INPUTS_KEPT: Duration = Duration::from_secs(3600);
+
+/// How often the collector looks for inputs to prune.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Prunes (see [`prune`]) when the last pruning on this host is older than
+/// [`PRUNE_EVERY`]: one look at a stamp file otherwise.
+pub fn prune_if_due(kernel: &Kernel) {
+    let stamp = audit_dir().join("pruned");
+    let due = fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age > PRUNE_EVERY);
+    if due && fs::write(&stamp, b"").is_ok() {
+        prune(kernel, INPUTS_KEPT);
+    }
+}
+
+/// Removes audit inputs and names files of sessions no longer registered
+/// and not written for `older_than`. Nothing when the registrations cannot
+/// be read (a live session's inputs must never go).
+pub fn prune(kernel: &Kernel, older_than: Duration) {
+    let Ok(live) = kernel.registered_cgroups() else {
+        return;
+    };
     let Ok(dir) = fs::read_dir(audit_dir()) else {
         return;
     };
@@ -738,7 +769,7 @@ pub fn prune(kernel: &Kernel) {
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > Duration::from_secs(3600));
+            .is_some_and(|age| age > older_than);
         if id.is_some_and(|id| !live.contains(&id)) && old {
             let _ = fs::remove_file(e.path());
         }

@@ -440,6 +440,11 @@ impl Drop for Teardown {
         if gone && let Some((kernel, Some(registered))) = &self.kernel {
             let _ = kernel.unregister(registered);
         }
+        // Other sessions' audit inputs, once they are long gone (a stat
+        // of the stamp file unless a pruning is due).
+        if let Some((kernel, _)) = &self.kernel {
+            crate::audit::collect::prune_if_due(kernel);
+        }
         for d in self.dirs.iter().rev() {
             let _ = fs::remove_dir_all(d);
         }
