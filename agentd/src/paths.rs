@@ -37,6 +37,32 @@ pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     create_dir_mode(dir, 0o700)
 }
 
+/// Replaces `path` with `bytes` as a root-only (0600) file, atomically
+/// (written beside it, then renamed over it); with `durable`, fsync'ed
+/// before the rename.
+pub fn replace_private_file(
+    path: &std::path::Path,
+    bytes: &[u8],
+    durable: bool,
+) -> std::io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+    }
+    std::fs::rename(tmp, path)
+}
+
 /// Creates `dir` (and parents) and sets its mode to `mode`.
 pub fn create_dir_mode(dir: &std::path::Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;

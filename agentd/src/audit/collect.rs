@@ -70,19 +70,7 @@ impl SessionAudit {
         let dir = audit_dir();
         paths::create_private_dir(&dir)?;
         let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        let path = dir.join(format!("{cgroup_id}.json"));
-        let tmp = dir.join(format!("{cgroup_id}.tmp"));
-        {
-            use std::io::Write as _;
-            let mut f = fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-        }
-        fs::rename(tmp, path)
+        paths::replace_private_file(&dir.join(format!("{cgroup_id}.json")), &bytes, false)
     }
 
     fn load(cgroup_id: u64) -> Option<Self> {
@@ -142,10 +130,17 @@ impl NamesLog {
 }
 
 /// The reading end: what a session's answers opened, read as it grows.
+/// Consulted for every connect event of an address it does not know yet,
+/// so the file stays open and a look is one read at its end.
 #[derive(Debug, Default)]
 struct Names {
     by_address: HashMap<IpAddr, (String, String)>,
-    read: u64,
+    /// The open file; `None` after a failed open too: a session's resolver
+    /// creates the file before its agent starts, so a session whose events
+    /// arrive without one never gets one.
+    file: Option<Option<fs::File>>,
+    /// The end of a line still being written.
+    partial: Vec<u8>,
 }
 
 impl Names {
@@ -155,21 +150,24 @@ impl Names {
     }
 
     fn refresh_from(&mut self, path: &Path) {
-        use std::io::{Read as _, Seek as _, SeekFrom};
-        let Ok(mut f) = fs::File::open(path) else {
+        use std::io::Read as _;
+        let Some(f) = self.file.get_or_insert_with(|| fs::File::open(path).ok()) else {
             return;
         };
-        let mut bytes = Vec::new();
-        if f.seek(SeekFrom::Start(self.read)).is_err() || f.read_to_end(&mut bytes).is_err() {
+        if f.read_to_end(&mut self.partial).is_err() {
             return;
         }
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        for line in bytes[..complete].split(|b| *b == b'\n') {
+        let complete = self
+            .partial
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        for line in self.partial[..complete].split(|b| *b == b'\n') {
             if let Ok(o) = serde_json::from_slice::<NameOpened>(line) {
                 self.by_address.insert(o.address, (o.name, o.rule));
             }
         }
-        self.read += complete as u64;
+        self.partial.drain(..complete);
     }
 }
 

@@ -531,12 +531,18 @@ impl Kernel {
         Ok(remaining)
     }
 
+    /// The pinned IPv4 and IPv6 egress tries.
+    fn egress_tries(&self) -> Result<(EgressTrie<RuleKeyV4>, EgressTrie<RuleKeyV6>), EbpfError> {
+        Ok((
+            egress_trie(&self.pin_dir, map::EGRESS_V4)?,
+            egress_trie(&self.pin_dir, map::EGRESS_V6)?,
+        ))
+    }
+
     /// Removes every egress and bind rule of `slot`.
     fn clear_slot(&self, slot: u32) -> Result<(), EbpfError> {
         let ours = |key_slot: [u8; 4]| u32::from_be_bytes(key_slot) & !SLOT_BIND == slot;
-        let mut v4: LpmTrie<_, RuleKeyV4, PortRules> =
-            LpmTrie::try_from(Map::LpmTrie(open_map(&self.pin_dir, map::EGRESS_V4)?))
-                .map_err(map_err(map::EGRESS_V4))?;
+        let (mut v4, mut v6) = self.egress_tries()?;
         let keys: Vec<_> = v4
             .keys()
             .filter_map(Result::ok)
@@ -545,9 +551,6 @@ impl Kernel {
         for k in keys {
             ignore_missing(v4.remove(&k), false, map::EGRESS_V4)?;
         }
-        let mut v6: LpmTrie<_, RuleKeyV6, PortRules> =
-            LpmTrie::try_from(Map::LpmTrie(open_map(&self.pin_dir, map::EGRESS_V6)?))
-                .map_err(map_err(map::EGRESS_V6))?;
         let keys: Vec<_> = v6
             .keys()
             .filter_map(Result::ok)
@@ -575,12 +578,7 @@ impl Kernel {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut v4: LpmTrie<_, RuleKeyV4, PortRules> =
-            LpmTrie::try_from(Map::LpmTrie(open_map(&self.pin_dir, map::EGRESS_V4)?))
-                .map_err(map_err(map::EGRESS_V4))?;
-        let mut v6: LpmTrie<_, RuleKeyV6, PortRules> =
-            LpmTrie::try_from(Map::LpmTrie(open_map(&self.pin_dir, map::EGRESS_V6)?))
-                .map_err(map_err(map::EGRESS_V6))?;
+        let (mut v4, mut v6) = self.egress_tries()?;
         for (net, rules) in entries {
             let (result, which) = match net {
                 IpNet::V4(n) => {
@@ -631,6 +629,16 @@ impl Kernel {
     pub fn registered_cgroups(&self) -> Result<Vec<u64>, EbpfError> {
         Ok(self.sessions()?.keys().filter_map(Result::ok).collect())
     }
+}
+
+/// An egress trie keyed by `K` (IPv4 or IPv6 rule keys).
+type EgressTrie<K> = LpmTrie<MapData, K, PortRules>;
+
+fn egress_trie<K: aya::Pod>(
+    pin_dir: &Path,
+    name: &'static str,
+) -> Result<EgressTrie<K>, EbpfError> {
+    LpmTrie::try_from(Map::LpmTrie(open_map(pin_dir, name)?)).map_err(map_err(name))
 }
 
 fn ignore_missing(

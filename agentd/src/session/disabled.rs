@@ -4,8 +4,6 @@
 //! `agentd enable AGENT` removes it.
 use std::{
     fs,
-    io::Write as _,
-    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -48,18 +46,8 @@ pub fn get(agent: &str) -> Option<Disabled> {
 /// Disables `agent` (durably: the marker is fsync'ed).
 pub fn set(agent: &str, d: &Disabled) -> std::io::Result<()> {
     paths::create_private_dir(&dir())?;
-    let tmp = dir().join(format!(".{agent}.tmp"));
-    {
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec(d).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-    }
-    fs::rename(tmp, file(agent))
+    let bytes = serde_json::to_vec(d).map_err(std::io::Error::other)?;
+    paths::replace_private_file(&file(agent), &bytes, true)
 }
 
 /// Enables `agent`; returns whether it was disabled.
