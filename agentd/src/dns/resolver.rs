@@ -297,7 +297,8 @@ impl Egress {
     fn sync(&mut self, rules: &[NameRule]) {
         let mut old = Vec::new();
         let mut new = Vec::new();
-        for addr in self.opened.take_changed() {
+        let changed = self.opened.take_changed();
+        for &addr in &changed {
             let net = IpNet::from(addr);
             let mut here = self.static_rules.clone();
             here.extend(self.opened.at(addr, rules));
@@ -318,7 +319,12 @@ impl Egress {
                 }
                 self.installed.extend(new);
             }
-            Err(e) => tracing::warn!(error = %e, "cannot update the session's egress rules"),
+            Err(e) => {
+                // Tried again at the next answer or expiry tick: an expired
+                // address must not stay open because one write failed.
+                tracing::warn!(error = %e, "cannot update the session's egress rules");
+                self.opened.still_changed(changed);
+            }
         }
     }
 }
@@ -567,9 +573,9 @@ async fn run(bound: Bound, inputs: Inputs, stop: tokio::sync::oneshot::Receiver<
     let expiry = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            if let Ok(mut e) = egress.lock()
-                && e.opened.expire(Instant::now())
-            {
+            if let Ok(mut e) = egress.lock() {
+                // What expired, and what an earlier failed write left.
+                e.opened.expire(Instant::now());
                 e.sync(&rules);
             }
         }

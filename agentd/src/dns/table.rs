@@ -113,6 +113,14 @@ impl Opened {
         std::mem::take(&mut self.changed)
     }
 
+    /// Gives back addresses taken by [`take_changed`] that the kernel was
+    /// not told about after all.
+    ///
+    /// [`take_changed`]: Opened::take_changed
+    pub fn still_changed(&mut self, addrs: BTreeSet<IpAddr>) {
+        self.changed.extend(addrs);
+    }
+
     /// The rules `addr` is open for, with the ports and transports of the
     /// rule its name matched.
     pub fn at(&self, addr: IpAddr, rules: &[NameRule]) -> Vec<Resolved> {
@@ -200,7 +208,10 @@ mod tests {
         assert_eq!(ports(&t, b), [8443]);
         t.take_changed();
         assert!(t.expire(now + Duration::from_secs(15)));
-        assert_eq!(t.take_changed(), BTreeSet::from([a, b]));
+        let changed = t.take_changed();
+        assert_eq!(changed, BTreeSet::from([a, b]));
+        t.still_changed(changed);
+        assert_eq!(t.take_changed(), BTreeSet::from([a, b]), "given back");
         assert_eq!(ports(&t, a), [8443]);
         assert!(ports(&t, b).is_empty());
     }
