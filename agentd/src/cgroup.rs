@@ -241,7 +241,7 @@ impl Layout {
 
 /// Where the daemon recorded agentd's parent cgroup when it is not the
 /// default (under a systemd unit).
-pub const PARENT_RECORD: &str = "/run/agentd/cgroup.parent";
+pub const PARENT_RECORD: &str = crate::paths::CGROUP_PARENT_RECORD;
 
 /// The recorded parent, if it still exists inside the cgroup2 mount.
 fn recorded_parent(v2_root: &Path) -> Option<PathBuf> {

@@ -5,7 +5,7 @@ use std::{
     fs::{self, File, OpenOptions},
     ops::RangeInclusive,
     os::unix::fs::OpenOptionsExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
 use nix::{
@@ -120,7 +120,7 @@ fn named(name: &str, caller: u32) -> Result<Identity, IdentityError> {
 }
 
 fn lock_dir() -> PathBuf {
-    Path::new(paths::RUN_DIR).join("uids")
+    PathBuf::from(paths::UID_LEASES)
 }
 
 fn dynamic(agent: &str, range: RangeInclusive<u32>) -> Result<Identity, IdentityError> {

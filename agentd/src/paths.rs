@@ -2,6 +2,10 @@
 
 /// The mount table of this process.
 pub const PROC_MOUNTINFO: &str = "/proc/self/mountinfo";
+/// The mount table of PID 1 (the host's mount namespace).
+pub const PROC_1_MOUNTINFO: &str = "/proc/1/mountinfo";
+/// PID 1's root directory: paths in the host's mount namespace.
+pub const PROC_1_ROOT: &str = "/proc/1/root";
 /// This process's cgroup membership.
 pub const PROC_SELF_CGROUP: &str = "/proc/self/cgroup";
 /// seccomp actions the kernel supports.
@@ -15,6 +19,8 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Where agentd mounts a bpf filesystem when none is mounted
 /// (`nosuid,nodev,noexec`).
 pub const BPFFS: &str = "/sys/fs/bpf";
+/// tracefs (agentd mounts it there when absent).
+pub const TRACEFS: &str = "/sys/kernel/tracing";
 /// Name of agentd's parent cgroup in the cgroup2 hierarchy.
 pub const CGROUP_PARENT: &str = "agentd";
 /// Runtime state (tmpfs, gone at reboot).
@@ -25,6 +31,30 @@ pub const SESSIONS_DIR: &str = "/run/agentd/sessions";
 pub const STATE_DIR: &str = "/var/lib/agentd";
 /// Per-session data directories ({tmp}, {home}).
 pub const SESSION_DATA_DIR: &str = "/var/lib/agentd/sessions";
+/// Disabled agents, one marker file each (survives reboots).
+pub const DISABLED_DIR: &str = "/var/lib/agentd/disabled";
+/// The daemon's socket.
+pub const SOCKET: &str = "/run/agentd/agentd.sock";
+/// The daemon's configuration.
+pub const CONFIG: &str = "/etc/agentd/agentd.toml";
+/// Policies the daemon accepts by name.
+pub const POLICY_DIR: &str = "/etc/agentd/policies";
+/// The audit trail's directory.
+pub const LOG_DIR: &str = "/var/log/agentd";
+/// The audit trail.
+pub const AUDIT_LOG: &str = "/var/log/agentd/audit.jsonl";
+/// Per-session inputs of the event collector (attribution, redaction).
+pub const AUDIT_INPUTS_DIR: &str = "/run/agentd/audit";
+/// Held by the process that drains the kernel's event ring.
+pub const COLLECTOR_LOCK: &str = "/run/agentd/collector.lock";
+/// Held while the kernel programs are loaded or the shared maps changed.
+pub const EBPF_LOCK: &str = "/run/agentd/ebpf.lock";
+/// Digest of the loaded kernel programs (reloaded when it differs).
+pub const EBPF_VERSION: &str = "/run/agentd/ebpf.version";
+/// Dynamic UID leases, one lock file per UID.
+pub const UID_LEASES: &str = "/run/agentd/uids";
+/// The cgroup2 parent agentd delegated itself (systemd hosts).
+pub const CGROUP_PARENT_RECORD: &str = "/run/agentd/cgroup.parent";
 
 /// Creates `/run/agentd` (0711: the daemon's socket inside is reachable,
 /// nothing is listable).
@@ -69,5 +99,68 @@ pub fn create_dir_mode(dir: &std::path::Path, mode: u32) -> std::io::Result<()> 
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
-/// tracefs (agentd mounts it there when absent).
-pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `dist/agentd.tmpfiles` creates the directories agentd uses, with
+    /// the modes the code sets.
+    #[test]
+    fn tmpfiles_agree_with_the_code() {
+        let tmpfiles = include_str!("../dist/agentd.tmpfiles");
+        let entries: Vec<(&str, &str)> = tmpfiles
+            .lines()
+            .filter(|l| l.starts_with("d "))
+            .filter_map(|l| {
+                let mut f = l.split_whitespace().skip(1);
+                Some((f.next()?, f.next()?))
+            })
+            .collect();
+        let parent = |p: &'static str| {
+            std::path::Path::new(p)
+                .parent()
+                .and_then(|p| p.to_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        for (dir, mode) in [
+            (RUN_DIR.to_owned(), "0711"),
+            (STATE_DIR.to_owned(), "0711"),
+            (LOG_DIR.to_owned(), "0750"),
+            (parent(CONFIG), "0755"),
+            (POLICY_DIR.to_owned(), "0755"),
+        ] {
+            assert!(
+                entries.contains(&(dir.as_str(), mode)),
+                "dist/agentd.tmpfiles lacks `d {dir} {mode}`"
+            );
+        }
+        for (dir, _) in &entries {
+            let known = [RUN_DIR, STATE_DIR, LOG_DIR, POLICY_DIR, &parent(CONFIG)]
+                .iter()
+                .any(|k| k == dir);
+            assert!(known, "dist/agentd.tmpfiles creates {dir}, which paths.rs does not name");
+        }
+        // Everything else lives below those.
+        for p in [
+            SESSIONS_DIR,
+            SESSION_DATA_DIR,
+            DISABLED_DIR,
+            SOCKET,
+            AUDIT_LOG,
+            AUDIT_INPUTS_DIR,
+            COLLECTOR_LOCK,
+            EBPF_LOCK,
+            EBPF_VERSION,
+            UID_LEASES,
+            CGROUP_PARENT_RECORD,
+        ] {
+            assert!(
+                [RUN_DIR, STATE_DIR, LOG_DIR].iter().any(|d| p.starts_with(d)),
+                "{p} is outside every directory tmpfiles creates"
+            );
+        }
+    }
+}

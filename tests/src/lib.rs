@@ -30,7 +30,7 @@ pub fn test_name() -> String {
 
 /// `Ok` when every feature is present; otherwise the reason to skip.
 pub fn missing(features: &[Feature]) -> Result<(), String> {
-    let report = host::probes();
+    let report = agentd::doctor::report();
     features.iter().try_for_each(|f| report.require(*f))
 }
 

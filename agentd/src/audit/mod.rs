@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 /// Where the audit trail goes by default.
-pub const DEFAULT_PATH: &str = "/var/log/agentd/audit.jsonl";
+pub const DEFAULT_PATH: &str = crate::paths::AUDIT_LOG;
 /// The schema these records follow.
 pub const SCHEMA_VERSION: u32 = 1;
 /// `prev_hash` of the first record.

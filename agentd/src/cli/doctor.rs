@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::{EXIT_INVALID, color, fail, paint, print_json};
-use crate::host::{self, Check, HostReport, Status};
+use crate::host::{Check, HostReport, Status};
 
 #[derive(Serialize)]
 struct JsonCheck<'a> {
@@ -24,7 +24,7 @@ struct JsonReport<'a> {
 }
 
 pub(super) fn run(json: bool) -> ExitCode {
-    let report = host::probes();
+    let report = crate::doctor::report();
     if json {
         let out = JsonReport {
             kernel: &report.kernel,

@@ -10,6 +10,7 @@ mod daemon;
 mod doctor;
 mod logs;
 mod policy;
+mod remote;
 mod run;
 mod sessions;
 
@@ -235,11 +236,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             json,
             file,
         } => {
-            if !daemon::readable(&file)
+            if !remote::readable(&file)
                 && file == std::path::Path::new(crate::audit::DEFAULT_PATH)
-                && let Some(conn) = daemon::connect()
+                && let Some(conn) = remote::connect()
             {
-                daemon::logs(&conn, session, follow, json)
+                remote::logs(&conn, session, follow, json)
             } else {
                 logs::logs(&file, session.as_deref(), follow, json)
             }
@@ -284,6 +285,37 @@ fn init_tracing(daemon: bool) {
 }
 
 /// Prints `error: …` and an optional hint to stderr; returns exit status 1.
+/// Prints a kill; returns failure when part of it was not recorded.
+fn print_killed(
+    id: &str,
+    processes: usize,
+    elapsed: std::time::Duration,
+    unrecorded: &[String],
+) -> ExitCode {
+    println!(
+        "killed session {id}: {processes} processes, gone after {:.1} ms",
+        elapsed.as_secs_f64() * 1000.0
+    );
+    for what in unrecorded {
+        eprintln!("agentd: warning: session {id} was killed, but not recorded: {what}");
+    }
+    if unrecorded.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Refuses a non-root caller of an embedded-mode command.
+fn require_root() -> Option<ExitCode> {
+    (!nix::unistd::geteuid().is_root()).then(|| {
+        fail(
+            "managing sessions needs root in embedded mode",
+            Some("run it with sudo"),
+        )
+    })
+}
+
 fn fail(error: impl Display, hint: Option<&str>) -> ExitCode {
     eprintln!("error: {error}");
     if let Some(hint) = hint {

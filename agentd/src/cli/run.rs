@@ -63,7 +63,7 @@ pub(super) fn run(args: Args) -> ExitCode {
         caller: None,
         cwd: None,
         uid_range: crate::identity::DEFAULT_RANGE,
-        collect: true,
+        mode: session::Mode::Embedded,
         dns: embedded_dns(),
     };
     let mut notify = |n: Notice<'_>| {

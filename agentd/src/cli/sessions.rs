@@ -1,36 +1,19 @@
 //! `agentd kill` and `agentd ps`.
 use std::process::ExitCode;
 
-use super::{daemon, fail, print_json};
+use super::{fail, print_json, print_killed, remote, require_root};
 use crate::{
     daemon::proto::{Request, Response},
     session::{self, KillRecord, SessionId, Summary, kill},
 };
-
-/// The line printed for each killed session.
-pub(super) fn print_killed(id: &str, processes: usize, elapsed: std::time::Duration) {
-    println!(
-        "killed session {id}: {processes} processes, gone after {:.1} ms",
-        elapsed.as_secs_f64() * 1000.0
-    );
-}
-
-pub(super) fn require_root() -> Option<ExitCode> {
-    (!nix::unistd::geteuid().is_root()).then(|| {
-        fail(
-            "managing sessions needs root in embedded mode",
-            Some("run it with sudo"),
-        )
-    })
-}
 
 pub(super) fn kill(
     session: Option<String>,
     agent: Option<String>,
     reason: Option<String>,
 ) -> ExitCode {
-    if let Some(conn) = daemon::connect() {
-        return daemon::exchange(
+    if let Some(conn) = remote::connect() {
+        return remote::exchange(
             &conn,
             &Request::Kill {
                 session,
@@ -72,7 +55,13 @@ pub(super) fn kill(
     let mut status = ExitCode::SUCCESS;
     for id in targets {
         match kill::kill_session(&id, &record) {
-            Ok(r) => print_killed(&id.to_string(), r.processes, r.elapsed),
+            Ok(r) => {
+                if print_killed(&id.to_string(), r.processes, r.elapsed, &r.unrecorded)
+                    != ExitCode::SUCCESS
+                {
+                    status = ExitCode::FAILURE;
+                }
+            }
             Err(e) => {
                 status = fail(&e, e.hint().as_deref());
             }
@@ -82,9 +71,9 @@ pub(super) fn kill(
 }
 
 pub(super) fn ps(json: bool) -> ExitCode {
-    if let Some(conn) = daemon::connect() {
+    if let Some(conn) = remote::connect() {
         let mut rows = Vec::new();
-        let code = daemon::exchange(&conn, &Request::Ps {}, |r| {
+        let code = remote::exchange(&conn, &Request::Ps {}, |r| {
             if let Response::Sessions { sessions } = r {
                 rows = sessions.clone();
             }

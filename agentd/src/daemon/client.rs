@@ -3,13 +3,12 @@ use std::{io, os::unix::net::UnixStream, path::PathBuf};
 
 use super::{
     proto::{self, ProtoError, Request, Response},
-    server::SOCKET,
 };
 
 /// The daemon's socket (`AGENTD_SOCKET` overrides it, for a second
 /// instance or a test).
 pub fn socket_path() -> PathBuf {
-    std::env::var_os("AGENTD_SOCKET").map_or_else(|| PathBuf::from(SOCKET), PathBuf::from)
+    std::env::var_os("AGENTD_SOCKET").map_or_else(|| PathBuf::from(crate::paths::SOCKET), PathBuf::from)
 }
 
 /// A connection to the daemon, or `None` when no daemon answers.

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The default config file.
-pub const DEFAULT_PATH: &str = "/etc/agentd/agentd.toml";
+pub const DEFAULT_PATH: &str = crate::paths::CONFIG;
 
 /// What the daemon does with live sessions when asked to stop (SIGTERM).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -103,7 +103,7 @@ impl Default for Config {
             run_group: "agentd".into(),
             admin_group: "agentd-admin".into(),
             uid_range: identity::DEFAULT_RANGE,
-            policy_dir: "/etc/agentd/policies".into(),
+            policy_dir: crate::paths::POLICY_DIR.into(),
             policies_from_dir_only: false,
             on_stop: OnStop::Kill,
             metrics_listen: None,

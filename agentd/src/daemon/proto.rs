@@ -165,6 +165,9 @@ pub enum Response {
         processes: usize,
         /// Until the last was gone.
         elapsed_us: u64,
+        /// What could not be recorded (see `KillReport::unrecorded`).
+        #[serde(default)]
+        unrecorded: Vec<String>,
     },
     /// An audit record.
     Record {

@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// The socket every client looks for.
-pub const SOCKET: &str = "/run/agentd/agentd.sock";
+pub use crate::paths::SOCKET;
 
 /// Most connections served at once (each holds a thread).
 const MAX_CONNECTIONS: usize = 512;
@@ -79,7 +79,7 @@ impl DaemonError {
         Some(match self {
             Self::NotRoot => "start it as root (systemctl start agentd)".into(),
             Self::Running(_) => "stop the other daemon first (systemctl stop agentd)".into(),
-            Self::Ebpf(e) => e.hint(),
+            Self::Ebpf(e) => return e.hint(),
             Self::Cgroup(_) => "run `agentd doctor` to check the cgroup layout".into(),
             Self::Io { .. } => return None,
         })
@@ -665,6 +665,7 @@ fn send_killed(conn: &UnixStream, id: &SessionId, r: &kill::KillReport) {
             session: id.to_string(),
             processes: r.processes,
             elapsed_us: u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX),
+            unrecorded: r.unrecorded.clone(),
         },
         &[],
     );

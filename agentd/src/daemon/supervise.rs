@@ -145,7 +145,7 @@ fn supervise(client: &UnixStream, a: Assignment) -> ExitCode {
         caller: Some((a.caller_uid, a.caller_gid)),
         cwd: Some(run.cwd.clone()),
         uid_range: a.uid_range.0..=a.uid_range.1,
-        collect: false,
+        mode: session::Mode::Daemon,
         dns: a.dns.clone(),
     };
     let mut notify = |n: session::Notice<'_>| {

@@ -10,7 +10,6 @@ mod sys;
 use std::{
     fs,
     path::{Path, PathBuf},
-    sync::OnceLock,
 };
 
 use serde::Serialize;
@@ -135,7 +134,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn ok(feature: Feature, detail: impl Into<String>) -> Self {
+    pub fn ok(feature: Feature, detail: impl Into<String>) -> Self {
         Self {
             feature,
             status: Status::Ok,
@@ -144,7 +143,7 @@ impl Check {
         }
     }
 
-    fn missing(feature: Feature, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub fn missing(feature: Feature, detail: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
             feature,
             status: Status::Missing,
@@ -188,13 +187,12 @@ impl HostReport {
     }
 }
 
-/// The host's features, probed on first use.
-pub fn probes() -> &'static HostReport {
-    static REPORT: OnceLock<HostReport> = OnceLock::new();
-    REPORT.get_or_init(probe_all)
-}
+/// How agentd's own kernel programs are probed (see `crate::doctor`, which
+/// knows them; this module only knows the host).
+pub type ProgramProbe = fn(root: bool) -> Check;
 
-fn probe_all() -> HostReport {
+/// Probes every feature; `programs` checks [`Feature::Ebpf`].
+pub fn probe_all(programs: ProgramProbe) -> HostReport {
     let mut actions = Vec::new();
     let mounts = read_mounts();
     let kernel = nix::sys::utsname::uname()
@@ -208,7 +206,7 @@ fn probe_all() -> HostReport {
         .unwrap_or_else(|e| format!("unknown (uname: {e})"));
     let checks = Feature::ALL
         .iter()
-        .map(|f| probe_with(*f, &mounts, &mut actions))
+        .map(|f| probe_with(*f, &mounts, &mut actions, programs))
         .collect();
     HostReport {
         kernel,
@@ -219,11 +217,24 @@ fn probe_all() -> HostReport {
 
 /// Probes one feature now (uncached): what session setup uses, so that a
 /// session does not pay for probes it does not need.
+/// The programs' probe is `agentd doctor`'s ([`probe_all`]).
 pub fn probe(feature: Feature) -> Check {
-    probe_with(feature, &read_mounts(), &mut Vec::new())
+    let not_here: ProgramProbe = |_| {
+        Check::missing(
+            Feature::Ebpf,
+            "not probed here",
+            "run `agentd doctor`",
+        )
+    };
+    probe_with(feature, &read_mounts(), &mut Vec::new(), not_here)
 }
 
-fn probe_with(feature: Feature, mounts: &[mountinfo::Mount], actions: &mut Vec<String>) -> Check {
+fn probe_with(
+    feature: Feature,
+    mounts: &[mountinfo::Mount],
+    actions: &mut Vec<String>,
+    programs: ProgramProbe,
+) -> Check {
     let root = nix::unistd::geteuid().is_root();
     let cgroup2 = || {
         mountinfo::of_type(mounts, "cgroup2")
@@ -246,7 +257,7 @@ fn probe_with(feature: Feature, mounts: &[mountinfo::Mount], actions: &mut Vec<S
         Feature::CgroupKill => probe_cgroup_kill(cgroup2().as_deref()),
         Feature::Limits => probe_limits(mounts, cgroup2().as_deref()),
         Feature::Bpffs => probe_bpffs(mounts),
-        Feature::Ebpf => probe_ebpf(root),
+        Feature::Ebpf => programs(root),
     }
 }
 
@@ -259,6 +270,39 @@ fn read_mounts() -> Vec<mountinfo::Mount> {
 /// The mounts of this process, read now.
 pub fn mounts() -> Vec<mountinfo::Mount> {
     read_mounts()
+}
+
+/// Whether this process shares PID 1's mount namespace (unknown: assumed).
+pub fn in_host_mount_ns() -> bool {
+    match (fs::metadata("/proc/self/ns/mnt"), fs::metadata("/proc/1/ns/mnt")) {
+        (Ok(own), Ok(host)) => {
+            use std::os::unix::fs::MetadataExt as _;
+            (own.dev(), own.ino()) == (host.dev(), host.ino())
+        }
+        _ => true,
+    }
+}
+
+/// PID 1's mounts, when this process is in another mount namespace (such
+/// as the one `ip netns exec` creates, with a fresh /sys that hides the
+/// host's cgroup and bpf mounts).
+pub fn host_mounts() -> Option<Vec<mountinfo::Mount>> {
+    if in_host_mount_ns() {
+        return None;
+    }
+    fs::read_to_string(paths::PROC_1_MOUNTINFO)
+        .ok()
+        .map(|t| mountinfo::parse(&t))
+}
+
+/// Where PID 1 has a `fs_type` filesystem, as a path that reaches it from
+/// this process (through `/proc/1/root`), when this process is in another
+/// mount namespace.
+pub fn host_mount(fs_type: &str) -> Option<PathBuf> {
+    let mounts = host_mounts()?;
+    let m = mountinfo::of_type(&mounts, fs_type).next()?;
+    let inside = m.mount_point.strip_prefix("/").ok()?;
+    Some(Path::new(paths::PROC_1_ROOT).join(inside))
 }
 
 /// The running kernel's (major, minor) version.
@@ -509,23 +553,6 @@ fn probe_bpffs(mounts: &[mountinfo::Mount]) -> Check {
                 paths::BPFFS
             ),
         ),
-    }
-}
-
-fn probe_ebpf(root: bool) -> Check {
-    if !root {
-        return Check::missing(
-            Feature::Ebpf,
-            "not probed: loading BPF programs needs root",
-            "run `agentd doctor` as root",
-        );
-    }
-    match crate::ebpf::verify() {
-        Ok(names) => Check::ok(
-            Feature::Ebpf,
-            format!("embedded programs load: {}", names.join(", ")),
-        ),
-        Err(e) => Check::missing(Feature::Ebpf, e.to_string(), e.hint()),
     }
 }
 

@@ -95,7 +95,7 @@ pub fn prepare(rules: &FsRules, kernel_abi: u32, degraded: bool) -> Result<Prepa
     let execute = read | AccessFs::Execute;
     let device = (AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev) & all;
 
-    let err = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+    let err = SandboxError::Landlock;
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(all)

@@ -34,13 +34,45 @@ pub enum SandboxError {
     },
     /// Building the ruleset failed.
     #[error("Landlock ruleset: {0}")]
-    Landlock(String),
-    /// Building the seccomp filter failed.
-    #[error("seccomp filter: {0}")]
-    Seccomp(String),
-    /// Preparing the workspace mount failed.
-    #[error("workspace: {0}")]
-    Workspace(String),
+    Landlock(#[from] ::landlock::RulesetError),
+    /// libseccomp refused to build the filter.
+    #[error("seccomp filter: {what}: {source}")]
+    Seccomp {
+        /// The step (`seccomp_rule_add read`, ...).
+        what: String,
+        /// libseccomp's error.
+        #[source]
+        source: libseccomp::error::SeccompError,
+    },
+    /// The compiled filter could not be read back.
+    #[error("seccomp filter: {what}: {source}")]
+    SeccompExport {
+        /// The step.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Preparing the idmapped workspace mount failed.
+    #[error("workspace {}: {step}: {source}", path.display())]
+    Workspace {
+        /// The workspace.
+        path: PathBuf,
+        /// The step (`open_tree`, `write uid_map`...).
+        step: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The workspace's filesystem cannot be idmapped.
+    #[error("the filesystem of {} does not support idmapped mounts (mount_setattr: {source})", path.display())]
+    NoIdmap {
+        /// The workspace.
+        path: PathBuf,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A path could not be used.
     #[error("{}: {why}", path.display())]
     Path {
@@ -53,20 +85,28 @@ pub enum SandboxError {
 
 impl SandboxError {
     /// What to do about it.
-    pub fn hint(&self) -> &'static str {
-        match self {
+    pub fn hint(&self) -> Option<String> {
+        Some(
+            match self {
             Self::LandlockUnavailable => {
                 "add \"landlock\" to lsm= on the kernel command line; run `agentd doctor`"
             }
             Self::LandlockTooOld { .. } => {
                 "upgrade to Linux >= 6.12, or set `allow_degraded = true` in [enforcement]"
             }
-            Self::Landlock(_) | Self::Seccomp(_) => "run `agentd doctor` to check the kernel",
-            Self::Workspace(_) => {
+            Self::Landlock(_) | Self::Seccomp { .. } | Self::SeccompExport { .. } => {
+                "run `agentd doctor` to check the kernel"
+            }
+            Self::Workspace { .. } => {
                 "choose a workspace on a local filesystem that supports idmapped mounts"
+            }
+            Self::NoIdmap { .. } => {
+                "use a workspace on ext4, xfs, btrfs or tmpfs (Linux >= 6.3)"
             }
             Self::Path { .. } => "fix the path in the policy or create it",
         }
+        .into(),
+        )
     }
 }
 

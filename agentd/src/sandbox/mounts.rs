@@ -26,10 +26,17 @@ pub fn cstring(path: &Path) -> Result<CString, SandboxError> {
 
 /// A user namespace whose only mapping is `(inside, outside)` for the UID
 /// and the GID, used to build an idmapped mount.
-fn userns_mapping(uid: (u32, u32), gid: (u32, u32)) -> Result<OwnedFd, SandboxError> {
-    let fail = |step: &str, e: i32| {
-        SandboxError::Workspace(format!("{step}: {}", nix::errno::Errno::from_raw(e)))
+fn userns_mapping(
+    workspace: &Path,
+    uid: (u32, u32),
+    gid: (u32, u32),
+) -> Result<OwnedFd, SandboxError> {
+    let failed = |step: &'static str, source: std::io::Error| SandboxError::Workspace {
+        path: workspace.to_path_buf(),
+        step,
+        source,
     };
+    let fail = |step: &'static str, e: i32| failed(step, std::io::Error::from_raw_os_error(e));
     let (ready_r, ready_w) = sys::pipe().map_err(|e| fail("pipe", e))?;
     let (hold_r, hold_w) = sys::pipe().map_err(|e| fail("pipe", e))?;
     use std::os::fd::AsRawFd as _;
@@ -41,14 +48,14 @@ fn userns_mapping(uid: (u32, u32), gid: (u32, u32)) -> Result<OwnedFd, SandboxEr
         let mut byte = [0u8; 1];
         let n = sys::read(ready_r.as_raw_fd(), &mut byte).map_err(|e| fail("read", e))?;
         if n != 1 || byte[0] != b'1' {
-            return Err(SandboxError::Workspace(
-                "cannot create a user namespace for the idmapped workspace (unshare CLONE_NEWUSER failed)".into(),
+            return Err(failed(
+                "create a user namespace for the idmapped mount (unshare CLONE_NEWUSER)",
+                std::io::Error::from(std::io::ErrorKind::PermissionDenied),
             ));
         }
         let proc = PathBuf::from(format!("/proc/{pid}"));
-        let write = |file: &str, text: String| {
-            fs::write(proc.join(file), text)
-                .map_err(|e| SandboxError::Workspace(format!("write {file}: {e}")))
+        let write = |file: &'static str, text: String| {
+            fs::write(proc.join(file), text).map_err(|e| failed(file, e))
         };
         // "inside outside count". For an idmapped mount, "inside" is the
         // on-disk ID and "outside" the ID processes see: files the caller
@@ -56,8 +63,7 @@ fn userns_mapping(uid: (u32, u32), gid: (u32, u32)) -> Result<OwnedFd, SandboxEr
         // creates is stored as the caller's.
         write("uid_map", format!("{} {} 1\n", uid.0, uid.1))?;
         write("gid_map", format!("{} {} 1\n", gid.0, gid.1))?;
-        let ns = fs::File::open(proc.join("ns/user"))
-            .map_err(|e| SandboxError::Workspace(format!("open ns/user: {e}")))?;
+        let ns = fs::File::open(proc.join("ns/user")).map_err(|e| failed("open ns/user", e))?;
         Ok(OwnedFd::from(ns))
     })();
     drop(hold_w);
@@ -72,32 +78,31 @@ pub fn idmapped_workspace(
     agent: (u32, u32),
     caller: (u32, u32),
 ) -> Result<OwnedFd, SandboxError> {
-    let ns = userns_mapping((caller.0, agent.0), (caller.1, agent.1))?;
+    let ns = userns_mapping(workspace, (caller.0, agent.0), (caller.1, agent.1))?;
     let path = cstring(workspace)?;
-    let tree = sys::open_tree_clone(&path).map_err(|e| {
-        SandboxError::Workspace(format!(
-            "open_tree {}: {}",
-            workspace.display(),
-            nix::errno::Errno::from_raw(e)
-        ))
+    let tree = sys::open_tree_clone(&path).map_err(|e| SandboxError::Workspace {
+        path: workspace.to_path_buf(),
+        step: "open_tree",
+        source: std::io::Error::from_raw_os_error(e),
     })?;
     sys::set_idmap(tree.as_fd(), ns.as_fd()).map_err(|e| {
-        let errno = nix::errno::Errno::from_raw(e);
+        let source = std::io::Error::from_raw_os_error(e);
+        let path = workspace.to_path_buf();
         if e == libc::EINVAL || e == libc::EOPNOTSUPP {
-            SandboxError::Workspace(format!(
-                "the filesystem of {} does not support idmapped mounts (mount_setattr: {errno}); \
-                 use a workspace on ext4, xfs, btrfs or tmpfs (Linux >= 6.3)",
-                workspace.display()
-            ))
+            SandboxError::NoIdmap { path, source }
         } else {
-            SandboxError::Workspace(format!("mount_setattr {}: {errno}", workspace.display()))
+            SandboxError::Workspace {
+                path,
+                step: "mount_setattr",
+                source,
+            }
         }
     })?;
     Ok(tree)
 }
 
 /// What to do to one path in the child's mount namespace.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Bind {
     /// Bind source.
     pub source: CString,

@@ -298,6 +298,7 @@ const STRICT_ALLOW: &[&str] = &[
 ];
 
 /// A compiled filter.
+#[derive(Clone)]
 pub struct Program {
     filter: Vec<libc::sock_filter>,
 }
@@ -361,7 +362,10 @@ const MODE_ARGS: &[(&str, u32)] = &[
 ];
 
 fn scmp_err(what: &str) -> impl Fn(libseccomp::error::SeccompError) -> SandboxError + '_ {
-    move |e| SandboxError::Seccomp(format!("{what}: {e}"))
+    move |source| SandboxError::Seccomp {
+        what: what.to_owned(),
+        source,
+    }
 }
 
 fn syscall(name: &str) -> Option<ScmpSyscall> {
@@ -526,20 +530,26 @@ fn fallbacks(
 fn export(ctx: &ScmpFilterContext) -> Result<Program, SandboxError> {
     let fd =
         nix::sys::memfd::memfd_create(c"agentd-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-            .map_err(|e| SandboxError::Seccomp(format!("memfd_create: {e}")))?;
+            .map_err(|e| SandboxError::SeccompExport {
+                what: "memfd_create",
+                source: e.into(),
+            })?;
     ctx.export_bpf(fd.as_fd())
         .map_err(scmp_err("seccomp_export_bpf"))?;
     let mut file = std::fs::File::from(fd);
     let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.read_to_end(&mut bytes))
-        .map_err(|e| SandboxError::Seccomp(format!("read the exported filter: {e}")))?;
+        .map_err(|source| SandboxError::SeccompExport {
+            what: "read the exported filter",
+            source,
+        })?;
     let size = size_of::<libc::sock_filter>();
     if bytes.is_empty() || bytes.len() % size != 0 {
-        return Err(SandboxError::Seccomp(format!(
-            "exported filter has {} bytes, not a whole number of instructions",
-            bytes.len()
-        )));
+        return Err(SandboxError::SeccompExport {
+            what: "the exported filter is not a whole number of instructions",
+            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        });
     }
     let filter = bytes
         .chunks_exact(size)

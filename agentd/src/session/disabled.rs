@@ -4,7 +4,7 @@
 //! `agentd enable AGENT` removes it.
 use std::{
     fs,
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ pub struct Disabled {
 }
 
 fn dir() -> PathBuf {
-    Path::new(paths::STATE_DIR).join("disabled")
+    PathBuf::from(paths::DISABLED_DIR)
 }
 
 /// The marker file of `agent` (agent names are `[a-z0-9-]`, checked by

@@ -2,6 +2,7 @@
 //! in the shared eBPF maps) and its audit inputs, derived from the policy.
 use ipnet::IpNet;
 
+use super::plan::SessionPlan;
 use crate::{
     audit::collect::SessionAudit,
     ebpf::{
@@ -110,20 +111,18 @@ pub fn flags(policy: &Policy) -> u32 {
 pub fn register(
     kernel: &Kernel,
     cgroup_id: u64,
-    policy: &Policy,
-    plan: &NetworkPlan,
+    session: &SessionPlan,
     dns: Option<(std::net::Ipv4Addr, Option<u16>)>,
     state_dir: &std::path::Path,
 ) -> Result<Registered, super::SessionError> {
-    let egress =
-        rules::compile(&plan.egress, true).map_err(|e| super::SessionError::Host(e.to_string()))?;
-    let bind =
-        rules::compile(&plan.bind, false).map_err(|e| super::SessionError::Host(e.to_string()))?;
+    let plan = &session.network;
+    let egress = rules::compile(&plan.egress, true).map_err(ebpf::EbpfError::from)?;
+    let bind = rules::compile(&plan.bind, false).map_err(ebpf::EbpfError::from)?;
     Ok(kernel.register(Registration {
         cgroup_id,
         // Port 53 is either the session's resolver or nothing: never
         // ordinary egress, whatever rules like `*:*` say.
-        flags: flags(policy)
+        flags: session.kernel_flags
             | if dns.is_some() {
                 agentd_common::SESSION_DNS_REDIRECT
             } else {
@@ -133,7 +132,19 @@ pub fn register(
         bind,
         dns,
         marker: Some(state_dir.join(ebpf::REGISTERED_MARKER)),
+        live_elsewhere: live_cgroups(),
     })?)
+}
+
+/// The cgroup ids of every live session, from their state (sessions under
+/// an earlier parent cgroup are not below the current one).
+fn live_cgroups() -> Vec<u64> {
+    super::state::list()
+        .into_iter()
+        .flatten()
+        .filter_map(|st| std::fs::metadata(&st.cgroup).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .collect()
 }
 
 /// Loads (or opens) the shared programs.
@@ -143,11 +154,9 @@ pub fn kernel(cgroup_parent: &std::path::Path, session: &str) -> Result<Kernel, 
 
 /// The collector's inputs for this session.
 pub fn audit_inputs(
-    policy: &Policy,
+    plan: &SessionPlan,
     context: &crate::audit::Context,
     redact_exact: Vec<String>,
-    exec_rules: Vec<(String, String)>,
-    plan: &NetworkPlan,
 ) -> SessionAudit {
     SessionAudit {
         session: context.session.clone(),
@@ -155,15 +164,10 @@ pub fn audit_inputs(
         policy: context.policy.clone(),
         trace_id: context.trace_id.clone(),
         redact_exact,
-        redact_patterns: policy
-            .audit
-            .redact
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect(),
-        exec_rules,
-        net_rules: plan.attribution.clone(),
-        exec_enforced: policy.exec.enforced,
+        redact_patterns: plan.redact.iter().map(|r| r.as_str().to_owned()).collect(),
+        exec_rules: plan.exec_rules.clone(),
+        net_rules: plan.network.attribution.clone(),
+        exec_enforced: plan.exec_enforced,
     }
 }
 

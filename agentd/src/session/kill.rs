@@ -16,12 +16,16 @@ use crate::cgroup::SessionCgroups;
 pub const KILL_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What a kill did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KillReport {
     /// Processes that were in the session when it was killed.
     pub processes: usize,
     /// From the request to the moment no process was left.
     pub elapsed: Duration,
+    /// What could not be recorded (the killed mark, the `kill` record),
+    /// and why: the kill happened, but the trail or the session's end
+    /// reason may not show it.
+    pub unrecorded: Vec<String>,
 }
 
 /// Kills every process of session `id` and returns once none is left. The
@@ -29,8 +33,23 @@ pub struct KillReport {
 /// supervisor is alive to clean up, this cleans up too.
 pub fn kill_session(id: &SessionId, record: &KillRecord) -> Result<KillReport, SessionError> {
     let start = Instant::now();
-    let st = SessionState::load(id).map_err(|_| SessionError::UnknownSession(id.clone()))?;
-    let _ = state::mark_killed(id, record);
+    let st = SessionState::load(id).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            SessionError::UnknownSession(id.clone())
+        } else {
+            SessionError::StateUnreadable {
+                id: id.clone(),
+                source,
+            }
+        }
+    })?;
+    let mut unrecorded = Vec::new();
+    if let Err(e) = state::mark_killed(id, record) {
+        unrecorded.push(format!(
+            "the killed mark in {} ({e}): the session's end may be recorded as exited",
+            state::dir(id).display()
+        ));
+    }
     let cgroups = SessionCgroups::open(st.cgroup.clone(), st.v1_cgroups.clone());
     let context = crate::audit::Context {
         session: st.id.to_string(),
@@ -41,12 +60,13 @@ pub fn kill_session(id: &SessionId, record: &KillRecord) -> Result<KillReport, S
     let processes = if st.cgroup.exists() {
         cgroups
             .kill_all(KILL_DEADLINE)
-            .map_err(|e| SessionError::Kill(id.clone(), e.to_string()))?
+            .map_err(|e| SessionError::Kill(id.clone(), e))?
     } else {
         0
     };
     let elapsed = start.elapsed();
-    let _ = crate::audit::Log::default_path().append(&[crate::audit::Event::now(&context, "kill")
+    let log = crate::audit::Log::default_path();
+    let appended = log.append(&[crate::audit::Event::now(&context, "kill")
         .with("caller_uid", record.by_uid)
         .with(
             "reason",
@@ -59,10 +79,17 @@ pub fn kill_session(id: &SessionId, record: &KillRecord) -> Result<KillReport, S
             "elapsed_us",
             u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         )]);
+    if let Err(e) = appended {
+        unrecorded.push(format!("the kill record ({e})"));
+    }
     if !st.supervisor_alive() {
         cleanup(&st, &cgroups);
     }
-    Ok(KillReport { processes, elapsed })
+    Ok(KillReport {
+        processes,
+        elapsed,
+        unrecorded,
+    })
 }
 
 /// Removes everything a session left: cgroups, data and state directories.

@@ -54,6 +54,20 @@ pub struct SessionState {
     /// `--name` given to `agentd run`.
     #[serde(default)]
     pub label: Option<String>,
+    /// Who supervises the session.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Who supervises a session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `agentd run` as root, in-process.
+    #[default]
+    Embedded,
+    /// A supervisor process the daemon started.
+    Daemon,
 }
 
 /// Why a session ended by force.

@@ -1,0 +1,423 @@
+//! Loading the kernel programs: parsing the embedded object with this
+//! kernel's offsets, the verifier, attaching, and pinning maps and links
+//! under bpffs (all-or-nothing), once per host and build.
+use std::{
+    fs::{self, File},
+    os::{fd::AsFd as _, unix::fs::OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use agentd_common::{Offset, map, program};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::Array,
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, TracePoint,
+        links::FdLink,
+    },
+};
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest as _, Sha256};
+
+use super::{Btf, BtfError, EbpfError, Kernel, REGISTERED_MARKER, map_err};
+use crate::{error::AtPath as _, host::mountinfo, paths};
+
+/// The kernel object built by `build.rs`, embedded in the binary. Empty when
+/// agentd was built with `AYA_BUILD_SKIP=1`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agentd-ebpf"));
+
+/// Digest of the loaded programs and their cgroup parent.
+pub(super) const VERSION_FILE: &str = paths::EBPF_VERSION;
+
+/// The `cgroup_sock_addr` programs and their attach points.
+const SOCK_ADDR: [&str; 10] = [
+    program::CGROUP_CONNECT4,
+    program::CGROUP_CONNECT6,
+    program::CGROUP_SENDMSG4,
+    program::CGROUP_SENDMSG6,
+    program::CGROUP_BIND4,
+    program::CGROUP_BIND6,
+    program::CGROUP_RECVMSG4,
+    program::CGROUP_RECVMSG6,
+    program::CGROUP_GETPEERNAME4,
+    program::CGROUP_GETPEERNAME6,
+];
+
+/// Syscall tracepoints (category `syscalls`).
+const SYSCALL_TRACEPOINTS: [(&str, &str); 10] = [
+    (program::TP_ENTER_EXECVE, "sys_enter_execve"),
+    (program::TP_EXIT_EXECVE, "sys_exit_execve"),
+    (program::TP_ENTER_EXECVEAT, "sys_enter_execveat"),
+    (program::TP_EXIT_EXECVEAT, "sys_exit_execveat"),
+    (program::TP_ENTER_OPENAT, "sys_enter_openat"),
+    (program::TP_EXIT_OPENAT, "sys_exit_openat"),
+    (program::TP_ENTER_UNLINKAT, "sys_enter_unlinkat"),
+    (program::TP_EXIT_UNLINKAT, "sys_exit_unlinkat"),
+    (program::TP_ENTER_RENAMEAT2, "sys_enter_renameat2"),
+    (program::TP_EXIT_RENAMEAT2, "sys_exit_renameat2"),
+];
+
+/// BTF tracepoints.
+const TRACEPOINTS: [(&str, &str); 3] = [
+    (program::TP_SCHED_PROCESS_EXEC, "sched_process_exec"),
+    (program::TP_SCHED_PROCESS_FORK, "sched_process_fork"),
+    (program::TP_SCHED_PROCESS_EXIT, "sched_process_exit"),
+];
+
+/// Every map userspace opens by pin.
+const PINNED_MAPS: [&str; 5] = [
+    map::SESSIONS,
+    map::COUNTERS,
+    map::EGRESS_V4,
+    map::EGRESS_V6,
+    map::EVENTS,
+];
+
+/// The offsets the programs read, from kernel BTF.
+pub fn kernel_offsets(btf: &Btf) -> Result<Vec<(Offset, u64)>, BtfError> {
+    let table: [(Offset, &str, &[&str]); 12] = [
+        (Offset::BinprmFilename, "linux_binprm", &["filename"]),
+        (Offset::BinprmFile, "linux_binprm", &["file"]),
+        (Offset::FileInode, "file", &["f_inode"]),
+        (Offset::InodeSb, "inode", &["i_sb"]),
+        (Offset::SuperBlockFlags, "super_block", &["s_flags"]),
+        (Offset::TaskMm, "task_struct", &["mm"]),
+        (Offset::TaskRealParent, "task_struct", &["real_parent"]),
+        (Offset::TaskTgid, "task_struct", &["tgid"]),
+        (Offset::TaskExitCode, "task_struct", &["exit_code"]),
+        (Offset::MmArgStart, "mm_struct", &["arg_start"]),
+        (Offset::MmArgEnd, "mm_struct", &["arg_end"]),
+        (Offset::TaskPid, "task_struct", &["pid"]),
+    ];
+    table
+        .iter()
+        .map(|(which, outer, path)| btf.offset_of(outer, path).map(|o| (*which, u64::from(o))))
+        .collect()
+}
+
+/// The mount point of a `fs_type` filesystem: this process's; else PID 1's,
+/// reached through `/proc/1/root` (in a mount namespace of its own, as
+/// `ip netns exec` makes, the host's instance is still the one to share);
+/// else a new one mounted at `target`, `nosuid,nodev,noexec`.
+fn mount_if_absent(fs_type: &str, target: &Path) -> Result<PathBuf, EbpfError> {
+    let mounts = crate::host::mounts();
+    if let Some(m) = mountinfo::of_type(&mounts, fs_type).next() {
+        return Ok(m.mount_point.clone());
+    }
+    if let Some(host) = crate::host::host_mount(fs_type) {
+        return Ok(host);
+    }
+    nix::mount::mount(
+        Some(fs_type),
+        target,
+        Some(fs_type),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(std::io::Error::from)
+    .at("mount", target)?;
+    Ok(target.to_path_buf())
+}
+
+/// Makes sure tracefs is mounted (the syscall tracepoints are found there;
+/// aya looks at /sys/kernel/tracing).
+fn ensure_tracefs() -> Result<(), EbpfError> {
+    let mounts = crate::host::mounts();
+    if mountinfo::of_type(&mounts, "tracefs").next().is_some() {
+        return Ok(());
+    }
+    // A namespace's own mount: aya reads tracepoint ids through it.
+    nix::mount::mount(
+        Some("tracefs"),
+        Path::new(paths::TRACEFS),
+        Some("tracefs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(std::io::Error::from)
+    .at("mount tracefs at", Path::new(paths::TRACEFS))?;
+    Ok(())
+}
+
+/// The bpffs directory holding agentd's pins (see [`mount_if_absent`]).
+pub fn pin_dir() -> Result<PathBuf, EbpfError> {
+    Ok(mount_if_absent("bpf", Path::new(paths::BPFFS))?.join("agentd"))
+}
+
+fn object_digest() -> String {
+    Sha256::digest(OBJECT)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Kernel {
+    /// Loads, attaches and pins the programs if no agentd did yet on this
+    /// boot (or a different build did and no session uses it), then opens
+    /// the pinned maps. `cgroup_parent` is the agentd parent cgroup in the
+    /// cgroup2 hierarchy, where the egress hooks attach.
+    ///
+    /// `own_session` is the session calling (its state directory exists
+    /// already); every other session directory counts as a session that
+    /// relies on the loaded programs, whatever their maps look like.
+    pub fn attach(cgroup_parent: &Path, own_session: Option<&str>) -> Result<Self, EbpfError> {
+        if OBJECT.is_empty() {
+            return Err(EbpfError::NoObject);
+        }
+        let _lock = lock()?;
+        let dir = pin_dir()?;
+        // Programs of this build attached at this parent: anything else
+        // (another build, or another parent such as a systemd unit's) is
+        // replaced when no session relies on it.
+        let digest = format!("{} {}", object_digest(), cgroup_parent.display());
+        let current = fs::read_to_string(VERSION_FILE).unwrap_or_default();
+        let pinned = dir.join(map::SESSIONS).exists();
+        let kernel = Self {
+            pin_dir: dir,
+            cgroup_parent: Some(cgroup_parent.to_path_buf()),
+        };
+        if pinned && current.trim() == digest {
+            return Ok(kernel);
+        }
+        if pinned {
+            // Another build's programs (whose maps may have another
+            // layout): replace them only if no session registered with
+            // them lives (sessions still being set up register with
+            // whatever is loaded when they get there).
+            let live = fs::read_dir(paths::SESSIONS_DIR)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| Some(e.file_name().to_string_lossy().as_ref()) != own_session)
+                        .filter(|e| e.path().join(REGISTERED_MARKER).exists())
+                        .count()
+                })
+                .unwrap_or(0);
+            if live > 0 {
+                return Err(EbpfError::VersionInUse(live));
+            }
+            unpin_all(&kernel.pin_dir)?;
+        }
+        load_and_pin(&kernel.pin_dir, cgroup_parent)?;
+        fs::write(VERSION_FILE, &digest).at("write", Path::new(VERSION_FILE))?;
+        Ok(kernel)
+    }
+
+    /// Opens already pinned programs (no loading): for readers such as
+    /// `agentd doctor` or the event collector.
+    pub fn open_pinned() -> Result<Self, EbpfError> {
+        let dir = pin_dir()?;
+        if !dir.join(map::SESSIONS).exists() {
+            return Err(EbpfError::NotLoaded(dir.join(map::SESSIONS)));
+        }
+        Ok(Self {
+            pin_dir: dir,
+            cgroup_parent: None,
+        })
+    }
+}
+
+/// Serialises loading, registration and pruning across agentd processes.
+pub(super) fn lock() -> Result<Flock<File>, EbpfError> {
+    paths::create_run_dir().at("mkdir", Path::new(paths::RUN_DIR))?;
+    let path = Path::new(paths::EBPF_LOCK);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .at("open", path)?;
+    Ok(Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| std::io::Error::from(e))
+        .at("flock", path)?)
+}
+
+
+/// Removes every pin of an earlier build (links detach with their last
+/// reference).
+fn unpin_all(dir: &Path) -> Result<(), EbpfError> {
+    for sub in ["", "links"] {
+        let d = dir.join(sub);
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                fs::remove_file(e.path()).at("unpin", &e.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pin_link(link: FdLink, path: &Path) -> Result<(), EbpfError> {
+    link.pin(path).map(drop).map_err(|e| EbpfError::Pin {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
+}
+
+/// Program `name` of the object as its type `T`.
+fn typed<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| EbpfError::Load {
+            program: name,
+            source: Box::new(e),
+        })
+}
+
+fn load_err(program: &'static str) -> impl Fn(ProgramError) -> EbpfError {
+    move |e| EbpfError::Load {
+        program,
+        source: Box::new(e),
+    }
+}
+
+fn attach_err(program: &'static str) -> impl Fn(ProgramError) -> EbpfError {
+    move |e| EbpfError::Attach {
+        program,
+        source: Box::new(e),
+    }
+}
+
+/// Parses the object with this kernel's struct offsets and loads every
+/// program into the kernel (the verifier runs here).
+fn load_object() -> Result<(Ebpf, aya::Btf), EbpfError> {
+    if OBJECT.is_empty() {
+        return Err(EbpfError::NoObject);
+    }
+    let kernel_btf = aya::Btf::from_sys_fs()
+        .map_err(|e| EbpfError::Object(Box::new(aya::EbpfError::BtfError(e))))?;
+    let offsets = kernel_offsets(&Btf::from_sys_fs()?)?;
+    let mut ebpf: Ebpf = EbpfLoader::new()
+        .btf(&kernel_btf)
+        .load(OBJECT)
+        .map_err(|e| EbpfError::Object(Box::new(e)))?;
+    {
+        let m = ebpf
+            .map_mut(map::OFFSETS)
+            .ok_or(EbpfError::MissingMap(map::OFFSETS))?;
+        let mut array: Array<_, u64> = Array::try_from(m).map_err(map_err(map::OFFSETS))?;
+        for (which, value) in offsets {
+            array
+                .set(which as u32, &value, 0)
+                .map_err(map_err(map::OFFSETS))?;
+        }
+    }
+    for name in SOCK_ADDR {
+        typed::<CgroupSockAddr>(&mut ebpf, name)?
+            .load()
+            .map_err(load_err(name))?;
+    }
+    let name = program::CGROUP_SOCK_CREATE;
+    typed::<CgroupSock>(&mut ebpf, name)?
+        .load()
+        .map_err(load_err(name))?;
+    for (name, _) in SYSCALL_TRACEPOINTS {
+        typed::<TracePoint>(&mut ebpf, name)?
+            .load()
+            .map_err(load_err(name))?;
+    }
+    for (name, tracepoint) in TRACEPOINTS {
+        typed::<BtfTracePoint>(&mut ebpf, name)?
+            .load(tracepoint, &kernel_btf)
+            .map_err(load_err(name))?;
+    }
+    Ok((ebpf, kernel_btf))
+}
+
+/// Loads every program (all-or-nothing: on failure nothing stays pinned),
+/// attaches it, and pins maps and links.
+fn load_and_pin(dir: &Path, cgroup_parent: &Path) -> Result<(), EbpfError> {
+    let result = try_load_and_pin(dir, cgroup_parent);
+    if result.is_err() {
+        let _ = unpin_all(dir);
+    }
+    result
+}
+
+fn try_load_and_pin(dir: &Path, cgroup_parent: &Path) -> Result<(), EbpfError> {
+    let (mut ebpf, _btf) = load_object()?;
+    fs::create_dir_all(dir.join("links")).at("mkdir", dir)?;
+    for name in PINNED_MAPS {
+        let path = dir.join(name);
+        ebpf.map(name)
+            .ok_or(EbpfError::MissingMap(name))?
+            .pin(&path)
+            .map_err(|e| EbpfError::Pin {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+    }
+    let links = dir.join("links");
+    let cgroup = File::open(cgroup_parent).at("open", cgroup_parent)?;
+    let to_fd = |name: &'static str| {
+        move |e: aya::programs::links::LinkError| EbpfError::Link {
+            program: name,
+            source: Box::new(e),
+        }
+    };
+    // The cgroup program types share no trait for attaching; the steps are
+    // the same for each.
+    macro_rules! attach_to_cgroup {
+        ($ty:ty, $name:expr) => {{
+            let name = $name;
+            let prog = typed::<$ty>(&mut ebpf, name)?;
+            // bpf_link attachments always coexist with other programs; the
+            // mode flag must be 0 for links.
+            let id = prog
+                .attach(cgroup.as_fd(), CgroupAttachMode::Single)
+                .map_err(attach_err(name))?;
+            let link: FdLink = prog
+                .take_link(id)
+                .map_err(attach_err(name))?
+                .try_into()
+                .map_err(to_fd(name))?;
+            pin_link(link, &links.join(name))?;
+        }};
+    }
+    for name in SOCK_ADDR {
+        attach_to_cgroup!(CgroupSockAddr, name);
+    }
+    attach_to_cgroup!(CgroupSock, program::CGROUP_SOCK_CREATE);
+    ensure_tracefs()?;
+    for (name, tracepoint) in SYSCALL_TRACEPOINTS {
+        let prog = typed::<TracePoint>(&mut ebpf, name)?;
+        let id = prog
+            .attach("syscalls", tracepoint)
+            .map_err(attach_err(name))?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(attach_err(name))?
+            .try_into()
+            .map_err(to_fd(name))?;
+        pin_link(link, &links.join(name))?;
+    }
+    for (name, _) in TRACEPOINTS {
+        let prog = typed::<BtfTracePoint>(&mut ebpf, name)?;
+        let id = prog.attach().map_err(attach_err(name))?;
+        pin_link(
+            prog.take_link(id).map_err(attach_err(name))?.into(),
+            &links.join(name),
+        )?;
+    }
+    Ok(())
+}
+
+/// Loads every program into the kernel without attaching anything (the
+/// verifier check `agentd doctor` runs); returns their names.
+pub fn verify() -> Result<Vec<String>, EbpfError> {
+    let (ebpf, _) = load_object()?;
+    let mut names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_owned()).collect();
+    names.sort();
+    Ok(names)
+}
