@@ -15,8 +15,8 @@ use crate::host::mountinfo;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CgroupError {
-    /// No cgroup2 mount in `/proc/self/mountinfo`.
-    #[error("no cgroup2 hierarchy is mounted")]
+    /// No cgroup2 mount in `/proc/self/mountinfo` (nor in PID 1's).
+    #[error("no cgroup2 hierarchy is mounted (here or in PID 1's mount namespace)")]
     NoCgroup2,
     /// A file operation on the cgroup failed.
     #[error("{op} {path}: {source}")]
@@ -50,13 +50,117 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Cgr
     }
 }
 
-/// The cgroup2 mount point, from `/proc/self/mountinfo`.
+/// Whether `cgroup.kill` is used where it exists. `AGENTD_NO_CGROUP_KILL=1`
+/// makes agentd kill as it does on kernels without it (for tests of that
+/// path, and for kernels whose `cgroup.kill` misbehaves).
+fn use_cgroup_kill() -> bool {
+    std::env::var_os("AGENTD_NO_CGROUP_KILL").is_none_or(|v| v != "1")
+}
+
+/// SIGKILLs `pid` (gone already: nothing to do).
+fn signal_kill(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+}
+
+/// The cgroup2 mount point, from `/proc/self/mountinfo` (see
+/// [`mounts`]).
 pub fn cgroup2_root() -> Result<PathBuf, CgroupError> {
-    let mounts = crate::host::mounts();
+    let mounts = mounts()?;
     mountinfo::of_type(&mounts, "cgroup2")
         .next()
         .map(|m| m.mount_point.clone())
         .ok_or(CgroupError::NoCgroup2)
+}
+
+/// This process's mounts, with the host's cgroup hierarchies in them: in a
+/// mount namespace of its own that lacks them (`ip netns exec` mounts a
+/// fresh /sys), PID 1's cgroup mounts are mounted again at the same paths
+/// (the same hierarchies: a cgroup's path, and so a session's state, means
+/// the same thing inside and outside), without propagating anywhere.
+pub fn mounts() -> Result<Vec<mountinfo::Mount>, CgroupError> {
+    let own = crate::host::mounts();
+    if mountinfo::of_type(&own, "cgroup2").next().is_some() {
+        return Ok(own);
+    }
+    let Some(host) = crate::host::host_mounts() else {
+        return Err(CgroupError::NoCgroup2);
+    };
+    adopt_host_hierarchies(&host)?;
+    Ok(crate::host::mounts())
+}
+
+/// Mounts PID 1's cgroup filesystems (the tmpfs holding them, cgroup2,
+/// the v1 hierarchies) here, in mountinfo order (parents first).
+fn adopt_host_hierarchies(host: &[mountinfo::Mount]) -> Result<(), CgroupError> {
+    use nix::mount::{MsFlags, mount};
+    let Some(v2) = mountinfo::of_type(host, "cgroup2").next() else {
+        return Err(CgroupError::NoCgroup2);
+    };
+    // The directory that holds the hierarchies (/sys/fs/cgroup), and the
+    // mount it is on: made a slave first, so that nothing mounted below
+    // leaves this namespace.
+    let top = host
+        .iter()
+        .filter(|m| m.fs_type == "tmpfs" && v2.mount_point.starts_with(&m.mount_point))
+        .map(|m| m.mount_point.clone())
+        .next_back()
+        .unwrap_or_else(|| v2.mount_point.clone());
+    let enclosing = crate::host::mounts()
+        .into_iter()
+        .filter(|m| top.starts_with(&m.mount_point))
+        .map(|m| m.mount_point)
+        .next_back()
+        .unwrap_or_else(|| PathBuf::from("/"));
+    fn failed<'a>(
+        op: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(nix::errno::Errno) -> CgroupError + 'a {
+        move |e| io_err(op, path)(io::Error::from(e))
+    }
+    mount(
+        None::<&str>,
+        &enclosing,
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(failed("make a slave mount of", &enclosing))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for m in host.iter().filter(|m| m.mount_point.starts_with(&top)) {
+        let data = match m.fs_type.as_str() {
+            "tmpfs" if m.mount_point == top => "mode=755".to_owned(),
+            "cgroup2" => String::new(),
+            // The controllers (and name=) select the existing hierarchy.
+            "cgroup" => m
+                .super_options
+                .iter()
+                .filter(|o| !matches!(o.as_str(), "rw" | "ro"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => continue,
+        };
+        fs::create_dir_all(&m.mount_point).map_err(io_err("mkdir", &m.mount_point))?;
+        let result = mount(
+            Some(m.fs_type.as_str()),
+            &m.mount_point,
+            Some(m.fs_type.as_str()),
+            flags,
+            (!data.is_empty()).then_some(data.as_str()),
+        );
+        match result {
+            Ok(()) => {}
+            // A v1 hierarchy that cannot be attached: its limits are
+            // reported missing (and refused) like on a host without it.
+            Err(e) if m.fs_type == "cgroup" => {
+                tracing::warn!(mount = %m.mount_point.display(), error = %e, "cannot mount the host's cgroup v1 hierarchy here");
+            }
+            Err(e) => return Err(failed("mount", &m.mount_point)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// One cgroup2 directory.
@@ -109,15 +213,69 @@ impl Cgroup {
     }
 
     /// Kills every process in the cgroup and its children (`cgroup.kill`),
-    /// then waits until it is empty, at most `deadline`.
+    /// then waits until it is empty, at most `deadline`. Without
+    /// `cgroup.kill` (Linux < 5.14, or `AGENTD_NO_CGROUP_KILL=1`): see
+    /// [`Cgroup::kill_each`].
     pub fn kill(&self, deadline: Duration) -> Result<(), CgroupError> {
-        let kill = self.path.join("cgroup.kill");
-        match fs::write(&kill, "1") {
-            // Removed meanwhile: a cgroup can only be removed once empty.
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            other => other.map_err(io_err("write", &kill))?,
+        if !self.path.exists() {
+            // Removed: a cgroup can only be removed once empty.
+            return Ok(());
         }
-        self.wait_empty(deadline)
+        let kill = self.path.join("cgroup.kill");
+        if use_cgroup_kill() {
+            match fs::write(&kill, "1") {
+                Ok(()) => return self.wait_empty(deadline),
+                // Removed meanwhile.
+                Err(e) if e.kind() == ErrorKind::NotFound && !self.path.exists() => return Ok(()),
+                // This kernel has no cgroup.kill.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("write", &kill)(e)),
+            }
+        }
+        self.kill_each(deadline)
+    }
+
+    /// Kills the subtree one process at a time: freeze (so no process can
+    /// fork or exit, and no pid be reused, while the list is read), SIGKILL
+    /// every pid in every `cgroup.procs` of the subtree, thaw, and repeat
+    /// until it is empty or `deadline` passes.
+    pub fn kill_each(&self, deadline: Duration) -> Result<(), CgroupError> {
+        let start = Instant::now();
+        loop {
+            let frozen = self.set_frozen(true);
+            let pids = match self.processes_recursive() {
+                Err(CgroupError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                    return Ok(());
+                }
+                other => other?,
+            };
+            for pid in &pids {
+                signal_kill(*pid);
+            }
+            if frozen {
+                self.set_frozen(false);
+            }
+            match self.wait_empty(Duration::from_millis(50)) {
+                Ok(()) => return Ok(()),
+                Err(CgroupError::NotEmpty { .. }) if start.elapsed() < deadline => {}
+                Err(CgroupError::NotEmpty { .. }) => {
+                    return Err(CgroupError::NotEmpty {
+                        path: self.path.clone(),
+                        waited: start.elapsed(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes `cgroup.freeze`; whether the cgroup has a freezer.
+    fn set_frozen(&self, frozen: bool) -> bool {
+        let ok = fs::write(self.path.join("cgroup.freeze"), if frozen { "1" } else { "0" }).is_ok();
+        if ok && frozen {
+            let _ = self.wait_event("frozen 1", Duration::from_millis(200));
+        }
+        ok
     }
 
     /// Waits until no process is left in the cgroup's subtree (or the
@@ -203,7 +361,7 @@ pub struct Layout {
 impl Layout {
     /// Reads the layout from `/proc/self/mountinfo` and cgroupfs.
     pub fn discover() -> Result<Self, CgroupError> {
-        let mounts = crate::host::mounts();
+        let mounts = mounts()?;
         let v2_root = mountinfo::of_type(&mounts, "cgroup2")
             .next()
             .map(|m| m.mount_point.clone())
@@ -456,6 +614,11 @@ impl SessionCgroups {
         }
         let count = self.v2.processes_recursive().map(|p| p.len()).unwrap_or(0);
         self.v2.kill(deadline)?;
+        // Every process is in the v2 leaf too; whatever a v1 leaf still
+        // lists (only ever a process on its way out) gets the same.
+        for pid in self.v1.iter().flat_map(|v1| v1.processes().unwrap_or_default()) {
+            signal_kill(pid);
+        }
         Ok(count)
     }
 

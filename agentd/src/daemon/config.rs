@@ -21,7 +21,8 @@ pub const DEFAULT_PATH: &str = crate::paths::CONFIG;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStop {
-    /// Kill every session (the default: nothing runs unsupervised).
+    /// Kill every session a daemon started (the default: nothing runs
+    /// unsupervised). Embedded sessions have their own supervisor.
     Kill,
     /// Leave them running, still enforced, for the next daemon to adopt
     /// (an upgrade or restart).

@@ -226,8 +226,9 @@ fn bind(socket: &Path, config: &Config) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-/// Waits for SIGTERM/SIGINT: kills every session (unless `on_stop =
-/// "leave"`), drains the event ring, removes the socket and exits.
+/// Waits for SIGTERM/SIGINT: kills the sessions daemons started (unless
+/// `on_stop = "leave"`), drains the event ring, removes the socket and
+/// exits.
 fn spawn_stopper(
     set: SigSet,
     shared: Arc<Shared>,
@@ -261,7 +262,12 @@ fn spawn_stopper(
                 // state is written, moments later.
                 let deadline = Instant::now() + Duration::from_secs(20);
                 loop {
-                    for s in session::list() {
+                    // Only its own: sessions `agentd run` supervises in
+                    // embedded mode are not the daemon's to end.
+                    for s in session::list()
+                        .into_iter()
+                        .filter(|s| s.mode == session::Mode::Daemon)
+                    {
                         let _ = kill::kill_session(&s.id, &record);
                     }
                     if shared.supervisors.load(Ordering::SeqCst) == 0 || Instant::now() > deadline

@@ -497,8 +497,8 @@ fn probe_cgroup_kill(cgroup2: Option<&Path>) -> Check {
         }
         Some(_) => Check::missing(
             Feature::CgroupKill,
-            "cgroup.kill absent (Linux < 5.14)",
-            "upgrade to Linux >= 5.14; agentd falls back to freeze-and-kill",
+            "cgroup.kill absent (Linux < 5.14): agentd kills a session by freezing it, sending SIGKILL to every process listed and thawing, until none is left",
+            "upgrade to Linux >= 5.14 for the kernel's one-step kill",
         ),
         None => match kernel_version() {
             Some(v) if v >= (5, 14) => Check::ok(

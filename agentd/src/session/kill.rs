@@ -43,6 +43,9 @@ pub fn kill_session(id: &SessionId, record: &KillRecord) -> Result<KillReport, S
             }
         }
     })?;
+    // In a mount namespace without the cgroup mounts, a missing cgroup
+    // directory would mean nothing: bring the hierarchies in first.
+    crate::cgroup::mounts().map_err(|e| SessionError::Kill(id.clone(), e))?;
     let mut unrecorded = Vec::new();
     if let Err(e) = state::mark_killed(id, record) {
         unrecorded.push(format!(
