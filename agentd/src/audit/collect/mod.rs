@@ -5,10 +5,20 @@
 //! A session's audit inputs (its context, redaction values and rules) are
 //! written at start to `/run/agentd/audit/<cgroup id>.json` (root, 0600),
 //! so events are attributed and redacted even after the session is gone.
+//!
+//! Events are decoded by one module per kernel file that emits them, named
+//! alike: `egress` (`agentd-ebpf/src/egress.rs`), `process`
+//! (`process.rs`), `syscalls` (`syscalls.rs`); `dns` holds what the DNS
+//! redirect (`dns.rs`, which emits no events) adds to them: the name that
+//! opened a connect's address.
+mod dns;
+mod egress;
+mod process;
+mod syscalls;
+
 use std::{
     collections::HashMap,
     fs,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::{
         fd::{AsFd as _, BorrowedFd},
         unix::fs::OpenOptionsExt as _,
@@ -21,10 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agentd_common::{
-    ARGV_LEN, Counter, EventHeader, EventKind, FileEvent, NetEvent, PATH_LEN, ProcessEvent,
-    file_access, net_op,
-};
+use agentd_common::{Counter, EventHeader, EventKind};
 use aya::maps::{MapData, RingBuf};
 use globset::GlobMatcher;
 use nix::{
@@ -32,8 +39,10 @@ use nix::{
     poll::{PollFd, PollFlags, PollTimeout},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use self::dns::Names;
+pub use self::dns::{NameOpened, NamesLog};
 use super::{Context, Event, Log, redact::Redactor};
 use crate::{ebpf::Kernel, paths};
 
@@ -76,98 +85,6 @@ impl SessionAudit {
     fn load(cgroup_id: u64) -> Option<Self> {
         let bytes = fs::read(audit_dir().join(format!("{cgroup_id}.json"))).ok()?;
         serde_json::from_slice(&bytes).ok()
-    }
-}
-
-/// An address a session's DNS answer opened: one line of the session's
-/// `<cgroup id>.names` file, which its resolver appends to before the
-/// answer is sent, so that connects to the address carry the name asked
-/// and the rule that admitted it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NameOpened {
-    /// The answer's address.
-    pub address: IpAddr,
-    /// The name the session asked for (before any CNAME).
-    pub name: String,
-    /// The rule the name matched.
-    pub rule: String,
-}
-
-fn names_path(cgroup_id: u64) -> PathBuf {
-    audit_dir().join(format!("{cgroup_id}.names"))
-}
-
-/// The appending end of a session's names file.
-#[derive(Debug)]
-pub struct NamesLog {
-    file: fs::File,
-}
-
-impl NamesLog {
-    /// Creates (or continues) the names file of the session with cgroup id
-    /// `cgroup_id`.
-    pub fn create(cgroup_id: u64) -> std::io::Result<Self> {
-        paths::create_private_dir(&audit_dir())?;
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(names_path(cgroup_id))?;
-        Ok(Self { file })
-    }
-
-    /// Appends `opened` in one write (whole lines: a reader never sees
-    /// half of one as complete).
-    pub fn append(&mut self, opened: &[NameOpened]) -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut buf = Vec::new();
-        for o in opened {
-            serde_json::to_writer(&mut buf, o).map_err(std::io::Error::other)?;
-            buf.push(b'\n');
-        }
-        self.file.write_all(&buf)
-    }
-}
-
-/// The reading end: what a session's answers opened, read as it grows.
-/// Consulted for every connect event of an address it does not know yet,
-/// so the file stays open and a look is one read at its end.
-#[derive(Debug, Default)]
-struct Names {
-    by_address: HashMap<IpAddr, (String, String)>,
-    /// The open file; `None` after a failed open too: a session's resolver
-    /// creates the file before its agent starts, so a session whose events
-    /// arrive without one never gets one.
-    file: Option<Option<fs::File>>,
-    /// The end of a line still being written.
-    partial: Vec<u8>,
-}
-
-impl Names {
-    /// Reads the complete lines appended since the last call.
-    fn refresh(&mut self, cgroup_id: u64) {
-        self.refresh_from(&names_path(cgroup_id));
-    }
-
-    fn refresh_from(&mut self, path: &Path) {
-        use std::io::Read as _;
-        let Some(f) = self.file.get_or_insert_with(|| fs::File::open(path).ok()) else {
-            return;
-        };
-        if f.read_to_end(&mut self.partial).is_err() {
-            return;
-        }
-        let complete = self
-            .partial
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |i| i + 1);
-        for line in self.partial[..complete].split(|b| *b == b'\n') {
-            if let Ok(o) = serde_json::from_slice::<NameOpened>(line) {
-                self.by_address.insert(o.address, (o.name, o.rule));
-            }
-        }
-        self.partial.drain(..complete);
     }
 }
 
@@ -223,6 +140,34 @@ impl Known {
             names: Names::default(),
         }
     }
+}
+
+/// A session with an exec rule, a network rule and a secret, and the
+/// header of one of its events of `kind`, for the decoders' tests.
+#[cfg(test)]
+fn test_session(kind: EventKind) -> (Known, EventHeader) {
+    let known = Known::from(SessionAudit {
+        session: "s1".into(),
+        agent: "coder".into(),
+        redact_exact: vec!["hunter2".into()],
+        exec_rules: vec![("/usr/bin/*".into(), "/usr/bin/*".into())],
+        net_rules: vec![(
+            "203.0.113.0/24:443".into(),
+            vec!["203.0.113.0/24".into()],
+            443,
+            443,
+        )],
+        exec_enforced: true,
+        ..SessionAudit::default()
+    });
+    let header = EventHeader {
+        kind: kind as u32,
+        pid: 42,
+        cgroup_id: 7,
+        ktime: 1,
+        exec_ktime: 99,
+    };
+    (known, header)
 }
 
 /// Most events appended (and fsynced) as one batch.
@@ -284,22 +229,6 @@ fn exec_id(pid: u32, ktime: u64) -> Value {
         Value::Null
     } else {
         Value::String(format!("{pid}-{ktime}"))
-    }
-}
-
-fn address(family: u16, addr: &[u8; 16]) -> String {
-    if family == 10 {
-        Ipv6Addr::from(*addr).to_string()
-    } else {
-        Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).to_string()
-    }
-}
-
-fn protocol(p: u16) -> &'static str {
-    match p {
-        6 => "tcp",
-        17 => "udp",
-        _ => "other",
     }
 }
 
@@ -373,221 +302,19 @@ impl Collector {
         Ok(raw.len())
     }
 
-    /// The name and rule that opened `ip` for the session, if its answers
-    /// did (reading what the resolver appended since the last look).
-    fn opened_by(&mut self, cgroup_id: u64, ip: IpAddr) -> Option<(String, String)> {
-        self.known(cgroup_id)?;
-        let names = &mut self.sessions.get_mut(&cgroup_id)?.as_mut()?.names;
-        if !names.by_address.contains_key(&ip) {
-            names.refresh(cgroup_id);
-        }
-        names.by_address.get(&ip).cloned()
-    }
-
+    /// One event of the ring buffer as an audit record, decoded by the
+    /// module named for the kernel file that emits it; `None` for an event
+    /// of an unknown session or in an unknown format.
     fn decode(&mut self, bytes: &[u8]) -> Option<Event> {
         let header: EventHeader = read(bytes)?;
         let ts = self.ts(header.ktime);
         let kind = EventKind::from_u32(header.kind)?;
-        let opened = match kind {
-            EventKind::Connect | EventKind::SocketDenied => read::<NetEvent>(bytes)
-                .and_then(|n| address(n.family, &n.addr).parse::<IpAddr>().ok())
-                .and_then(|ip| self.opened_by(header.cgroup_id, ip)),
-            _ => None,
-        };
-        let known = self.known(header.cgroup_id)?;
-        let context = known.context.clone();
-        let scrub = |s: &str| known.redactor.scrub(s);
         let mut ev = match kind {
             EventKind::Exec | EventKind::ExecDenied | EventKind::Fork | EventKind::Exit => {
-                let p: ProcessEvent = read(bytes)?;
-                let path = c_string(&p.path[..PATH_LEN]);
-                match kind {
-                    EventKind::Exec => {
-                        let len = (p.argv_len as usize).min(ARGV_LEN);
-                        let argv: Vec<Value> = p.argv[..len]
-                            .split(|b| *b == 0)
-                            .filter(|a| !a.is_empty())
-                            .map(|a| Value::String(scrub(&String::from_utf8_lossy(a))))
-                            .collect();
-                        let rule = if known.exec_enforced {
-                            known
-                                .exec_rules
-                                .iter()
-                                .find(|(_, m)| m.is_match(&path))
-                                .map_or(Value::Null, |(t, _)| Value::String(t.clone()))
-                        } else {
-                            Value::String("filesystem.execute".into())
-                        };
-                        Event::now(&context, "exec")
-                            .with("pid", header.pid)
-                            .with("ppid", p.ppid)
-                            .with("uid", p.uid)
-                            .with("exec_id", exec_id(header.pid, header.exec_ktime))
-                            .with("parent_exec_id", exec_id(p.ppid, p.parent_ktime))
-                            .with("path", scrub(&path))
-                            .with("argv", Value::Array(argv))
-                            .with("decision", "allow")
-                            .with("rule", rule)
-                    }
-                    EventKind::ExecDenied => Event::now(&context, "deny")
-                        .with("what", "exec")
-                        .with("pid", header.pid)
-                        .with("uid", p.uid)
-                        .with("exec_id", exec_id(header.pid, header.exec_ktime))
-                        .with("path", scrub(&path))
-                        .with("errno", p.status)
-                        .with(
-                            "rule",
-                            if known.exec_enforced {
-                                "exec.allow"
-                            } else {
-                                "filesystem.execute"
-                            },
-                        )
-                        .with(
-                            "reason",
-                            if p.status == 0 {
-                                "executed anonymous memory (memfd): killed before it ran".to_owned()
-                            } else {
-                                format!(
-                                    "execve refused ({}): not an allowed program",
-                                    nix::errno::Errno::from_raw(
-                                        i32::try_from(p.status).unwrap_or(0)
-                                    )
-                                )
-                            },
-                        ),
-                    EventKind::Fork => Event::now(&context, "fork")
-                        .with("pid", header.pid)
-                        .with("ppid", p.ppid)
-                        .with("exec_id", exec_id(header.pid, header.exec_ktime))
-                        .with("parent_exec_id", exec_id(p.ppid, p.parent_ktime)),
-                    _ => {
-                        let status = p.status;
-                        let mut e = Event::now(&context, "exit")
-                            .with("pid", header.pid)
-                            .with("exec_id", exec_id(header.pid, header.exec_ktime));
-                        if status & 0x7f == 0 {
-                            e = e.with("status", json!({"code": (status >> 8) & 0xff}));
-                        } else {
-                            e = e.with("status", json!({"signal": status & 0x7f}));
-                        }
-                        e
-                    }
-                }
+                process::decode(self.known(header.cgroup_id)?, &header, kind, bytes)?
             }
-            EventKind::Connect | EventKind::SocketDenied => {
-                let n: NetEvent = read(bytes)?;
-                let addr = address(n.family, &n.addr);
-                let op = match n.op {
-                    net_op::CONNECT => "connect",
-                    net_op::SENDMSG => "sendmsg",
-                    net_op::BIND => "bind",
-                    net_op::LISTEN => "listen",
-                    _ => "socket",
-                };
-                if n.op == net_op::SOCKET {
-                    Event::now(&context, "deny")
-                        .with("what", "socket")
-                        .with("pid", header.pid)
-                        .with("exec_id", exec_id(header.pid, header.exec_ktime))
-                        .with("family", n.family)
-                        .with("type", n.protocol)
-                        .with("rule", "built-in")
-                        .with(
-                            "reason",
-                            "raw and packet sockets are not allowed in sessions",
-                        )
-                } else {
-                    let ip: Option<IpAddr> = addr.parse().ok();
-                    let rule = ip.and_then(|ip| {
-                        known
-                            .net_rules
-                            .iter()
-                            .find(|(_, nets, first, last)| {
-                                nets.iter().any(|n| n.contains(&ip))
-                                    && n.port >= *first
-                                    && n.port <= *last
-                            })
-                            .map(|(t, ..)| t.clone())
-                    });
-                    let kind = if n.allowed == 1 {
-                        if n.op == net_op::SENDMSG {
-                            "sendmsg"
-                        } else {
-                            "connect"
-                        }
-                    } else {
-                        "deny"
-                    };
-                    let kind = if n.op == net_op::BIND && n.allowed == 1 {
-                        "bind"
-                    } else {
-                        kind
-                    };
-                    // An address a DNS answer opened: the name asked, and
-                    // (when admitted and no static rule did) its rule.
-                    let (domain, rule) = match opened {
-                        Some((name, by)) => {
-                            (Some(scrub(&name)), rule.or((n.allowed == 1).then_some(by)))
-                        }
-                        None => (None, rule),
-                    };
-                    let mut e = Event::now(&context, kind)
-                        .with("pid", header.pid)
-                        .with("exec_id", exec_id(header.pid, header.exec_ktime))
-                        .with("protocol", protocol(n.protocol))
-                        .with("address", addr.clone())
-                        .with("port", n.port);
-                    if let Some(d) = domain {
-                        e = e.with("domain", d);
-                    }
-                    e = e
-                        .with("decision", if n.allowed == 1 { "allow" } else { "deny" })
-                        .with("rule", rule.map_or(Value::Null, Value::String));
-                    if n.allowed == 0 {
-                        e = e.with("what", op).with(
-                            "reason",
-                            if op == "bind" {
-                                format!("no [network] bind rule allows {addr}:{}", n.port)
-                            } else {
-                                format!("no [network] allow rule admits {addr}:{}", n.port)
-                            },
-                        );
-                    }
-                    e
-                }
-            }
-            EventKind::File => {
-                let f: FileEvent = read(bytes)?;
-                let path = c_string(&f.path);
-                let access = match f.access {
-                    file_access::READ => "read",
-                    file_access::WRITE => "write",
-                    file_access::CREATE => "create",
-                    file_access::UNLINK => "unlink",
-                    file_access::RENAME => "rename",
-                    _ => "other",
-                };
-                let decision = match f.errno {
-                    0 => "allow",
-                    1 | 13 | 30 => "deny",
-                    _ => "error",
-                };
-                let mut e = Event::now(&context, "file")
-                    .with("pid", header.pid)
-                    .with("exec_id", exec_id(header.pid, header.exec_ktime))
-                    .with("path", scrub(&path))
-                    .with("access", access)
-                    .with("decision", decision);
-                if f.dirfd != -100 && !path.starts_with('/') {
-                    e = e.with("dirfd", f.dirfd);
-                }
-                if f.errno != 0 {
-                    e = e.with("errno", nix::errno::Errno::from_raw(f.errno).to_string());
-                }
-                e
-            }
+            EventKind::Connect | EventKind::SocketDenied => egress::decode(self, &header, bytes)?,
+            EventKind::File => syscalls::decode(self.known(header.cgroup_id)?, &header, bytes)?,
         };
         ev.ts = ts;
         Some(ev)
@@ -771,48 +498,5 @@ pub fn prune(kernel: &Kernel, older_than: Duration) {
         if id.is_some_and(|id| !live.contains(&id)) && old {
             let _ = fs::remove_file(e.path());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write as _;
-
-    use super::*;
-
-    #[test]
-    fn names_are_read_as_whole_lines_as_the_file_grows() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("1.names");
-        let line = |addr: &str, name: &str| {
-            let mut l = serde_json::to_vec(&NameOpened {
-                address: addr.parse().unwrap(),
-                name: name.into(),
-                rule: format!("{name}:443"),
-            })
-            .unwrap();
-            l.push(b'\n');
-            l
-        };
-        let mut f = fs::File::create(&path).unwrap();
-        let second = line("2001:db8::10", "b.test");
-        f.write_all(&line("203.0.113.10", "a.test")).unwrap();
-        f.write_all(&second[..10]).unwrap();
-        let mut names = Names::default();
-        names.refresh_from(&path);
-        assert_eq!(names.by_address.len(), 1, "half a line is not read");
-        f.write_all(&second[10..]).unwrap();
-        f.write_all(&line("203.0.113.10", "c.test")).unwrap();
-        names.refresh_from(&path);
-        let get = |a: &str| names.by_address.get(&a.parse::<IpAddr>().unwrap()).cloned();
-        assert_eq!(
-            get("2001:db8::10"),
-            Some(("b.test".into(), "b.test:443".into()))
-        );
-        assert_eq!(
-            get("203.0.113.10"),
-            Some(("c.test".into(), "c.test:443".into())),
-            "the latest answer names the address"
-        );
     }
 }
