@@ -4,10 +4,10 @@
 //! (`SocketDenied`).
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use agentd_common::{EventHeader, NetEvent, net_op};
+use agentd_common::{EventHeader, NetEvent, from_bytes, net_op};
 use serde_json::Value;
 
-use super::{Collector, Known, exec_id, read};
+use super::{Collector, Known, exec_id};
 use crate::audit::Event;
 
 /// A `Connect` or `SocketDenied` event; `None` for an unknown session or a
@@ -17,11 +17,11 @@ pub(super) fn decode(
     header: &EventHeader,
     bytes: &[u8],
 ) -> Option<Event> {
-    let opened = read::<NetEvent>(bytes)
+    let opened = from_bytes::<NetEvent>(bytes)
         .and_then(|n| address(n.family, &n.addr).parse::<IpAddr>().ok())
         .and_then(|ip| collector.opened_by(header.cgroup_id, ip));
     let known = collector.known(header.cgroup_id)?;
-    let n: NetEvent = read(bytes)?;
+    let n: NetEvent = from_bytes(bytes)?;
     Some(if n.op == net_op::SOCKET {
         socket_denied(known, header, &n)
     } else {

@@ -31,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agentd_common::{Counter, EventHeader, EventKind};
+use agentd_common::{Counter, EventHeader, EventKind, from_bytes};
 use aya::maps::{MapData, RingBuf};
 use globset::GlobMatcher;
 use nix::{
@@ -204,26 +204,6 @@ fn c_string(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < size_of::<T>() {
-        return None;
-    }
-    // SAFETY-free: `read_unaligned` on a byte buffer of sufficient length;
-    // T is a plain-data repr(C) event type valid for any bit pattern.
-    Some(plain_read(bytes))
-}
-
-#[expect(
-    unsafe_code,
-    reason = "events are plain repr(C) data copied out of the ring buffer"
-)]
-fn plain_read<T: Copy>(bytes: &[u8]) -> T {
-    // SAFETY: the caller checked that `bytes` holds at least size_of::<T>()
-    // bytes; T is a repr(C) struct of integers and byte arrays, valid for
-    // every bit pattern; read_unaligned has no alignment requirement.
-    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
-}
-
 fn exec_id(pid: u32, ktime: u64) -> Value {
     if ktime == 0 {
         Value::Null
@@ -306,7 +286,7 @@ impl Collector {
     /// module named for the kernel file that emits it; `None` for an event
     /// of an unknown session or in an unknown format.
     fn decode(&mut self, bytes: &[u8]) -> Option<Event> {
-        let header: EventHeader = read(bytes)?;
+        let header: EventHeader = from_bytes(bytes)?;
         let ts = self.ts(header.ktime);
         let kind = EventKind::from_u32(header.kind)?;
         let mut ev = match kind {

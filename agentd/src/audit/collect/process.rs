@@ -2,10 +2,10 @@
 //! [`ProcessEvent`] for each exec (with path and argv), fork and exit of a
 //! session process, and for each refused exec (`ExecDenied`, written by its
 //! `report_exec_denied` for the exec exit hooks of `syscalls.rs`).
-use agentd_common::{ARGV_LEN, EventHeader, EventKind, PATH_LEN, ProcessEvent};
+use agentd_common::{ARGV_LEN, EventHeader, EventKind, PATH_LEN, ProcessEvent, from_bytes};
 use serde_json::{Value, json};
 
-use super::{Known, c_string, exec_id, read};
+use super::{Known, c_string, exec_id};
 use crate::audit::Event;
 
 /// An `Exec`, `ExecDenied`, `Fork` or `Exit` event (`kind`); `None` for a
@@ -16,7 +16,7 @@ pub(super) fn decode(
     kind: EventKind,
     bytes: &[u8],
 ) -> Option<Event> {
-    let p: ProcessEvent = read(bytes)?;
+    let p: ProcessEvent = from_bytes(bytes)?;
     let path = c_string(&p.path[..PATH_LEN]);
     Some(match kind {
         EventKind::Exec => exec(known, header, &p, &path),

@@ -2,14 +2,14 @@
 //! for each file syscall of a session process `[audit] file_events` asks
 //! for, with its outcome. (Its exec exit hooks report refused execs through
 //! `process.rs`; those are decoded in [`super::process`].)
-use agentd_common::{EventHeader, FileEvent, file_access};
+use agentd_common::{EventHeader, FileEvent, file_access, from_bytes};
 
-use super::{Known, c_string, exec_id, read};
+use super::{Known, c_string, exec_id};
 use crate::audit::Event;
 
 /// A `File` event; `None` for a short event.
 pub(super) fn decode(known: &Known, header: &EventHeader, bytes: &[u8]) -> Option<Event> {
-    let f: FileEvent = read(bytes)?;
+    let f: FileEvent = from_bytes(bytes)?;
     let path = c_string(&f.path);
     let access = match f.access {
         file_access::READ => "read",
