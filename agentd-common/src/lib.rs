@@ -3,7 +3,8 @@
 //!
 //! Everything here is `#[repr(C)]` with explicit padding so that both sides
 //! read identical bytes; flags are integers, never `bool`. The `user` feature
-//! adds the `aya::Pod` impls userspace needs to put these types in maps.
+//! adds the `aya::Pod` impls userspace needs to put these types in maps, and
+//! `Plain`/`from_bytes` to read events out of the ring buffer.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -489,8 +490,77 @@ pub struct FileEvent {
 }
 
 #[cfg(feature = "user")]
+pub use user::{Plain, from_bytes};
+
+#[cfg(feature = "user")]
 mod user {
-    #![expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
+    #![expect(
+        unsafe_code,
+        reason = "aya::Pod and Plain are unsafe marker traits; from_bytes copies a Plain value out of bytes"
+    )]
+    use super::{ARGV_LEN, EventHeader, FileEvent, NetEvent, PATH_LEN, ProcessEvent};
+
+    /// Types whose values userspace may read from arbitrary bytes: the
+    /// events the kernel programs write to the ring buffer. Only those
+    /// implement it; [`from_bytes`] is the one way to read them.
+    ///
+    /// # Safety
+    ///
+    /// An implementor is `#[repr(C)]`, has no padding, and every bit
+    /// pattern of its size is a valid value: it is built from integers and
+    /// arrays of integers only (no `bool`, `char`, enums, references or
+    /// pointers).
+    pub unsafe trait Plain: Copy + 'static {}
+
+    // SAFETY: `repr(C)`, integers only, no padding (sizes asserted below);
+    // every bit pattern is a valid value.
+    unsafe impl Plain for EventHeader {}
+    // SAFETY: as above: integers and byte arrays after the header.
+    unsafe impl Plain for ProcessEvent {}
+    // SAFETY: as above.
+    unsafe impl Plain for NetEvent {}
+    // SAFETY: as above.
+    unsafe impl Plain for FileEvent {}
+
+    // No padding: each size is the sum of its fields.
+    const _: () = assert!(size_of::<EventHeader>() == 4 + 4 + 8 + 8 + 8);
+    const _: () =
+        assert!(size_of::<ProcessEvent>() == 32 + 4 + 4 + 8 + 4 + 4 + PATH_LEN + ARGV_LEN);
+    const _: () = assert!(size_of::<NetEvent>() == 32 + 2 + 2 + 2 + 1 + 1 + 16);
+    const _: () = assert!(size_of::<FileEvent>() == 32 + 1 + 3 + 4 + 4 + 4 + PATH_LEN);
+
+    /// The `T` at the start of `bytes` (which need not be aligned), or
+    /// `None` when `bytes` is shorter than a `T`; bytes past it are
+    /// ignored.
+    ///
+    /// ```
+    /// use agentd_common::{EventHeader, from_bytes};
+    ///
+    /// let bytes = [0u8; 40];
+    /// let header: Option<EventHeader> = from_bytes(&bytes);
+    /// assert_eq!(header.map(|h| h.kind), Some(0));
+    /// assert!(from_bytes::<EventHeader>(&bytes[..31]).is_none());
+    /// ```
+    ///
+    /// Only [`Plain`] types can be read: a `bool` (bytes 2 to 255 are not
+    /// one), a reference or any other type is refused at compile time.
+    ///
+    /// ```compile_fail,E0277
+    /// let flag: Option<bool> = agentd_common::from_bytes(&[2u8]);
+    /// ```
+    ///
+    /// ```compile_fail,E0277
+    /// let r: Option<&'static u8> = agentd_common::from_bytes(&[0xde; 8]);
+    /// ```
+    pub fn from_bytes<T: Plain>(bytes: &[u8]) -> Option<T> {
+        if bytes.len() < size_of::<T>() {
+            return None;
+        }
+        // SAFETY: `bytes` holds at least size_of::<T>() initialised bytes;
+        // `T: Plain` is valid for every bit pattern; read_unaligned has no
+        // alignment requirement.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    }
 
     // SAFETY: each type is `repr(C)`, built from integers and byte arrays
     // with explicit padding, and every bit pattern is a valid value.
@@ -550,5 +620,31 @@ mod tests {
         assert_eq!(size_of::<EventHeader>(), 32);
         assert_eq!(size_of::<ProcInfo>(), 24);
         assert_eq!(size_of::<NetEvent>(), 32 + 8 + 16);
+    }
+
+    #[cfg(feature = "user")]
+    #[test]
+    fn events_are_read_from_unaligned_bytes_and_short_ones_refused() {
+        let mut bytes = [0u8; 1 + 32 + 8 + 16 + 3];
+        let ev = &mut bytes[1..];
+        ev[..4].copy_from_slice(&(EventKind::Connect as u32).to_ne_bytes());
+        ev[4..8].copy_from_slice(&42u32.to_ne_bytes());
+        ev[8..16].copy_from_slice(&7u64.to_ne_bytes());
+        ev[32..34].copy_from_slice(&2u16.to_ne_bytes());
+        ev[34..36].copy_from_slice(&443u16.to_ne_bytes());
+        ev[36..38].copy_from_slice(&6u16.to_ne_bytes());
+        ev[38] = net_op::CONNECT;
+        ev[39] = 1;
+        ev[40..44].copy_from_slice(&[203, 0, 113, 9]);
+        let n: NetEvent = from_bytes(&bytes[1..]).unwrap();
+        assert_eq!(EventKind::from_u32(n.header.kind), Some(EventKind::Connect));
+        assert_eq!((n.header.pid, n.header.cgroup_id), (42, 7));
+        assert_eq!((n.family, n.port, n.protocol), (2, 443, 6));
+        assert_eq!((n.op, n.allowed), (net_op::CONNECT, 1));
+        assert_eq!(n.addr[..4], [203, 0, 113, 9]);
+        let header: EventHeader = from_bytes(&bytes[1..33]).unwrap();
+        assert_eq!(header, n.header);
+        assert!(from_bytes::<NetEvent>(&bytes[1..56]).is_none());
+        assert!(from_bytes::<EventHeader>(&[]).is_none());
     }
 }
