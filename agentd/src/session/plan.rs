@@ -8,7 +8,7 @@ use std::{path::PathBuf, time::Duration};
 use super::enforce::{self, NetworkPlan};
 use crate::{
     cgroup,
-    policy::{Env, PathBase, PathTemplate, Placeholders, Policy, Secret, SyscallName, UserSpec},
+    policy::{Env, PathBase, PathTemplate, Placeholders, Policy, Secret, UserSpec},
     sandbox::{
         SandboxError,
         landlock::FsRules,
@@ -86,19 +86,6 @@ fn resolve_all(paths: &[PathTemplate], ph: &Placeholders) -> Vec<PathBuf> {
     paths.iter().map(|p| p.resolve(ph)).collect()
 }
 
-/// The seccomp rules a policy means: its `[syscalls]`, plus `listen(2)`
-/// denied unless `[network] bind` has rules (bind itself is decided by the
-/// eBPF bind hooks).
-pub fn syscall_rules(policy: &Policy) -> crate::policy::Syscalls {
-    let mut syscalls = policy.syscalls.clone();
-    if policy.network.bind.is_empty()
-        && let Ok(listen) = SyscallName::parse("listen")
-    {
-        syscalls.deny.push(listen);
-    }
-    syscalls
-}
-
 /// Filesystem rules with the exec allowlist applied: with an `[exec]` table
 /// only the allowed programs (by inode, as they are now) and `{root}/**`
 /// trees may be executed; the execute roots stay readable for libraries.
@@ -138,7 +125,7 @@ impl SessionPlan {
     pub fn compile(policy: &Policy, placeholders: Placeholders) -> Result<Self, SandboxError> {
         let (fs, exec_rules) = filesystem(policy, &placeholders);
         let binds = protected(policy, &placeholders)?;
-        let seccomp = seccomp::build(&syscall_rules(policy))?;
+        let seccomp = seccomp::for_policy(policy)?;
         let mut rlimits = vec![(libc::RLIMIT_CORE, 0u64)];
         if let Some(n) = policy.limits.open_files {
             rlimits.push((libc::RLIMIT_NOFILE, n));
