@@ -6,6 +6,8 @@
 //! renders as `file:line:col`.
 mod diagnostic;
 pub mod explain;
+#[cfg(test)]
+mod matrix_tests;
 mod schema;
 #[cfg(test)]
 mod tests;
