@@ -76,7 +76,8 @@ pub fn cgroup2_root() -> Result<PathBuf, CgroupError> {
 
 /// This process's mounts, with the host's cgroup hierarchies in them: in a
 /// mount namespace of its own that lacks them (`ip netns exec` mounts a
-/// fresh /sys), PID 1's cgroup mounts are mounted again at the same paths
+/// fresh /sys), the host's cgroup mounts (PID 1's, or an ancestor's) are
+/// mounted again at the same paths
 /// (the same hierarchies: a cgroup's path, and so a session's state, means
 /// the same thing inside and outside), without propagating anywhere.
 pub fn mounts() -> Result<Vec<mountinfo::Mount>, CgroupError> {
@@ -84,7 +85,7 @@ pub fn mounts() -> Result<Vec<mountinfo::Mount>, CgroupError> {
     if mountinfo::of_type(&own, "cgroup2").next().is_some() {
         return Ok(own);
     }
-    let Some(host) = crate::host::host_mounts() else {
+    let Some((_, host)) = crate::host::host_mounts("cgroup2") else {
         return Err(CgroupError::NoCgroup2);
     };
     adopt_host_hierarchies(&host)?;
@@ -271,7 +272,11 @@ impl Cgroup {
 
     /// Writes `cgroup.freeze`; whether the cgroup has a freezer.
     fn set_frozen(&self, frozen: bool) -> bool {
-        let ok = fs::write(self.path.join("cgroup.freeze"), if frozen { "1" } else { "0" }).is_ok();
+        let ok = fs::write(
+            self.path.join("cgroup.freeze"),
+            if frozen { "1" } else { "0" },
+        )
+        .is_ok();
         if ok && frozen {
             let _ = self.wait_event("frozen 1", Duration::from_millis(200));
         }
@@ -616,7 +621,11 @@ impl SessionCgroups {
         self.v2.kill(deadline)?;
         // Every process is in the v2 leaf too; whatever a v1 leaf still
         // lists (only ever a process on its way out) gets the same.
-        for pid in self.v1.iter().flat_map(|v1| v1.processes().unwrap_or_default()) {
+        for pid in self
+            .v1
+            .iter()
+            .flat_map(|v1| v1.processes().unwrap_or_default())
+        {
             signal_kill(pid);
         }
         Ok(count)

@@ -2,10 +2,6 @@
 
 /// The mount table of this process.
 pub const PROC_MOUNTINFO: &str = "/proc/self/mountinfo";
-/// The mount table of PID 1 (the host's mount namespace).
-pub const PROC_1_MOUNTINFO: &str = "/proc/1/mountinfo";
-/// PID 1's root directory: paths in the host's mount namespace.
-pub const PROC_1_ROOT: &str = "/proc/1/root";
 /// This process's cgroup membership.
 pub const PROC_SELF_CGROUP: &str = "/proc/self/cgroup";
 /// seccomp actions the kernel supports.
@@ -100,7 +96,6 @@ pub fn create_dir_mode(dir: &std::path::Path, mode: u32) -> std::io::Result<()> 
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,7 +136,10 @@ mod tests {
             let known = [RUN_DIR, STATE_DIR, LOG_DIR, POLICY_DIR, &parent(CONFIG)]
                 .iter()
                 .any(|k| k == dir);
-            assert!(known, "dist/agentd.tmpfiles creates {dir}, which paths.rs does not name");
+            assert!(
+                known,
+                "dist/agentd.tmpfiles creates {dir}, which paths.rs does not name"
+            );
         }
         // Everything else lives below those.
         for p in [
@@ -158,7 +156,9 @@ mod tests {
             CGROUP_PARENT_RECORD,
         ] {
             assert!(
-                [RUN_DIR, STATE_DIR, LOG_DIR].iter().any(|d| p.starts_with(d)),
+                [RUN_DIR, STATE_DIR, LOG_DIR]
+                    .iter()
+                    .any(|d| p.starts_with(d)),
                 "{p} is outside every directory tmpfiles creates"
             );
         }

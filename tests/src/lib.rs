@@ -12,8 +12,8 @@ use std::{
     time::Duration,
 };
 
+use agentd::cgroup::Cgroup;
 pub use agentd::host::Feature;
-use agentd::{cgroup::Cgroup, host};
 
 /// Whether skips are failures (CI sets `AGENTD_TEST_STRICT=1`).
 pub fn strict() -> bool {

@@ -721,3 +721,56 @@ fn sigterm_kills_sessions_unless_told_to_leave_them() {
         assert_session_gone(&id);
     }
 }
+
+/// A daemon stopping with `on_stop = "kill"` ends the sessions daemons
+/// started, not those root runs in embedded mode (they have their own
+/// supervisor, and their caller is waiting for them).
+#[test]
+fn sigterm_spares_sessions_the_daemon_did_not_start() {
+    require_sessions!();
+    let _one = lock();
+    let sb = Sandbox::new(&test_policy(&BINS, "", ""));
+    let d = TestDaemon::start(None);
+    let run = d.start_run(&run_args(&sb, &[BINS.probe, "sleep", "60"]), Stdio::null());
+    let daemon_id = run.id.clone();
+    d.wait_running(&daemon_id);
+    // Embedded: this process is root and no daemon answers on the default
+    // socket.
+    let mut embedded = sb
+        .command(&BINS, &[BINS.probe, "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(embedded.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let embedded_id = session_id_from(&first).expect("session id first on stderr");
+    assert!(eventually(Duration::from_secs(10), || {
+        fs::read_to_string(
+            Path::new("/run/agentd/sessions")
+                .join(&embedded_id)
+                .join("state.json"),
+        )
+        .is_ok_and(|s| s.contains("\"pid\": "))
+    }));
+
+    drop(d); // SIGTERM, on_stop = "kill"
+    let (rest, status) = run.finish();
+    assert_eq!(status, Some(128 + libc::SIGKILL), "{rest}");
+    assert_session_gone(&daemon_id);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        embedded.try_wait().unwrap().is_none(),
+        "the embedded session was killed by a daemon that did not start it"
+    );
+    let kill = finish({
+        let mut c = Command::new(BINS.agentd);
+        c.args(["kill", &embedded_id]);
+        c
+    });
+    assert_eq!(kill.status, 0, "{}", kill.stderr);
+    let status = embedded.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGKILL));
+    assert_session_gone(&embedded_id);
+}

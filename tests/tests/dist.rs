@@ -59,3 +59,60 @@ fn the_shipped_config_is_the_default() {
         .unwrap_or_else(|e| panic!("{}", e.render("agentd.toml")));
     assert_eq!(parsed, agentd::daemon::config::Config::default());
 }
+
+/// The README's first commands work where rustup installs nothing on
+/// demand (`RUSTUP_AUTO_INSTALL=0`): its block installs the pinned
+/// toolchain before the first cargo command, and with that done cargo
+/// runs in the repository without installing anything.
+#[test]
+fn the_readme_works_where_rustup_installs_nothing_on_demand() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let block: Vec<&str> = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```sh block in the README")
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let install = block
+        .iter()
+        .position(|l| *l == "rustup toolchain install")
+        .unwrap_or_else(|| panic!("no `rustup toolchain install` in {block:?}"));
+    let first_cargo = block
+        .iter()
+        .position(|l| l.starts_with("cargo "))
+        .expect("a cargo command");
+    assert!(install < first_cargo, "{block:?}");
+    if Command::new("rustup").arg("--version").output().is_err() {
+        assert!(!agentd_tests::strict(), "rustup is missing");
+        println!("SKIP the_readme_works_where_rustup_installs_nothing_on_demand: no rustup");
+        return;
+    }
+    // As a new user runs them: in the clone, with the toolchain cargo
+    // chose for this test out of the environment.
+    let run = |args: &[&str]| {
+        Command::new(args[0])
+            .args(&args[1..])
+            .current_dir(&root)
+            .env("RUSTUP_AUTO_INSTALL", "0")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO")
+            .output()
+            .unwrap()
+    };
+    let installed = run(&["rustup", "toolchain", "install"]);
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let cargo = run(&["cargo", "--version"]);
+    assert!(
+        cargo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cargo.stderr)
+    );
+}

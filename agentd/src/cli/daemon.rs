@@ -1,8 +1,5 @@
 //! `agentd daemon`, `disable`, `enable` and `metrics`.
-use std::{
-    path::PathBuf,
-    process::ExitCode,
-};
+use std::{path::PathBuf, process::ExitCode};
 
 use super::{
     fail, print_killed,
@@ -105,4 +102,3 @@ pub(super) fn metrics() -> ExitCode {
         ),
     }
 }
-

@@ -15,11 +15,7 @@ pub(super) fn connect() -> Option<UnixStream> {
 
 /// Sends `req` to the daemon and prints what comes back the way the
 /// embedded commands print it; `each` sees every answer first.
-pub(super) fn exchange(
-    conn: &UnixStream,
-    req: &Request,
-    each: impl FnMut(&Response),
-) -> ExitCode {
+pub(super) fn exchange(conn: &UnixStream, req: &Request, each: impl FnMut(&Response)) -> ExitCode {
     exchange_as(conn, req, false, each)
 }
 
@@ -91,7 +87,6 @@ pub(super) fn logs(
 ) -> ExitCode {
     exchange_as(conn, &Request::Logs { session, follow }, json, |_| {})
 }
-
 
 /// Whether `path` can be read by this process (else `logs` asks the
 /// daemon).

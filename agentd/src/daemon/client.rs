@@ -1,14 +1,13 @@
 //! The client side: commands that go through the daemon when one runs.
 use std::{io, os::unix::net::UnixStream, path::PathBuf};
 
-use super::{
-    proto::{self, ProtoError, Request, Response},
-};
+use super::proto::{self, ProtoError, Request, Response};
 
 /// The daemon's socket (`AGENTD_SOCKET` overrides it, for a second
 /// instance or a test).
 pub fn socket_path() -> PathBuf {
-    std::env::var_os("AGENTD_SOCKET").map_or_else(|| PathBuf::from(crate::paths::SOCKET), PathBuf::from)
+    std::env::var_os("AGENTD_SOCKET")
+        .map_or_else(|| PathBuf::from(crate::paths::SOCKET), PathBuf::from)
 }
 
 /// A connection to the daemon, or `None` when no daemon answers.

@@ -95,10 +95,11 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Vec<(Offset, u64)>, BtfError> {
         .collect()
 }
 
-/// The mount point of a `fs_type` filesystem: this process's; else PID 1's,
-/// reached through `/proc/1/root` (in a mount namespace of its own, as
-/// `ip netns exec` makes, the host's instance is still the one to share);
-/// else a new one mounted at `target`, `nosuid,nodev,noexec`.
+/// The mount point of a `fs_type` filesystem: this process's; else the
+/// host's, reached through `/proc/<pid>/root` of PID 1 or an ancestor (in a
+/// mount namespace of its own, as `ip netns exec` makes, the host's
+/// instance is still the one to share); else a new one mounted at
+/// `target`, `nosuid,nodev,noexec`.
 fn mount_if_absent(fs_type: &str, target: &Path) -> Result<PathBuf, EbpfError> {
     let mounts = crate::host::mounts();
     if let Some(m) = mountinfo::of_type(&mounts, fs_type).next() {
@@ -235,7 +236,6 @@ pub(super) fn lock() -> Result<Flock<File>, EbpfError> {
         .map_err(|(_, e)| std::io::Error::from(e))
         .at("flock", path)?)
 }
-
 
 /// Removes every pin of an earlier build (links detach with their last
 /// reference).

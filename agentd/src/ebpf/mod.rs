@@ -22,7 +22,6 @@ use ipnet::IpNet;
 pub use self::load::{kernel_offsets, pin_dir, verify};
 use crate::error::PathError;
 
-
 /// What went wrong with the kernel programs.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

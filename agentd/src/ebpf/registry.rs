@@ -329,4 +329,3 @@ fn ignore_missing(
         Err(e) => Err(map_err(map)(e)),
     }
 }
-

@@ -219,13 +219,8 @@ pub fn probe_all(programs: ProgramProbe) -> HostReport {
 /// session does not pay for probes it does not need.
 /// The programs' probe is `agentd doctor`'s ([`probe_all`]).
 pub fn probe(feature: Feature) -> Check {
-    let not_here: ProgramProbe = |_| {
-        Check::missing(
-            Feature::Ebpf,
-            "not probed here",
-            "run `agentd doctor`",
-        )
-    };
+    let not_here: ProgramProbe =
+        |_| Check::missing(Feature::Ebpf, "not probed here", "run `agentd doctor`");
     probe_with(feature, &read_mounts(), &mut Vec::new(), not_here)
 }
 
@@ -272,37 +267,65 @@ pub fn mounts() -> Vec<mountinfo::Mount> {
     read_mounts()
 }
 
-/// Whether this process shares PID 1's mount namespace (unknown: assumed).
-pub fn in_host_mount_ns() -> bool {
-    match (fs::metadata("/proc/self/ns/mnt"), fs::metadata("/proc/1/ns/mnt")) {
-        (Ok(own), Ok(host)) => {
-            use std::os::unix::fs::MetadataExt as _;
-            (own.dev(), own.ino()) == (host.dev(), host.ino())
+/// PID 1, then this process's ancestors (nearest last): the processes
+/// whose mount namespace may be the host's when this one is not.
+fn host_candidates() -> Vec<u32> {
+    let mut chain = Vec::new();
+    let mut pid = std::process::id();
+    while pid > 1 && chain.len() < 64 {
+        let Some(parent) = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let (_, rest) = s.rsplit_once(") ")?;
+                rest.split(' ').nth(1)?.parse::<u32>().ok()
+            })
+        else {
+            break;
+        };
+        pid = parent;
+        if pid > 1 {
+            chain.push(pid);
         }
-        _ => true,
     }
+    chain.push(1);
+    chain.reverse();
+    chain
 }
 
-/// PID 1's mounts, when this process is in another mount namespace (such
-/// as the one `ip netns exec` creates, with a fresh /sys that hides the
-/// host's cgroup and bpf mounts).
-pub fn host_mounts() -> Option<Vec<mountinfo::Mount>> {
-    if in_host_mount_ns() {
+/// The mounts of another process that has a `fs_type` filesystem this
+/// process lacks (PID 1's first): this process is then in a mount
+/// namespace of its own, such as the one `ip netns exec` creates with a
+/// fresh /sys that hides the host's cgroup and bpf mounts. `None` when
+/// this process has one itself.
+pub fn host_mounts(fs_type: &str) -> Option<(u32, Vec<mountinfo::Mount>)> {
+    if mountinfo::of_type(&read_mounts(), fs_type).next().is_some() {
         return None;
     }
-    fs::read_to_string(paths::PROC_1_MOUNTINFO)
-        .ok()
-        .map(|t| mountinfo::parse(&t))
+    host_candidates().into_iter().find_map(|pid| {
+        let text = fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+        let mounts = mountinfo::parse(&text);
+        let has = mountinfo::of_type(&mounts, fs_type).next().is_some();
+        has.then_some((pid, mounts))
+    })
 }
 
-/// Where PID 1 has a `fs_type` filesystem, as a path that reaches it from
-/// this process (through `/proc/1/root`), when this process is in another
-/// mount namespace.
+/// Where another process (see [`host_mounts`]) has a `fs_type`
+/// filesystem, as a path that reaches it from here through
+/// `/proc/<pid>/root` (the first such process whose root this one may
+/// enter).
 pub fn host_mount(fs_type: &str) -> Option<PathBuf> {
-    let mounts = host_mounts()?;
-    let m = mountinfo::of_type(&mounts, fs_type).next()?;
-    let inside = m.mount_point.strip_prefix("/").ok()?;
-    Some(Path::new(paths::PROC_1_ROOT).join(inside))
+    host_mounts(fs_type)?;
+    host_candidates().into_iter().find_map(|pid| {
+        let text = fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+        let mounts = mountinfo::parse(&text);
+        let m = mountinfo::of_type(&mounts, fs_type).next()?;
+        let inside = m.mount_point.strip_prefix("/").ok()?;
+        let path = Path::new("/proc")
+            .join(pid.to_string())
+            .join("root")
+            .join(inside);
+        fs::metadata(&path).is_ok().then_some(path)
+    })
 }
 
 /// The running kernel's (major, minor) version.

@@ -88,24 +88,24 @@ impl SandboxError {
     pub fn hint(&self) -> Option<String> {
         Some(
             match self {
-            Self::LandlockUnavailable => {
-                "add \"landlock\" to lsm= on the kernel command line; run `agentd doctor`"
+                Self::LandlockUnavailable => {
+                    "add \"landlock\" to lsm= on the kernel command line; run `agentd doctor`"
+                }
+                Self::LandlockTooOld { .. } => {
+                    "upgrade to Linux >= 6.12, or set `allow_degraded = true` in [enforcement]"
+                }
+                Self::Landlock(_) | Self::Seccomp { .. } | Self::SeccompExport { .. } => {
+                    "run `agentd doctor` to check the kernel"
+                }
+                Self::Workspace { .. } => {
+                    "choose a workspace on a local filesystem that supports idmapped mounts"
+                }
+                Self::NoIdmap { .. } => {
+                    "use a workspace on ext4, xfs, btrfs or tmpfs (Linux >= 6.3)"
+                }
+                Self::Path { .. } => "fix the path in the policy or create it",
             }
-            Self::LandlockTooOld { .. } => {
-                "upgrade to Linux >= 6.12, or set `allow_degraded = true` in [enforcement]"
-            }
-            Self::Landlock(_) | Self::Seccomp { .. } | Self::SeccompExport { .. } => {
-                "run `agentd doctor` to check the kernel"
-            }
-            Self::Workspace { .. } => {
-                "choose a workspace on a local filesystem that supports idmapped mounts"
-            }
-            Self::NoIdmap { .. } => {
-                "use a workspace on ext4, xfs, btrfs or tmpfs (Linux >= 6.3)"
-            }
-            Self::Path { .. } => "fix the path in the policy or create it",
-        }
-        .into(),
+            .into(),
         )
     }
 }

@@ -160,4 +160,3 @@ impl Drop for Watchdog {
         sandbox::sys::reap(self.pid);
     }
 }
-

@@ -2,10 +2,7 @@
 //! `/var/lib/agentd/disabled/<agent>.json`; sessions of a disabled agent are
 //! refused, in embedded mode as through the daemon, until
 //! `agentd enable AGENT` removes it.
-use std::{
-    fs,
-    path::PathBuf,
-};
+use std::{fs, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 

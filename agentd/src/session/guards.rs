@@ -105,8 +105,8 @@ impl Stages {
         let now = Instant::now();
         tracing::debug!(
             stage = self.current.get(),
-            micros = u64::try_from(now.duration_since(self.last.get()).as_micros())
-                .unwrap_or(u64::MAX),
+            micros =
+                u64::try_from(now.duration_since(self.last.get()).as_micros()).unwrap_or(u64::MAX),
             "session setup"
         );
         self.last.set(now);

@@ -24,6 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use self::guards::{Stages, Trail};
 pub use self::{
     agent::forwarded_signals,
     id::SessionId,
@@ -31,7 +32,6 @@ pub use self::{
     plan::SessionPlan,
     state::{KillRecord, Mode},
 };
-use self::guards::{Stages, Trail};
 use crate::{
     audit::redact::Redactor,
     cgroup::{self, SessionCgroups},
@@ -412,12 +412,12 @@ pub fn run(
 ) -> Result<Outcome, SessionError> {
     let stages = Stages::start();
     let pre = stages::preflight(&opts, notify)?;
-    stages.begin("plan")?;
     let id = SessionId::generate();
     let agent = opts.policy.agent.name.as_str();
     let span = tracing::info_span!("session", session = %id, agent);
     let _in_span = span.enter();
     notify(Notice::Started { id: &id, agent });
+    stages.begin("plan")?;
     let plan = SessionPlan::compile(opts.policy, stages::placeholders(&pre.workspace, &id))?;
     for rule in &plan.network.unresolved {
         notify(Notice::Unresolved(rule));
@@ -524,9 +524,10 @@ fn start_resolver(
             .inspect_err(|e| tracing::warn!(error = %e, "connects to answered addresses will be recorded without their names"))
             .ok(),
     };
-    let resolver = bound
-        .serve(inputs)
-        .at("start the session's resolver on", Path::new("127.53.0.0/16 port 53"))?;
+    let resolver = bound.serve(inputs).at(
+        "start the session's resolver on",
+        Path::new("127.53.0.0/16 port 53"),
+    )?;
     Ok(Some(resolver))
 }
 

@@ -26,9 +26,9 @@ use super::{
 use crate::{
     audit::{Context, redact::Redactor},
     cgroup::{self, SessionCgroups},
+    error::{AtPath as _, PathError},
     host,
     identity::Identity,
-    error::{AtPath as _, PathError},
     paths,
     policy::Placeholders,
     pty,
@@ -200,10 +200,10 @@ pub(super) fn cgroups(
             // rule: nothing to answer, no resolver; DNS is refused in the
             // kernel instead.
             if plan.wants_resolver() {
-                resolver = Some(
-                    crate::dns::Bound::bind(cgroup_id)
-                        .at("bind the session's resolver on", Path::new("127.53.0.0/16 port 53"))?,
-                );
+                resolver = Some(crate::dns::Bound::bind(cgroup_id).at(
+                    "bind the session's resolver on",
+                    Path::new("127.53.0.0/16 port 53"),
+                )?);
             }
             let registered = enforce::register(
                 &kernel,
