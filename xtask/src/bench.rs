@@ -187,132 +187,13 @@ pub fn run() -> Result<()> {
     )?;
 
     step("launch: where the time goes (AGENTD_LOG=agentd=debug, 30 runs)");
-    let mut phases: Vec<(String, Vec<f64>)> = Vec::new();
-    for _ in 0..30 {
-        let out = Command::new(&agentd)
-            .current_dir(&ws)
-            .args(["run", "--policy"])
-            .arg(&minimal)
-            .args(["--no-tty", "--", "/bin/true"])
-            .env("AGENTD_LOG", "agentd=debug")
-            .env("NO_COLOR", "1")
-            .output()?;
-        for line in String::from_utf8_lossy(&out.stderr).lines() {
-            let (Some(phase), Some(micros)) = (
-                line.split("phase=\"")
-                    .nth(1)
-                    .and_then(|r| r.split('"').next()),
-                line.split("micros=")
-                    .nth(1)
-                    .and_then(|r| r.split_whitespace().next())
-                    .and_then(|m| m.parse::<f64>().ok()),
-            ) else {
-                continue;
-            };
-            match phases.iter_mut().find(|(p, _)| p == phase) {
-                Some((_, v)) => v.push(micros / 1000.0),
-                None => phases.push((phase.to_owned(), vec![micros / 1000.0])),
-            }
-        }
-    }
-    let phases: Vec<(String, f64)> = phases.into_iter().map(|(p, v)| (p, median(v))).collect();
+    let phases = stage_times(&agentd, &ws, &minimal)?;
 
     step("syscall-heavy: stat + open + read + close loop");
-    let target = ws.join("target.txt");
-    fs::write(&target, "benchmark")?;
-    let iterations = "200000";
-    let t = target.display().to_string();
-    let mut bare = Vec::new();
-    let mut confined = Vec::new();
-    for _ in 0..5 {
-        let out = Command::new(&probe)
-            .args(["stat-loop", iterations, &t])
-            .output()?;
-        bare.push(
-            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration")
-                .context("bare stat-loop")?,
-        );
-        let out = Command::new(&agentd)
-            .args(["run", "--policy"])
-            .arg(&minimal)
-            .arg("--workspace")
-            .arg(&ws)
-            .args(["--no-tty", "--"])
-            .arg(&probe)
-            .args(["stat-loop", iterations, &t])
-            .output()?;
-        confined.push(
-            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration").with_context(
-                || {
-                    format!(
-                        "confined stat-loop: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                },
-            )?,
-        );
-    }
-    let (bare_ns, confined_ns) = (median(bare), median(confined));
+    let (bare_ns, confined_ns) = stat_loop(&agentd, &probe, &ws, &minimal)?;
 
     step("per-connect cost: loopback connect loop (in a network namespace)");
-    let netns = Netns::create()?;
-    let mut server = Command::new(&probe)
-        .args(["--netns", &netns.0, "serve-tcp", "127.0.0.1", "7001"])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut ready = String::new();
-    BufReader::new(server.stdout.take().context("server stdout")?).read_line(&mut ready)?;
-    let connect_policy = write_policy(
-        &dir,
-        "connect.toml",
-        &release,
-        "[network]\nallow = [\"127.0.0.1:7001/tcp\"]\n",
-    )?;
-    let connects = "20000";
-    let mut bare_connect = Vec::new();
-    let mut confined_connect = Vec::new();
-    for _ in 0..5 {
-        let out = Command::new(&probe)
-            .args([
-                "--netns",
-                &netns.0,
-                "connect-loop",
-                connects,
-                "127.0.0.1",
-                "7001",
-            ])
-            .output()?;
-        bare_connect.push(
-            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration")
-                .context("bare connect-loop")?,
-        );
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", netns.0))
-            .arg("--")
-            .arg(&agentd)
-            .args(["run", "--policy"])
-            .arg(&connect_policy)
-            .arg("--workspace")
-            .arg(&ws)
-            .args(["--no-tty", "--"])
-            .arg(&probe)
-            .args(["connect-loop", connects, "127.0.0.1", "7001"])
-            .output()?;
-        confined_connect.push(
-            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration").with_context(
-                || {
-                    format!(
-                        "confined connect-loop: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                },
-            )?,
-        );
-    }
-    let _ = server.kill();
-    let _ = server.wait();
-    drop(netns);
-    let (bare_connect, confined_connect) = (median(bare_connect), median(confined_connect));
+    let (bare_connect, confined_connect) = connect_loop(&agentd, &probe, &dir, &release, &ws)?;
 
     step("resolver: queries through a session's resolver vs straight to the upstream");
     let resolver = resolver_figures(&agentd, &probe, &dir, &release, &ws)?;
@@ -904,4 +785,145 @@ fn render(
         "From the request until no process of the session is left: {kill_ms:.1} ms (target ≤ 100 ms)."
     );
     s
+}
+
+/// Median time of each setup stage, from the session's debug log.
+fn stage_times(agentd: &Path, ws: &Path, minimal: &Path) -> Result<Vec<(String, f64)>> {
+    let mut phases: Vec<(String, Vec<f64>)> = Vec::new();
+    for _ in 0..30 {
+        let out = Command::new(agentd)
+            .current_dir(ws)
+            .args(["run", "--policy"])
+            .arg(minimal)
+            .args(["--no-tty", "--", "/bin/true"])
+            .env("AGENTD_LOG", "agentd=debug")
+            .env("NO_COLOR", "1")
+            .output()?;
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            let (Some(phase), Some(micros)) = (
+                line.split("stage=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next()),
+                line.split("micros=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|m| m.parse::<f64>().ok()),
+            ) else {
+                continue;
+            };
+            match phases.iter_mut().find(|(p, _)| p == phase) {
+                Some((_, v)) => v.push(micros / 1000.0),
+                None => phases.push((phase.to_owned(), vec![micros / 1000.0])),
+            }
+        }
+    }
+    let phases: Vec<(String, f64)> = phases.into_iter().map(|(p, v)| (p, median(v))).collect();
+    Ok(phases)
+}
+
+/// ns per stat+open+read+close iteration, bare and in a session.
+fn stat_loop(agentd: &Path, probe: &Path, ws: &Path, minimal: &Path) -> Result<(f64, f64)> {
+    let target = ws.join("target.txt");
+    fs::write(&target, "benchmark")?;
+    let iterations = "200000";
+    let t = target.display().to_string();
+    let mut bare = Vec::new();
+    let mut confined = Vec::new();
+    for _ in 0..5 {
+        let out = Command::new(probe)
+            .args(["stat-loop", iterations, &t])
+            .output()?;
+        bare.push(
+            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration")
+                .context("bare stat-loop")?,
+        );
+        let out = Command::new(agentd)
+            .args(["run", "--policy"])
+            .arg(minimal)
+            .arg("--workspace")
+            .arg(ws)
+            .args(["--no-tty", "--"])
+            .arg(probe)
+            .args(["stat-loop", iterations, &t])
+            .output()?;
+        confined.push(
+            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration").with_context(
+                || {
+                    format!(
+                        "confined stat-loop: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                },
+            )?,
+        );
+    }
+    Ok((median(bare), median(confined)))
+}
+
+/// ns per loopback connect, bare and in a session (in a network namespace).
+fn connect_loop(
+    agentd: &Path,
+    probe: &Path,
+    dir: &Path,
+    release: &Path,
+    ws: &Path,
+) -> Result<(f64, f64)> {
+    let netns = Netns::create()?;
+    let mut server = Command::new(probe)
+        .args(["--netns", &netns.0, "serve-tcp", "127.0.0.1", "7001"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut ready = String::new();
+    BufReader::new(server.stdout.take().context("server stdout")?).read_line(&mut ready)?;
+    let connect_policy = write_policy(
+        dir,
+        "connect.toml",
+        release,
+        "[network]\nallow = [\"127.0.0.1:7001/tcp\"]\n",
+    )?;
+    let connects = "20000";
+    let mut bare_connect = Vec::new();
+    let mut confined_connect = Vec::new();
+    for _ in 0..5 {
+        let out = Command::new(probe)
+            .args([
+                "--netns",
+                &netns.0,
+                "connect-loop",
+                connects,
+                "127.0.0.1",
+                "7001",
+            ])
+            .output()?;
+        bare_connect.push(
+            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration")
+                .context("bare connect-loop")?,
+        );
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", netns.0))
+            .arg("--")
+            .arg(agentd)
+            .args(["run", "--policy"])
+            .arg(&connect_policy)
+            .arg("--workspace")
+            .arg(ws)
+            .args(["--no-tty", "--"])
+            .arg(probe)
+            .args(["connect-loop", connects, "127.0.0.1", "7001"])
+            .output()?;
+        confined_connect.push(
+            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration").with_context(
+                || {
+                    format!(
+                        "confined connect-loop: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                },
+            )?,
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(netns);
+    Ok((median(bare_connect), median(confined_connect)))
 }

@@ -155,6 +155,28 @@ fn strings<T: ToString>(items: &[T]) -> Vec<String> {
 impl Inventory {
     /// The inventory of `policy`.
     pub fn of(policy: &Policy) -> Self {
+        Self {
+            identity: IdentitySection::of(policy),
+            filesystem: FilesystemSection::of(policy),
+            exec: ExecSection::of(policy),
+            network: NetworkSection::of(policy),
+            syscalls: SyscallSection::of(policy),
+            limits: limits(policy),
+            environment: EnvSection::of(policy),
+            audit: AuditSection::of(policy),
+            enforcement: if policy.enforcement.allow_degraded {
+                "degraded mode allowed: on hosts lacking a feature the session starts with what is \
+                 available, and each gap is reported"
+            } else {
+                "fail closed: the session does not start unless every guarantee can be enforced"
+            },
+            not_yet_enforced: NOT_YET_ENFORCED.to_vec(),
+        }
+    }
+}
+
+impl IdentitySection {
+    fn of(policy: &Policy) -> Self {
         let a = &policy.agent;
         let user = match &policy.identity {
             UserSpec::Dynamic => {
@@ -163,6 +185,21 @@ impl Inventory {
             }
             UserSpec::Named(n) => format!("{n} (a dedicated non-root user)"),
         };
+        Self {
+            agent: a.name.to_string(),
+            owner: a.owner.clone(),
+            environment: a.environment.as_str().to_owned(),
+            trust: a.trust.as_str().to_owned(),
+            review_by: a.review_by.map(|d| d.to_string()),
+            data_classes: a.data_classes.clone(),
+            user,
+            policy_digest: policy.digest.clone(),
+        }
+    }
+}
+
+impl FilesystemSection {
+    fn of(policy: &Policy) -> Self {
         let mut protected: Vec<String> = BUILTIN_PROTECT
             .iter()
             .map(|p| format!("{p} (at each writable root)"))
@@ -173,7 +210,34 @@ impl Inventory {
                 .map(|p| format!("{p} (in each git repository present at start)")),
         );
         protected.extend(policy.filesystem.protect.iter().map(ToString::to_string));
+        Self {
+            read: strings(&policy.filesystem.read),
+            read_write: strings(&policy.filesystem.read_write),
+            execute: strings(&policy.filesystem.execute),
+            protected,
+            otherwise: "denied (read, write, execute, truncate, rename, device ioctl)",
+        }
+    }
+}
 
+impl ExecSection {
+    fn of(policy: &Policy) -> Self {
+        Self {
+            allow: strings(&policy.exec.allow),
+            ask: strings(&policy.exec.ask),
+            otherwise: if policy.exec.enforced {
+                "denied: only the files allow matches when the session starts may run (copies, \
+                 links to other programs and anonymous memory cannot); {root}/** entries allow \
+                 files created there during the session"
+            } else {
+                "no [exec] table: any program under a [filesystem] execute path may run"
+            },
+        }
+    }
+}
+
+impl NetworkSection {
+    fn of(policy: &Policy) -> Self {
         let has_domains = policy
             .network
             .allow
@@ -202,140 +266,119 @@ impl Inventory {
                 |r| matches!(&r.host, HostPattern::Net(n) if n.contains(net) || net.contains(n)),
             ) || policy.network.allow.iter().any(|r| r.host == HostPattern::Any)
             };
-        let l = &policy.limits;
-        let or_unlimited = |v: Option<String>| v.unwrap_or_else(|| "unlimited".to_owned());
-        let limits = vec![
-            (
-                "max_processes".to_owned(),
-                or_unlimited(l.max_processes.map(|n| n.to_string())),
-            ),
-            (
-                "memory".to_owned(),
-                or_unlimited(l.memory.map(|m| m.to_string())),
-            ),
-            ("cpu".to_owned(), or_unlimited(l.cpu.map(|c| c.to_string()))),
-            (
-                "max_duration".to_owned(),
-                or_unlimited(l.max_duration.map(|d| d.to_string())),
-            ),
-            (
-                "open_files".to_owned(),
-                or_unlimited(l.open_files.map(|n| n.to_string())),
-            ),
-            ("core_dumps".to_owned(), "disabled".to_owned()),
-        ];
         Self {
-            identity: IdentitySection {
-                agent: a.name.to_string(),
-                owner: a.owner.clone(),
-                environment: a.environment.as_str().to_owned(),
-                trust: a.trust.as_str().to_owned(),
-                review_by: a.review_by.map(|d| d.to_string()),
-                data_classes: a.data_classes.clone(),
-                user,
-                policy_digest: policy.digest.clone(),
+            allow: strings(&policy.network.allow),
+            ask: strings(&policy.network.ask),
+            bind: strings(&policy.network.bind),
+            dns,
+            always_denied_unless_listed: local_networks()
+                .iter()
+                .filter(|n| !listed(n))
+                .map(ToString::to_string)
+                .collect(),
+            otherwise: "denied (TCP and UDP, IPv4 and IPv6, v4-mapped addresses as IPv4; raw and packet sockets, binds and listening sockets denied)",
+        }
+    }
+}
+
+impl SyscallSection {
+    fn of(policy: &Policy) -> Self {
+        Self {
+            profile: policy.syscalls.profile.as_str().to_owned(),
+            summary: match policy.syscalls.profile {
+                SyscallProfile::Default => {
+                    "all syscalls except the dangerous set (ptrace, bpf, mount, namespaces, \
+                     keyctl, io_uring, module loading, ...), which fail with EPERM; foreign \
+                     architectures are killed"
+                }
+                SyscallProfile::Strict => {
+                    "only an allowlist sufficient for git, python and a shell; everything \
+                     else fails with EPERM"
+                }
             },
-            filesystem: FilesystemSection {
-                read: strings(&policy.filesystem.read),
-                read_write: strings(&policy.filesystem.read_write),
-                execute: strings(&policy.filesystem.execute),
-                protected,
-                otherwise: "denied (read, write, execute, truncate, rename, device ioctl)",
-            },
-            exec: ExecSection {
-                allow: strings(&policy.exec.allow),
-                ask: strings(&policy.exec.ask),
-                otherwise: if policy.exec.enforced {
-                    "denied: only the files allow matches when the session starts may run (copies, \
-                     links to other programs and anonymous memory cannot); {root}/** entries allow \
-                     files created there during the session"
-                } else {
-                    "no [exec] table: any program under a [filesystem] execute path may run"
-                },
-            },
-            network: NetworkSection {
-                allow: strings(&policy.network.allow),
-                ask: strings(&policy.network.ask),
-                bind: strings(&policy.network.bind),
-                dns,
-                always_denied_unless_listed: local_networks()
-                    .iter()
-                    .filter(|n| !listed(n))
-                    .map(ToString::to_string)
-                    .collect(),
-                otherwise: "denied (TCP and UDP, IPv4 and IPv6, v4-mapped addresses as IPv4; raw and packet sockets, binds and listening sockets denied)",
-            },
-            syscalls: SyscallSection {
-                profile: policy.syscalls.profile.as_str().to_owned(),
-                summary: match policy.syscalls.profile {
-                    SyscallProfile::Default => {
-                        "all syscalls except the dangerous set (ptrace, bpf, mount, namespaces, \
-                         keyctl, io_uring, module loading, ...), which fail with EPERM; foreign \
-                         architectures are killed"
+            deny: strings(&policy.syscalls.deny),
+            allow: strings(&policy.syscalls.allow),
+        }
+    }
+}
+
+/// `[limits]`, each as set or "unlimited".
+fn limits(policy: &Policy) -> Vec<(String, String)> {
+    let l = &policy.limits;
+    let or_unlimited = |v: Option<String>| v.unwrap_or_else(|| "unlimited".to_owned());
+    vec![
+        (
+            "max_processes".to_owned(),
+            or_unlimited(l.max_processes.map(|n| n.to_string())),
+        ),
+        (
+            "memory".to_owned(),
+            or_unlimited(l.memory.map(|m| m.to_string())),
+        ),
+        ("cpu".to_owned(), or_unlimited(l.cpu.map(|c| c.to_string()))),
+        (
+            "max_duration".to_owned(),
+            or_unlimited(l.max_duration.map(|d| d.to_string())),
+        ),
+        (
+            "open_files".to_owned(),
+            or_unlimited(l.open_files.map(|n| n.to_string())),
+        ),
+        ("core_dumps".to_owned(), "disabled".to_owned()),
+    ]
+}
+
+impl EnvSection {
+    fn of(policy: &Policy) -> Self {
+        Self {
+            pass: strings(&policy.env.pass),
+            set: policy
+                .env
+                .set
+                .iter()
+                .map(|(k, v)| {
+                    if k.looks_secret() {
+                        format!("{k}=<hidden>")
+                    } else {
+                        format!("{k}={v}")
                     }
-                    SyscallProfile::Strict => {
-                        "only an allowlist sufficient for git, python and a shell; everything \
-                         else fails with EPERM"
-                    }
-                },
-                deny: strings(&policy.syscalls.deny),
-                allow: strings(&policy.syscalls.allow),
+                })
+                .collect(),
+            secrets: policy
+                .secrets
+                .iter()
+                .map(|s| SecretEntry {
+                    name: s.name.to_string(),
+                    file: s.file.display().to_string(),
+                })
+                .collect(),
+            always: vec![
+                "AGENTD_SESSION_ID",
+                "TRACEPARENT",
+                "HOME",
+                "PATH",
+                "USER",
+                "LOGNAME",
+                "TMPDIR",
+            ],
+        }
+    }
+}
+
+impl AuditSection {
+    fn of(policy: &Policy) -> Self {
+        Self {
+            file_events: match policy.audit.file_events {
+                FileEvents::None => "none".to_owned(),
+                FileEvents::Writes => "writes (open for write, create, unlink, rename)".to_owned(),
+                FileEvents::All => "all (reads and writes)".to_owned(),
             },
-            limits,
-            environment: EnvSection {
-                pass: strings(&policy.env.pass),
-                set: policy
-                    .env
-                    .set
-                    .iter()
-                    .map(|(k, v)| {
-                        if k.looks_secret() {
-                            format!("{k}=<hidden>")
-                        } else {
-                            format!("{k}={v}")
-                        }
-                    })
-                    .collect(),
-                secrets: policy
-                    .secrets
-                    .iter()
-                    .map(|s| SecretEntry {
-                        name: s.name.to_string(),
-                        file: s.file.display().to_string(),
-                    })
-                    .collect(),
-                always: vec![
-                    "AGENTD_SESSION_ID",
-                    "TRACEPARENT",
-                    "HOME",
-                    "PATH",
-                    "USER",
-                    "LOGNAME",
-                    "TMPDIR",
-                ],
-            },
-            audit: AuditSection {
-                file_events: match policy.audit.file_events {
-                    FileEvents::None => "none".to_owned(),
-                    FileEvents::Writes => {
-                        "writes (open for write, create, unlink, rename)".to_owned()
-                    }
-                    FileEvents::All => "all (reads and writes)".to_owned(),
-                },
-                redact: policy
-                    .audit
-                    .redact
-                    .iter()
-                    .map(|r| r.as_str().to_owned())
-                    .collect(),
-            },
-            enforcement: if policy.enforcement.allow_degraded {
-                "degraded mode allowed: on hosts lacking a feature the session starts with what is \
-                 available, and each gap is reported"
-            } else {
-                "fail closed: the session does not start unless every guarantee can be enforced"
-            },
-            not_yet_enforced: NOT_YET_ENFORCED.to_vec(),
+            redact: policy
+                .audit
+                .redact
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
         }
     }
 }
