@@ -754,4 +754,81 @@ mod tests {
             [("pids.max".into(), "64".into())]
         );
     }
+
+    /// A cgroupfs faked with plain files in a temporary directory (as
+    /// youki tests its managers): a hybrid host with memory and pids in
+    /// cgroup2 and cpu as a v1 hierarchy.
+    fn fake_host(root: &Path) -> Layout {
+        let v2_root = root.join("unified");
+        fs::create_dir_all(v2_root.join("agentd")).unwrap();
+        fs::create_dir_all(root.join("cpu")).unwrap();
+        Layout {
+            v2_root: v2_root.clone(),
+            parent: v2_root.join("agentd"),
+            v2_controllers: vec!["memory".into(), "pids".into()],
+            v1: vec![(Controller::Cpu, root.join("cpu"))],
+        }
+    }
+
+    #[test]
+    fn limits_are_written_where_each_controller_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = fake_host(dir.path());
+        // The kernel offers swap accounting here.
+        let leaf = layout.parent.join("s1");
+        fs::create_dir_all(&leaf).unwrap();
+        fs::write(leaf.join("memory.swap.max"), "max").unwrap();
+        let limits = Limits {
+            memory: Some(1 << 30),
+            pids: Some(100),
+            cpu_percent: Some(50),
+        };
+        let (cgroups, skipped) = SessionCgroups::create(&layout, "s1", &limits, false).unwrap();
+        assert!(skipped.is_empty());
+        let read = |p: PathBuf| fs::read_to_string(p).unwrap();
+        assert_eq!(read(leaf.join("memory.max")), "1073741824");
+        assert_eq!(read(leaf.join("memory.swap.max")), "0");
+        assert_eq!(read(leaf.join("pids.max")), "100");
+        // Controllers handed down to the parent and to the leaves.
+        assert_eq!(
+            read(layout.v2_root.join("cgroup.subtree_control")),
+            "+memory +pids"
+        );
+        assert_eq!(
+            read(layout.parent.join("cgroup.subtree_control")),
+            "+memory +pids"
+        );
+        let cpu = dir.path().join("cpu/agentd/s1");
+        assert_eq!(read(cpu.join("cpu.cfs_period_us")), "100000");
+        assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
+        assert_eq!(cgroups.v1.len(), 1);
+        assert_eq!(
+            cgroups.procs_files(),
+            [leaf.join("cgroup.procs"), cpu.join("cgroup.procs")]
+        );
+    }
+
+    #[test]
+    fn a_missing_controller_fails_closed_unless_degraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = fake_host(dir.path());
+        layout.v1.clear();
+        let limits = Limits {
+            cpu_percent: Some(50),
+            ..Limits::default()
+        };
+        let err = SessionCgroups::create(&layout, "s2", &limits, false).unwrap_err();
+        assert!(matches!(
+            err,
+            CgroupError::Missing(MissingController(Controller::Cpu))
+        ));
+        assert!(!layout.parent.join("s2").exists(), "nothing created");
+        let (_, skipped) = SessionCgroups::create(&layout, "s3", &limits, true).unwrap();
+        assert_eq!(
+            skipped.len(),
+            1,
+            "degraded: the cpu limit is reported skipped"
+        );
+        assert!(!layout.parent.join("s3").join("cpu.max").exists());
+    }
 }

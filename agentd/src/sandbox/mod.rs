@@ -1,7 +1,7 @@
 //! The child between fork and exec: everything that turns a forked copy of
 //! the supervisor into a confined agent. The parent prepares every input
 //! (descriptors, C strings, the Landlock ruleset, the seccomp program); the
-//! child only issues syscalls, in the order [`ChildPlan::apply`] documents,
+//! child only issues syscalls, in the order `ChildPlan::steps` documents,
 //! and reports the failing step and errno over a CLOEXEC pipe.
 pub mod exec;
 pub mod landlock;
@@ -10,8 +10,8 @@ pub mod seccomp;
 pub mod sys;
 
 use std::{
-    ffi::CString,
-    os::fd::{AsRawFd as _, OwnedFd},
+    ffi::{CStr, CString},
+    os::fd::{AsRawFd as _, OwnedFd, RawFd},
     path::PathBuf,
 };
 
@@ -353,7 +353,7 @@ impl ChildPlan {
 
     /// The child side: never returns.
     fn child(&self, migrate: bool) -> ! {
-        let failure = match self.steps(migrate) {
+        let failure = match self.steps(&mut RealSys, migrate) {
             Err(failure) => failure,
             Ok(()) => (
                 Step::Exec,
@@ -390,37 +390,41 @@ impl ChildPlan {
     /// 9. seccomp last: it denies syscalls used by the steps above.
     ///
     /// No allocation, locking or logging happens here.
-    fn steps(&self, migrate: bool) -> Result<(), (Step, i32)> {
+    fn steps<S: ChildSys>(&self, os: &mut S, migrate: bool) -> Result<(), (Step, i32)> {
         let at = |step: Step| move |errno: i32| (step, errno);
-        sys::unblock_all_signals().map_err(at(Step::Signals))?;
-        sys::default_sigpipe().map_err(at(Step::Signals))?;
+        os.unblock_all_signals().map_err(at(Step::Signals))?;
+        os.default_sigpipe().map_err(at(Step::Signals))?;
         if let Some(stdio) = &self.stdio {
             for (target, fd) in stdio.iter().enumerate() {
                 let target = i32::try_from(target).map_err(|_| (Step::Descriptors, libc::EBADF))?;
-                sys::dup2(fd.as_raw_fd(), target).map_err(at(Step::Descriptors))?;
+                os.dup2(fd.as_raw_fd(), target)
+                    .map_err(at(Step::Descriptors))?;
             }
         }
-        sys::cloexec_all_from(3).map_err(at(Step::Descriptors))?;
+        os.cloexec_all_from(3).map_err(at(Step::Descriptors))?;
         if migrate {
-            sys::write_all(self.cgroup_v2_procs.as_raw_fd(), b"0").map_err(at(Step::Cgroup))?;
+            os.write_all(self.cgroup_v2_procs.as_raw_fd(), b"0")
+                .map_err(at(Step::Cgroup))?;
         }
         for fd in &self.cgroup_procs {
-            sys::write_all(fd.as_raw_fd(), b"0").map_err(at(Step::Cgroup))?;
+            os.write_all(fd.as_raw_fd(), b"0")
+                .map_err(at(Step::Cgroup))?;
         }
-        sys::setsid().map_err(at(Step::Session))?;
+        os.setsid().map_err(at(Step::Session))?;
         if self.controlling_tty {
-            sys::set_controlling_tty(0).map_err(at(Step::Session))?;
+            os.set_controlling_tty(0).map_err(at(Step::Session))?;
         }
         if self.namespaces != 0 {
-            sys::unshare(self.namespaces).map_err(at(Step::Namespaces))?;
-            sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE)
+            os.unshare(self.namespaces).map_err(at(Step::Namespaces))?;
+            os.mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE)
                 .map_err(at(Step::MountPrivate))?;
         }
         if let Some((tree, target)) = &self.workspace {
-            sys::move_mount(tree.as_raw_fd(), target).map_err(at(Step::Workspace))?;
+            os.move_mount(tree.as_raw_fd(), target)
+                .map_err(at(Step::Workspace))?;
         }
         for bind in &self.binds {
-            sys::mount(Some(&bind.source), &bind.target, None, libc::MS_BIND)
+            os.mount(Some(&bind.source), &bind.target, None, libc::MS_BIND)
                 .map_err(at(Step::Protect))?;
             if bind.read_only {
                 let flags = libc::MS_BIND
@@ -428,39 +432,143 @@ impl ChildPlan {
                     | libc::MS_RDONLY
                     | libc::MS_NOSUID
                     | libc::MS_NODEV;
-                sys::mount(None, &bind.target, None, flags).map_err(at(Step::Protect))?;
+                os.mount(None, &bind.target, None, flags)
+                    .map_err(at(Step::Protect))?;
             }
         }
         if let Some((passwd, group)) = &self.identity_files {
-            sys::mount(Some(passwd), c"/etc/passwd", None, libc::MS_BIND)
+            os.mount(Some(passwd), c"/etc/passwd", None, libc::MS_BIND)
                 .map_err(at(Step::Passwd))?;
-            sys::mount(Some(group), c"/etc/group", None, libc::MS_BIND)
+            os.mount(Some(group), c"/etc/group", None, libc::MS_BIND)
                 .map_err(at(Step::Passwd))?;
         }
         for (resource, value) in &self.rlimits {
-            sys::set_rlimit(*resource, *value).map_err(at(Step::Rlimits))?;
+            os.set_rlimit(*resource, *value)
+                .map_err(at(Step::Rlimits))?;
         }
         let bits = SECBIT_NOROOT
             | SECBIT_NOROOT_LOCKED
             | SECBIT_KEEP_CAPS_LOCKED
             | SECBIT_NO_CAP_AMBIENT_RAISE
             | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
-        sys::prctl(libc::PR_SET_SECUREBITS, bits).map_err(at(Step::Securebits))?;
+        os.prctl(libc::PR_SET_SECUREBITS, bits)
+            .map_err(at(Step::Securebits))?;
         for cap in 0..=self.last_cap {
-            sys::prctl(libc::PR_CAPBSET_DROP, cap).map_err(at(Step::Bounding))?;
+            os.prctl(libc::PR_CAPBSET_DROP, cap)
+                .map_err(at(Step::Bounding))?;
         }
-        sys::set_identity(self.uid, self.gid).map_err(at(Step::Identity))?;
-        sys::clear_ambient_caps().map_err(at(Step::Capabilities))?;
-        sys::clear_caps().map_err(at(Step::Capabilities))?;
-        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(at(Step::NoNewPrivs))?;
-        sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+        os.set_identity(self.uid, self.gid)
+            .map_err(at(Step::Identity))?;
+        os.clear_ambient_caps().map_err(at(Step::Capabilities))?;
+        os.clear_caps().map_err(at(Step::Capabilities))?;
+        os.prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+            .map_err(at(Step::NoNewPrivs))?;
+        os.prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
             .map_err(at(Step::ParentDeath))?;
-        sys::chdir(&self.cwd).map_err(at(Step::Chdir))?;
-        sys::landlock_restrict_self(self.landlock.as_raw_fd()).map_err(at(Step::Landlock))?;
+        os.chdir(&self.cwd).map_err(at(Step::Chdir))?;
+        os.landlock_restrict_self(self.landlock.as_raw_fd())
+            .map_err(at(Step::Landlock))?;
         for program in &self.seccomp {
-            sys::seccomp_set_filter(&program.fprog()).map_err(at(Step::Seccomp))?;
+            os.seccomp_set_filter(&program.fprog())
+                .map_err(at(Step::Seccomp))?;
         }
         Ok(())
+    }
+}
+
+/// The system calls the child makes between fork and exec: [`sys`] itself
+/// ([`RealSys`]), or a recording fake in the unit tests, which check the
+/// order of the steps without root. Statically dispatched: no allocation.
+trait ChildSys {
+    fn unblock_all_signals(&mut self) -> Result<(), i32>;
+    fn default_sigpipe(&mut self) -> Result<(), i32>;
+    fn dup2(&mut self, from: RawFd, to: RawFd) -> Result<(), i32>;
+    fn cloexec_all_from(&mut self, from: u32) -> Result<(), i32>;
+    fn write_all(&mut self, fd: RawFd, bytes: &[u8]) -> Result<(), i32>;
+    fn setsid(&mut self) -> Result<(), i32>;
+    fn set_controlling_tty(&mut self, fd: RawFd) -> Result<(), i32>;
+    fn unshare(&mut self, flags: libc::c_int) -> Result<(), i32>;
+    fn mount(
+        &mut self,
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+    ) -> Result<(), i32>;
+    fn move_mount(&mut self, from: RawFd, target: &CStr) -> Result<(), i32>;
+    fn set_rlimit(&mut self, resource: libc::__rlimit_resource_t, value: u64) -> Result<(), i32>;
+    fn prctl(&mut self, option: libc::c_int, arg2: libc::c_ulong) -> Result<(), i32>;
+    fn set_identity(&mut self, uid: libc::uid_t, gid: libc::gid_t) -> Result<(), i32>;
+    fn clear_ambient_caps(&mut self) -> Result<(), i32>;
+    fn clear_caps(&mut self) -> Result<(), i32>;
+    fn chdir(&mut self, path: &CStr) -> Result<(), i32>;
+    fn landlock_restrict_self(&mut self, ruleset: RawFd) -> Result<(), i32>;
+    fn seccomp_set_filter(&mut self, prog: &libc::sock_fprog) -> Result<(), i32>;
+}
+
+/// The real calls.
+struct RealSys;
+
+impl ChildSys for RealSys {
+    fn unblock_all_signals(&mut self) -> Result<(), i32> {
+        sys::unblock_all_signals()
+    }
+    fn default_sigpipe(&mut self) -> Result<(), i32> {
+        sys::default_sigpipe()
+    }
+    fn dup2(&mut self, from: RawFd, to: RawFd) -> Result<(), i32> {
+        sys::dup2(from, to)
+    }
+    fn cloexec_all_from(&mut self, from: u32) -> Result<(), i32> {
+        sys::cloexec_all_from(from)
+    }
+    fn write_all(&mut self, fd: RawFd, bytes: &[u8]) -> Result<(), i32> {
+        sys::write_all(fd, bytes)
+    }
+    fn setsid(&mut self) -> Result<(), i32> {
+        sys::setsid()
+    }
+    fn set_controlling_tty(&mut self, fd: RawFd) -> Result<(), i32> {
+        sys::set_controlling_tty(fd)
+    }
+    fn unshare(&mut self, flags: libc::c_int) -> Result<(), i32> {
+        sys::unshare(flags)
+    }
+    fn mount(
+        &mut self,
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+    ) -> Result<(), i32> {
+        sys::mount(source, target, fstype, flags)
+    }
+    fn move_mount(&mut self, from: RawFd, target: &CStr) -> Result<(), i32> {
+        sys::move_mount(from, target)
+    }
+    fn set_rlimit(&mut self, resource: libc::__rlimit_resource_t, value: u64) -> Result<(), i32> {
+        sys::set_rlimit(resource, value)
+    }
+    fn prctl(&mut self, option: libc::c_int, arg2: libc::c_ulong) -> Result<(), i32> {
+        sys::prctl(option, arg2)
+    }
+    fn set_identity(&mut self, uid: libc::uid_t, gid: libc::gid_t) -> Result<(), i32> {
+        sys::set_identity(uid, gid)
+    }
+    fn clear_ambient_caps(&mut self) -> Result<(), i32> {
+        sys::clear_ambient_caps()
+    }
+    fn clear_caps(&mut self) -> Result<(), i32> {
+        sys::clear_caps()
+    }
+    fn chdir(&mut self, path: &CStr) -> Result<(), i32> {
+        sys::chdir(path)
+    }
+    fn landlock_restrict_self(&mut self, ruleset: RawFd) -> Result<(), i32> {
+        sys::landlock_restrict_self(ruleset)
+    }
+    fn seccomp_set_filter(&mut self, prog: &libc::sock_fprog) -> Result<(), i32> {
+        sys::seccomp_set_filter(prog)
     }
 }
 
@@ -474,5 +582,215 @@ pub fn read_report(read_end: &OwnedFd) -> Option<(Step, i32)> {
             Step::from_u32(step).map(|s| (s, errno))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records every call by name (with the prctl option or the mount
+    /// target) and fails the one named `fail_at`.
+    #[derive(Default)]
+    struct Recording {
+        calls: Vec<String>,
+        fail_at: Option<&'static str>,
+    }
+
+    impl Recording {
+        fn call(&mut self, name: impl Into<String>) -> Result<(), i32> {
+            let name = name.into();
+            let fail = self.fail_at.is_some_and(|f| name.starts_with(f));
+            self.calls.push(name);
+            if fail { Err(libc::EPERM) } else { Ok(()) }
+        }
+    }
+
+    impl ChildSys for Recording {
+        fn unblock_all_signals(&mut self) -> Result<(), i32> {
+            self.call("unblock_all_signals")
+        }
+        fn default_sigpipe(&mut self) -> Result<(), i32> {
+            self.call("default_sigpipe")
+        }
+        fn dup2(&mut self, _: RawFd, to: RawFd) -> Result<(), i32> {
+            self.call(format!("dup2 {to}"))
+        }
+        fn cloexec_all_from(&mut self, _: u32) -> Result<(), i32> {
+            self.call("cloexec_all_from")
+        }
+        fn write_all(&mut self, _: RawFd, _: &[u8]) -> Result<(), i32> {
+            self.call("write cgroup.procs")
+        }
+        fn setsid(&mut self) -> Result<(), i32> {
+            self.call("setsid")
+        }
+        fn set_controlling_tty(&mut self, _: RawFd) -> Result<(), i32> {
+            self.call("set_controlling_tty")
+        }
+        fn unshare(&mut self, _: libc::c_int) -> Result<(), i32> {
+            self.call("unshare")
+        }
+        fn mount(
+            &mut self,
+            _: Option<&CStr>,
+            target: &CStr,
+            _: Option<&CStr>,
+            flags: libc::c_ulong,
+        ) -> Result<(), i32> {
+            let kind = if flags & libc::MS_REMOUNT != 0 {
+                "remount"
+            } else {
+                "mount"
+            };
+            self.call(format!("{kind} {}", target.to_string_lossy()))
+        }
+        fn move_mount(&mut self, _: RawFd, target: &CStr) -> Result<(), i32> {
+            self.call(format!("move_mount {}", target.to_string_lossy()))
+        }
+        fn set_rlimit(&mut self, _: libc::__rlimit_resource_t, _: u64) -> Result<(), i32> {
+            self.call("set_rlimit")
+        }
+        fn prctl(&mut self, option: libc::c_int, _: libc::c_ulong) -> Result<(), i32> {
+            let name = match option {
+                libc::PR_SET_SECUREBITS => "prctl securebits",
+                libc::PR_CAPBSET_DROP => "prctl capbset_drop",
+                libc::PR_SET_NO_NEW_PRIVS => "prctl no_new_privs",
+                libc::PR_SET_PDEATHSIG => "prctl pdeathsig",
+                _ => "prctl other",
+            };
+            self.call(name)
+        }
+        fn set_identity(&mut self, _: libc::uid_t, _: libc::gid_t) -> Result<(), i32> {
+            self.call("set_identity")
+        }
+        fn clear_ambient_caps(&mut self) -> Result<(), i32> {
+            self.call("clear_ambient_caps")
+        }
+        fn clear_caps(&mut self) -> Result<(), i32> {
+            self.call("clear_caps")
+        }
+        fn chdir(&mut self, _: &CStr) -> Result<(), i32> {
+            self.call("chdir")
+        }
+        fn landlock_restrict_self(&mut self, _: RawFd) -> Result<(), i32> {
+            self.call("landlock_restrict_self")
+        }
+        fn seccomp_set_filter(&mut self, _: &libc::sock_fprog) -> Result<(), i32> {
+            self.call("seccomp_set_filter")
+        }
+    }
+
+    fn fd() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    fn plan() -> ChildPlan {
+        let c = |s: &str| CString::new(s).unwrap();
+        ChildPlan {
+            cgroup_dir: fd(),
+            cgroup_v2_procs: fd(),
+            cgroup_procs: vec![fd()],
+            stdio: Some([fd(), fd(), fd()]),
+            exec: Exec::new(std::path::Path::new("/bin/true"), &["true".into()], &[]).unwrap(),
+            controlling_tty: true,
+            namespaces: libc::CLONE_NEWNS,
+            workspace: Some((fd(), c("/ws"))),
+            binds: vec![Bind {
+                source: c("/ws/.git/hooks"),
+                target: c("/ws/.git/hooks"),
+                read_only: true,
+            }],
+            identity_files: Some((c("/state/passwd"), c("/state/group"))),
+            rlimits: vec![(libc::RLIMIT_CORE, 0)],
+            uid: 61_184,
+            gid: 61_184,
+            last_cap: 1,
+            cwd: c("/ws"),
+            landlock: fd(),
+            seccomp: seccomp::build(&crate::policy::Syscalls::default()).unwrap(),
+            report: fd(),
+        }
+    }
+
+    fn position(calls: &[String], name: &str) -> usize {
+        calls
+            .iter()
+            .position(|c| c == name)
+            .unwrap_or_else(|| panic!("{name} not called: {calls:?}"))
+    }
+
+    #[test]
+    fn the_child_steps_run_in_their_security_order() {
+        let mut os = Recording::default();
+        plan().steps(&mut os, true).unwrap();
+        let calls = &os.calls;
+        let at = |name| position(calls, name);
+        let order = [
+            "unblock_all_signals",
+            "dup2 0",
+            "cloexec_all_from",
+            "write cgroup.procs",
+            "setsid",
+            "set_controlling_tty",
+            "unshare",
+            "mount /",
+            "move_mount /ws",
+            "mount /ws/.git/hooks",
+            "remount /ws/.git/hooks",
+            "mount /etc/passwd",
+            "set_rlimit",
+            "prctl securebits",
+            "prctl capbset_drop",
+            "set_identity",
+            "clear_caps",
+            "prctl no_new_privs",
+            "prctl pdeathsig",
+            "chdir",
+            "landlock_restrict_self",
+            "seccomp_set_filter",
+        ];
+        for pair in order.windows(2) {
+            assert!(
+                at(pair[0]) < at(pair[1]),
+                "{} before {}: {calls:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+        // Every capability is dropped from the bounding set while still
+        // privileged, and seccomp is the very last thing.
+        let drops = calls.iter().filter(|c| *c == "prctl capbset_drop").count();
+        assert_eq!(drops, 2, "caps 0..=last_cap");
+        assert_eq!(calls.last().map(String::as_str), Some("seccomp_set_filter"));
+    }
+
+    #[test]
+    fn a_failing_step_is_reported_and_nothing_after_it_runs() {
+        for (fail, step) in [
+            ("unshare", Step::Namespaces),
+            ("remount", Step::Protect),
+            ("set_identity", Step::Identity),
+            ("landlock_restrict_self", Step::Landlock),
+        ] {
+            let mut os = Recording {
+                fail_at: Some(fail),
+                ..Recording::default()
+            };
+            let err = plan().steps(&mut os, false).unwrap_err();
+            assert_eq!(err, (step, libc::EPERM));
+            assert!(os.calls.last().unwrap().starts_with(fail), "{:?}", os.calls);
+            assert!(!os.calls.iter().any(|c| c == "seccomp_set_filter"));
+        }
+        // Without migration, the cgroup2 leaf is not written (clone3 put
+        // the child there); v1 leaves are.
+        let mut os = Recording::default();
+        plan().steps(&mut os, false).unwrap();
+        let writes = os
+            .calls
+            .iter()
+            .filter(|c| *c == "write cgroup.procs")
+            .count();
+        assert_eq!(writes, 1);
     }
 }
