@@ -366,18 +366,14 @@ fn try_load_and_pin(dir: &Path, cgroup_parent: &Path) -> Result<(), EbpfError> {
             source: Box::new(e),
         }
     };
-    // The cgroup program types share no trait for attaching; the steps are
-    // the same for each.
-    macro_rules! attach_to_cgroup {
-        ($ty:ty, $name:expr) => {{
+    // The program types share no trait for attaching; the steps around it
+    // are the same for each: attach, take the link, pin it.
+    macro_rules! attach_and_pin {
+        ($ty:ty, $name:expr, $prog:ident => $attach:expr) => {{
             let name = $name;
-            let prog = typed::<$ty>(&mut ebpf, name)?;
-            // bpf_link attachments always coexist with other programs; the
-            // mode flag must be 0 for links.
-            let id = prog
-                .attach(cgroup.as_fd(), CgroupAttachMode::Single)
-                .map_err(attach_err(name))?;
-            let link: FdLink = prog
+            let $prog = typed::<$ty>(&mut ebpf, name)?;
+            let id = $attach.map_err(attach_err(name))?;
+            let link: FdLink = $prog
                 .take_link(id)
                 .map_err(attach_err(name))?
                 .try_into()
@@ -385,22 +381,15 @@ fn try_load_and_pin(dir: &Path, cgroup_parent: &Path) -> Result<(), EbpfError> {
             pin_link(link, &links.join(name))?;
         }};
     }
+    // bpf_link attachments always coexist with other programs; the mode
+    // flag must be 0 for links.
     for name in SOCK_ADDR {
-        attach_to_cgroup!(CgroupSockAddr, name);
+        attach_and_pin!(CgroupSockAddr, name, p => p.attach(cgroup.as_fd(), CgroupAttachMode::Single));
     }
-    attach_to_cgroup!(CgroupSock, program::CGROUP_SOCK_CREATE);
+    attach_and_pin!(CgroupSock, program::CGROUP_SOCK_CREATE, p => p.attach(cgroup.as_fd(), CgroupAttachMode::Single));
     ensure_tracefs()?;
     for (name, tracepoint) in SYSCALL_TRACEPOINTS {
-        let prog = typed::<TracePoint>(&mut ebpf, name)?;
-        let id = prog
-            .attach("syscalls", tracepoint)
-            .map_err(attach_err(name))?;
-        let link: FdLink = prog
-            .take_link(id)
-            .map_err(attach_err(name))?
-            .try_into()
-            .map_err(to_fd(name))?;
-        pin_link(link, &links.join(name))?;
+        attach_and_pin!(TracePoint, name, p => p.attach("syscalls", tracepoint));
     }
     for (name, _) in TRACEPOINTS {
         let prog = typed::<BtfTracePoint>(&mut ebpf, name)?;

@@ -476,100 +476,50 @@ impl ChildPlan {
     }
 }
 
-/// The system calls the child makes between fork and exec: [`sys`] itself
-/// ([`RealSys`]), or a recording fake in the unit tests, which check the
-/// order of the steps without root. Statically dispatched: no allocation.
-trait ChildSys {
-    fn unblock_all_signals(&mut self) -> Result<(), i32>;
-    fn default_sigpipe(&mut self) -> Result<(), i32>;
-    fn dup2(&mut self, from: RawFd, to: RawFd) -> Result<(), i32>;
-    fn cloexec_all_from(&mut self, from: u32) -> Result<(), i32>;
-    fn write_all(&mut self, fd: RawFd, bytes: &[u8]) -> Result<(), i32>;
-    fn setsid(&mut self) -> Result<(), i32>;
-    fn set_controlling_tty(&mut self, fd: RawFd) -> Result<(), i32>;
-    fn unshare(&mut self, flags: libc::c_int) -> Result<(), i32>;
-    fn mount(
-        &mut self,
-        source: Option<&CStr>,
-        target: &CStr,
-        fstype: Option<&CStr>,
-        flags: libc::c_ulong,
-    ) -> Result<(), i32>;
-    fn move_mount(&mut self, from: RawFd, target: &CStr) -> Result<(), i32>;
-    fn set_rlimit(&mut self, resource: libc::__rlimit_resource_t, value: u64) -> Result<(), i32>;
-    fn prctl(&mut self, option: libc::c_int, arg2: libc::c_ulong) -> Result<(), i32>;
-    fn set_identity(&mut self, uid: libc::uid_t, gid: libc::gid_t) -> Result<(), i32>;
-    fn clear_ambient_caps(&mut self) -> Result<(), i32>;
-    fn clear_caps(&mut self) -> Result<(), i32>;
-    fn chdir(&mut self, path: &CStr) -> Result<(), i32>;
-    fn landlock_restrict_self(&mut self, ruleset: RawFd) -> Result<(), i32>;
-    fn seccomp_set_filter(&mut self, prog: &libc::sock_fprog) -> Result<(), i32>;
+/// Declares [`ChildSys`], the system calls the child makes between fork
+/// and exec, and [`RealSys`], which makes them through [`sys`]: one list,
+/// so the two cannot drift apart.
+macro_rules! child_sys {
+    ($( fn $name:ident($($arg:ident: $ty:ty),*); )*) => {
+        /// The child's system calls: [`RealSys`], or a recording fake in
+        /// the unit tests, which check the order of the steps without
+        /// root. Statically dispatched: no allocation.
+        trait ChildSys {
+            $( fn $name(&mut self, $($arg: $ty),*) -> Result<(), i32>; )*
+        }
+
+        /// The real calls.
+        struct RealSys;
+
+        impl ChildSys for RealSys {
+            $(
+                fn $name(&mut self, $($arg: $ty),*) -> Result<(), i32> {
+                    sys::$name($($arg),*)
+                }
+            )*
+        }
+    };
 }
 
-/// The real calls.
-struct RealSys;
-
-impl ChildSys for RealSys {
-    fn unblock_all_signals(&mut self) -> Result<(), i32> {
-        sys::unblock_all_signals()
-    }
-    fn default_sigpipe(&mut self) -> Result<(), i32> {
-        sys::default_sigpipe()
-    }
-    fn dup2(&mut self, from: RawFd, to: RawFd) -> Result<(), i32> {
-        sys::dup2(from, to)
-    }
-    fn cloexec_all_from(&mut self, from: u32) -> Result<(), i32> {
-        sys::cloexec_all_from(from)
-    }
-    fn write_all(&mut self, fd: RawFd, bytes: &[u8]) -> Result<(), i32> {
-        sys::write_all(fd, bytes)
-    }
-    fn setsid(&mut self) -> Result<(), i32> {
-        sys::setsid()
-    }
-    fn set_controlling_tty(&mut self, fd: RawFd) -> Result<(), i32> {
-        sys::set_controlling_tty(fd)
-    }
-    fn unshare(&mut self, flags: libc::c_int) -> Result<(), i32> {
-        sys::unshare(flags)
-    }
-    fn mount(
-        &mut self,
-        source: Option<&CStr>,
-        target: &CStr,
-        fstype: Option<&CStr>,
-        flags: libc::c_ulong,
-    ) -> Result<(), i32> {
-        sys::mount(source, target, fstype, flags)
-    }
-    fn move_mount(&mut self, from: RawFd, target: &CStr) -> Result<(), i32> {
-        sys::move_mount(from, target)
-    }
-    fn set_rlimit(&mut self, resource: libc::__rlimit_resource_t, value: u64) -> Result<(), i32> {
-        sys::set_rlimit(resource, value)
-    }
-    fn prctl(&mut self, option: libc::c_int, arg2: libc::c_ulong) -> Result<(), i32> {
-        sys::prctl(option, arg2)
-    }
-    fn set_identity(&mut self, uid: libc::uid_t, gid: libc::gid_t) -> Result<(), i32> {
-        sys::set_identity(uid, gid)
-    }
-    fn clear_ambient_caps(&mut self) -> Result<(), i32> {
-        sys::clear_ambient_caps()
-    }
-    fn clear_caps(&mut self) -> Result<(), i32> {
-        sys::clear_caps()
-    }
-    fn chdir(&mut self, path: &CStr) -> Result<(), i32> {
-        sys::chdir(path)
-    }
-    fn landlock_restrict_self(&mut self, ruleset: RawFd) -> Result<(), i32> {
-        sys::landlock_restrict_self(ruleset)
-    }
-    fn seccomp_set_filter(&mut self, prog: &libc::sock_fprog) -> Result<(), i32> {
-        sys::seccomp_set_filter(prog)
-    }
+child_sys! {
+    fn unblock_all_signals();
+    fn default_sigpipe();
+    fn dup2(from: RawFd, to: RawFd);
+    fn cloexec_all_from(from: u32);
+    fn write_all(fd: RawFd, bytes: &[u8]);
+    fn setsid();
+    fn set_controlling_tty(fd: RawFd);
+    fn unshare(flags: libc::c_int);
+    fn mount(source: Option<&CStr>, target: &CStr, fstype: Option<&CStr>, flags: libc::c_ulong);
+    fn move_mount(from: RawFd, target: &CStr);
+    fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64);
+    fn prctl(option: libc::c_int, arg2: libc::c_ulong);
+    fn set_identity(uid: libc::uid_t, gid: libc::gid_t);
+    fn clear_ambient_caps();
+    fn clear_caps();
+    fn chdir(path: &CStr);
+    fn landlock_restrict_self(ruleset: RawFd);
+    fn seccomp_set_filter(prog: &libc::sock_fprog);
 }
 
 /// Reads the child's failure report, if it wrote one.
