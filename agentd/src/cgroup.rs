@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::host::mountinfo;
+use crate::{
+    error::{AtPath as _, PathError},
+    host::mountinfo,
+};
 
 /// What went wrong with a cgroup.
 #[derive(Debug, thiserror::Error)]
@@ -19,16 +22,8 @@ pub enum CgroupError {
     #[error("no cgroup2 hierarchy is mounted (here or in PID 1's mount namespace)")]
     NoCgroup2,
     /// A file operation on the cgroup failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The cgroupfs path.
-        path: PathBuf,
-        /// errno.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     /// A limit's controller is missing on this host.
     #[error(transparent)]
     Missing(#[from] MissingController),
@@ -42,12 +37,9 @@ pub enum CgroupError {
     },
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
-    move |source| CgroupError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+/// Whether `e` says the path does not exist (a cgroup removed meanwhile).
+fn not_found(e: &CgroupError) -> bool {
+    matches!(e, CgroupError::Io(PathError { source, .. }) if source.kind() == ErrorKind::NotFound)
 }
 
 /// Whether `cgroup.kill` is used where it exists. `AGENTD_NO_CGROUP_KILL=1`
@@ -118,7 +110,7 @@ fn adopt_host_hierarchies(host: &[mountinfo::Mount]) -> Result<(), CgroupError> 
         op: &'static str,
         path: &'a Path,
     ) -> impl FnOnce(nix::errno::Errno) -> CgroupError + 'a {
-        move |e| io_err(op, path)(io::Error::from(e))
+        move |e| CgroupError::Io(PathError::new(op, path, io::Error::from(e)))
     }
     mount(
         None::<&str>,
@@ -143,7 +135,7 @@ fn adopt_host_hierarchies(host: &[mountinfo::Mount]) -> Result<(), CgroupError> 
                 .join(","),
             _ => continue,
         };
-        fs::create_dir_all(&m.mount_point).map_err(io_err("mkdir", &m.mount_point))?;
+        fs::create_dir_all(&m.mount_point).at("mkdir", &m.mount_point)?;
         let result = mount(
             Some(m.fs_type.as_str()),
             &m.mount_point,
@@ -178,7 +170,7 @@ impl Cgroup {
         match fs::create_dir_all(&path) {
             Ok(()) => Ok(Self { path }),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(Self { path }),
-            Err(e) => Err(io_err("mkdir", &path)(e)),
+            Err(e) => Err(PathError::new("mkdir", &path, e).into()),
         }
     }
 
@@ -197,19 +189,22 @@ impl Cgroup {
     pub fn id(&self) -> Result<u64, CgroupError> {
         fs::metadata(&self.path)
             .map(|m| m.ino())
-            .map_err(io_err("stat", &self.path))
+            .at("stat", &self.path)
+            .map_err(CgroupError::from)
     }
 
     /// Moves process `pid` (and all its threads) into this cgroup.
     pub fn add_process(&self, pid: u32) -> Result<(), CgroupError> {
         let procs = self.path.join("cgroup.procs");
-        fs::write(&procs, pid.to_string()).map_err(io_err("write", &procs))
+        fs::write(&procs, pid.to_string())
+            .at("write", &procs)
+            .map_err(CgroupError::from)
     }
 
     /// The processes in this cgroup (not in its children).
     pub fn processes(&self) -> Result<Vec<u32>, CgroupError> {
         let procs = self.path.join("cgroup.procs");
-        let text = fs::read_to_string(&procs).map_err(io_err("read", &procs))?;
+        let text = fs::read_to_string(&procs).at("read", &procs)?;
         Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
 
@@ -230,7 +225,7 @@ impl Cgroup {
                 Err(e) if e.kind() == ErrorKind::NotFound && !self.path.exists() => return Ok(()),
                 // This kernel has no cgroup.kill.
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("write", &kill)(e)),
+                Err(e) => return Err(PathError::new("write", &kill, e).into()),
             }
         }
         self.kill_each(deadline)
@@ -245,7 +240,7 @@ impl Cgroup {
         loop {
             let frozen = self.set_frozen(true);
             let pids = match self.processes_recursive() {
-                Err(CgroupError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                Err(e) if not_found(&e) => {
                     return Ok(());
                 }
                 other => other?,
@@ -287,7 +282,7 @@ impl Cgroup {
     /// cgroup is gone, which implies it).
     pub fn wait_empty(&self, deadline: Duration) -> Result<(), CgroupError> {
         match self.wait_event("populated 0", deadline) {
-            Err(CgroupError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
             other => other,
         }
     }
@@ -304,10 +299,12 @@ impl Cgroup {
                     thread::sleep(delay);
                     delay *= 2;
                 }
-                Err(e) => return Err(io_err("rmdir", &self.path)(e)),
+                Err(e) => return Err(PathError::new("rmdir", &self.path, e).into()),
             }
         }
-        fs::remove_dir(&self.path).map_err(io_err("rmdir", &self.path))
+        fs::remove_dir(&self.path)
+            .at("rmdir", &self.path)
+            .map_err(CgroupError::from)
     }
 }
 
@@ -430,10 +427,9 @@ pub fn delegate(layout: &Layout) -> Result<Option<Layout>, CgroupError> {
     let daemon = Cgroup::create(unit.join("daemon"))?;
     daemon.add_process(std::process::id())?;
     let parent = unit.join("sessions");
-    fs::create_dir_all(&parent).map_err(io_err("mkdir", &parent))?;
-    crate::paths::create_run_dir().map_err(io_err("mkdir", Path::new(crate::paths::RUN_DIR)))?;
-    fs::write(PARENT_RECORD, parent.display().to_string())
-        .map_err(io_err("write", Path::new(PARENT_RECORD)))?;
+    fs::create_dir_all(&parent).at("mkdir", &parent)?;
+    crate::paths::create_run_dir().at("mkdir", Path::new(crate::paths::RUN_DIR))?;
+    fs::write(PARENT_RECORD, parent.display().to_string()).at("write", Path::new(PARENT_RECORD))?;
     let controllers = fs::read_to_string(unit.join("cgroup.controllers")).unwrap_or_default();
     Ok(Some(Layout {
         v2_root: layout.v2_root.clone(),
@@ -473,12 +469,16 @@ fn enable_controllers(dir: &Path, names: &[&str]) -> Result<(), CgroupError> {
     if missing.is_empty() {
         return Ok(());
     }
-    fs::write(&path, missing.join(" ")).map_err(io_err("write", &path))
+    fs::write(&path, missing.join(" "))
+        .at("write", &path)
+        .map_err(CgroupError::from)
 }
 
 fn write_file(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
     let path = dir.join(file);
-    fs::write(&path, value).map_err(io_err("write", &path))
+    fs::write(&path, value)
+        .at("write", &path)
+        .map_err(CgroupError::from)
 }
 
 /// The files (and values) that set `controller`'s limit, in writing order;
@@ -652,7 +652,7 @@ impl Cgroup {
         let start = Instant::now();
         let events = self.path.join("cgroup.events");
         loop {
-            let text = fs::read_to_string(&events).map_err(io_err("read", &events))?;
+            let text = fs::read_to_string(&events).at("read", &events)?;
             if text.lines().any(|l| l == line) {
                 return Ok(());
             }

@@ -16,6 +16,17 @@ pub struct PathError {
     pub source: std::io::Error,
 }
 
+impl PathError {
+    /// `op` on `path` failed with `source`.
+    pub fn new(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        Self {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 /// Names the operation and path of an I/O error.
 pub trait AtPath<T> {
     /// `op` on `path` failed with this error.
@@ -24,11 +35,7 @@ pub trait AtPath<T> {
 
 impl<T> AtPath<T> for std::io::Result<T> {
     fn at(self, op: &'static str, path: &Path) -> Result<T, PathError> {
-        self.map_err(|source| PathError {
-            op,
-            path: path.to_path_buf(),
-            source,
-        })
+        self.map_err(|source| PathError::new(op, path, source))
     }
 }
 

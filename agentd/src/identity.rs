@@ -5,7 +5,7 @@ use std::{
     fs::{self, File, OpenOptions},
     ops::RangeInclusive,
     os::unix::fs::OpenOptionsExt as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use nix::{
@@ -13,7 +13,11 @@ use nix::{
     unistd::{Gid, Group, Uid, User},
 };
 
-use crate::{paths, policy::UserSpec};
+use crate::{
+    error::{AtPath as _, PathError},
+    paths,
+    policy::UserSpec,
+};
 
 /// systemd's DynamicUser range, the default for dynamic identities.
 pub const DEFAULT_RANGE: RangeInclusive<u32> = 61184..=65519;
@@ -46,16 +50,8 @@ pub enum IdentityError {
         why: &'static str,
     },
     /// Reading the user database or the lock directory failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// Path involved.
-        path: PathBuf,
-        /// errno.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 /// A UID/GID held for one session. Dropping it releases a dynamic lease.
@@ -87,11 +83,8 @@ pub fn acquire(
 
 fn named(name: &str, caller: u32) -> Result<Identity, IdentityError> {
     let user = User::from_name(name)
-        .map_err(|e| IdentityError::Io {
-            op: "getpwnam",
-            path: PathBuf::from("/etc/passwd"),
-            source: e.into(),
-        })?
+        .map_err(std::io::Error::from)
+        .at("getpwnam", Path::new("/etc/passwd"))?
         .ok_or_else(|| IdentityError::NoSuchUser(name.to_owned()))?;
     let uid = user.uid.as_raw();
     let why = if uid == 0 {
@@ -125,11 +118,7 @@ fn lock_dir() -> PathBuf {
 
 fn dynamic(agent: &str, range: RangeInclusive<u32>) -> Result<Identity, IdentityError> {
     let dir = lock_dir();
-    paths::create_private_dir(&dir).map_err(|source| IdentityError::Io {
-        op: "mkdir",
-        path: dir.clone(),
-        source,
-    })?;
+    paths::create_private_dir(&dir).at("mkdir", &dir)?;
     // Scanned once, after the first lock is held: a process that takes a
     // UID later than that belongs to a session holding its lock.
     let mut used_by_processes = None;
@@ -156,11 +145,7 @@ fn dynamic(agent: &str, range: RangeInclusive<u32>) -> Result<Identity, Identity
             .write(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|source| IdentityError::Io {
-                op: "open",
-                path: path.clone(),
-                source,
-            })?;
+            .at("open", &path)?;
         let Ok(lease) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
             continue; // held by a live session
         };

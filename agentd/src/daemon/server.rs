@@ -31,7 +31,9 @@ use super::{
 };
 use crate::{
     audit::{self, Context, Event},
-    cgroup, ebpf, paths,
+    cgroup, ebpf,
+    error::{AtPath as _, PathError},
+    paths,
     session::{self, KillRecord, SessionId, disabled, kill, state},
 };
 
@@ -61,16 +63,8 @@ pub enum DaemonError {
     #[error("cgroup: {0}")]
     Cgroup(#[from] cgroup::CgroupError),
     /// The socket or a directory.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// Path involved.
-        path: PathBuf,
-        /// errno.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 impl DaemonError {
@@ -81,16 +75,8 @@ impl DaemonError {
             Self::Running(_) => "stop the other daemon first (systemctl stop agentd)".into(),
             Self::Ebpf(e) => return e.hint(),
             Self::Cgroup(_) => "run `agentd doctor` to check the cgroup layout".into(),
-            Self::Io { .. } => return None,
+            Self::Io(_) => return None,
         })
-    }
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DaemonError + 'a {
-    move |source| DaemonError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
     }
 }
 
@@ -125,7 +111,7 @@ pub fn serve(config: Config, socket: &Path) -> Result<(), DaemonError> {
         rotate_size: config.rotate_size,
         keep: config.keep,
     });
-    paths::create_run_dir().map_err(io_err("mkdir", Path::new(paths::RUN_DIR)))?;
+    paths::create_run_dir().at("mkdir", Path::new(paths::RUN_DIR))?;
 
     // Enforcement first: the programs are loaded and pinned before any
     // request is taken, and sessions left by an earlier daemon keep theirs.
@@ -134,7 +120,7 @@ pub fn serve(config: Config, socket: &Path) -> Result<(), DaemonError> {
         layout = delegated;
     }
     let parent = layout.parent.clone();
-    std::fs::create_dir_all(&parent).map_err(io_err("mkdir", &parent))?;
+    std::fs::create_dir_all(&parent).at("mkdir", &parent)?;
     match ebpf::Kernel::attach(&parent, None) {
         Ok(_) => {}
         Err(ebpf::EbpfError::VersionInUse(n)) => tracing::warn!(
@@ -206,14 +192,13 @@ fn bind(socket: &Path, config: &Config) -> Result<UnixListener, DaemonError> {
         if UnixStream::connect(socket).is_ok() {
             return Err(DaemonError::Running(socket.to_path_buf()));
         }
-        std::fs::remove_file(socket).map_err(io_err("remove stale", socket))?;
+        std::fs::remove_file(socket).at("remove stale", socket)?;
     }
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
+        std::fs::create_dir_all(dir).at("mkdir", dir)?;
     }
-    let listener = UnixListener::bind(socket).map_err(io_err("bind", socket))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))
-        .map_err(io_err("chmod", socket))?;
+    let listener = UnixListener::bind(socket).at("bind", socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).at("chmod", socket)?;
     match gid_of(&config.run_group) {
         Some(gid) => {
             let _ = nix::unistd::chown(socket, Some(0.into()), Some(gid.into()));
