@@ -70,7 +70,7 @@ pub struct SessionAudit {
 }
 
 fn audit_dir() -> PathBuf {
-    Path::new(paths::RUN_DIR).join("audit")
+    PathBuf::from(paths::AUDIT_INPUTS_DIR)
 }
 
 impl SessionAudit {
@@ -394,7 +394,7 @@ fn nap(wake: BorrowedFd<'_>, ms: u16) {
 }
 
 fn collect_while(stop: &AtomicBool, wake: BorrowedFd<'_>, log: &Log) {
-    let lock_path = Path::new(paths::RUN_DIR).join("collector.lock");
+    let lock_path = Path::new(paths::COLLECTOR_LOCK);
     let started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let Ok(file) = fs::OpenOptions::new()
@@ -402,7 +402,7 @@ fn collect_while(stop: &AtomicBool, wake: BorrowedFd<'_>, log: &Log) {
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .open(&lock_path)
+            .open(lock_path)
         else {
             return;
         };
