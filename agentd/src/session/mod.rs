@@ -432,7 +432,7 @@ pub fn run(
         opts.uid_range.clone(),
     )?;
     stages.begin("data dirs")?;
-    let _data_dir = stages::data_dirs(&plan, &ident)?;
+    let data_dir = stages::data_dirs(&plan, &ident)?;
     stages.begin("cgroups")?;
     let cgroups = stages::cgroups(&plan, &id, state_dir.path(), notify)?;
     stages.begin("environment")?;
@@ -480,6 +480,10 @@ pub fn run(
     match supervise(ready, st, fs_view) {
         Ok((outcome, end)) => {
             trail.end(end)?;
+            // The rest of the teardown, in order: data, identity, state.
+            drop(data_dir);
+            drop(ident);
+            drop(state_dir);
             stages.begin("done")?;
             Ok(outcome)
         }
