@@ -19,7 +19,7 @@ use crate::{
 #[non_exhaustive]
 pub enum CgroupError {
     /// No cgroup2 mount in `/proc/self/mountinfo` (nor in PID 1's).
-    #[error("no cgroup2 hierarchy is mounted (here or in PID 1's mount namespace)")]
+    #[error("no cgroup2 hierarchy is mounted, here or on the host")]
     NoCgroup2,
     /// A file operation on the cgroup failed.
     #[error(transparent)]
