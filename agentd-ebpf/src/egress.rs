@@ -21,10 +21,18 @@ use crate::{
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-const AF_PACKET: u32 = 17;
 const SOCK_RAW: u32 = 3;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
+/// `socket(2)` families a session may create.
+const FAMILY_UNIX: u32 = 1;
+const FAMILY_INET: u32 = 2;
+const FAMILY_INET6: u32 = 10;
+const FAMILY_NETLINK: u32 = 16;
+/// The netlink protocol glibc's `getifaddrs` uses (interfaces and
+/// addresses); other netlink protocols (sock_diag, audit, uevents,
+/// generic netlink) show or change more of the host.
+const NETLINK_ROUTE: u32 = 0;
 
 #[cgroup_sock_addr(connect4)]
 pub fn cgroup_connect4(ctx: SockAddrContext) -> i32 {
@@ -172,15 +180,9 @@ fn decide_v6(ctx: &SockAddrContext, op: u8) -> i32 {
             return verdict(cgroup_id, op, AF_INET6, &t, addr, false);
         }
     }
-    // IPv4-mapped (::ffff:a.b.c.d) is IPv4: the v4 rules decide.
-    let mapped = words[0] == 0
-        && words[1] == 0
-        && addr[8] == 0
-        && addr[9] == 0
-        && addr[10] == 0xff
-        && addr[11] == 0xff;
-    if mapped {
-        let v4 = [addr[12], addr[13], addr[14], addr[15]];
+    // An address that embeds an IPv4 address reaches it: the v4 rules
+    // decide (as `policy::embedded_v4` in userspace).
+    if let Some(v4) = embedded_v4(&addr) {
         let allowed = lookup_v4(session.slot, op, v4, &t);
         let mut full = [0u8; 16];
         full[..4].copy_from_slice(&v4);
@@ -197,6 +199,51 @@ fn decide_v6(ctx: &SockAddrContext, op: u8) -> i32 {
         .get(&key)
         .is_some_and(|r| r.allows(t.port, t.protocol));
     verdict(cgroup_id, op, AF_INET6, &t, addr, allowed)
+}
+
+/// The IPv4 address in v4-mapped (`::ffff:a.b.c.d`), IPv4-compatible
+/// (`::a.b.c.d`, not `::` or `::1`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4
+/// (`2002:aabb:ccdd::/48`) addresses.
+#[inline(always)]
+fn embedded_v4(a: &[u8; 16]) -> Option<[u8; 4]> {
+    let last = [a[12], a[13], a[14], a[15]];
+    let zero8 = a[0] == 0
+        && a[1] == 0
+        && a[2] == 0
+        && a[3] == 0
+        && a[4] == 0
+        && a[5] == 0
+        && a[6] == 0
+        && a[7] == 0;
+    if zero8 && a[8] == 0 && a[9] == 0 {
+        if a[10] == 0xff && a[11] == 0xff {
+            return Some(last);
+        }
+        if a[10] == 0 && a[11] == 0 {
+            let low = u32::from_be_bytes(last);
+            return if low > 1 { Some(last) } else { None };
+        }
+        return None;
+    }
+    let nat64 = a[0] == 0
+        && a[1] == 0x64
+        && a[2] == 0xff
+        && a[3] == 0x9b
+        && a[4] == 0
+        && a[5] == 0
+        && a[6] == 0
+        && a[7] == 0
+        && a[8] == 0
+        && a[9] == 0
+        && a[10] == 0
+        && a[11] == 0;
+    if nat64 {
+        return Some(last);
+    }
+    if a[0] == 0x20 && a[1] == 0x02 {
+        return Some([a[2], a[3], a[4], a[5]]);
+    }
+    None
 }
 
 #[inline(always)]
@@ -253,18 +300,38 @@ pub fn cgroup_sock_create(ctx: SockContext) -> i32 {
     };
     // SAFETY: the context pointer is the kernel's bpf_sock for this call.
     let sk = unsafe { &*ctx.sock };
-    if sk.type_ == SOCK_RAW || sk.family == AF_PACKET {
-        count(Counter::SocketDenied);
-        emit(
-            cgroup_id,
-            net_op::SOCKET,
-            sk.family as u16,
-            0,
-            sk.type_ as u16,
-            [0; 16],
-            false,
-        );
-        return SOCK_ADDR_DENY;
+    if socket_allowed(sk.family, sk.type_, sk.protocol) {
+        return SOCK_ADDR_ALLOW;
     }
-    SOCK_ADDR_ALLOW
+    count(Counter::SocketDenied);
+    // The type travels in `protocol`, the socket's protocol in `port`.
+    emit(
+        cgroup_id,
+        net_op::SOCKET,
+        sk.family as u16,
+        sk.protocol as u16,
+        sk.type_ as u16,
+        [0; 16],
+        false,
+    );
+    SOCK_ADDR_DENY
+}
+
+/// The sockets a session may create: unix; TCP and UDP over IPv4 and IPv6
+/// (whose every address the connect, sendmsg and bind hooks judge); and
+/// route netlink (raw or datagram, as netlink always is). Refused: raw IP
+/// sockets, ICMP ("ping") sockets and other IP protocols (SCTP, UDP-Lite,
+/// MPTCP), whose sends these hooks do not all see, and every other family
+/// (packet, vsock, alg, ...).
+#[inline(always)]
+fn socket_allowed(family: u32, ty: u32, protocol: u32) -> bool {
+    match family {
+        FAMILY_UNIX => true,
+        // Only the protocols whose every send the sock_addr hooks see.
+        FAMILY_INET | FAMILY_INET6 => {
+            ty != SOCK_RAW && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP)
+        }
+        FAMILY_NETLINK => protocol == NETLINK_ROUTE,
+        _ => false,
+    }
 }

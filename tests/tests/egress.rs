@@ -210,3 +210,140 @@ fn refused_connects_are_audited() {
     assert_eq!(field(&connect, "decision"), "allow");
     assert_session_gone(&id);
 }
+
+/// Enables unprivileged ping sockets in the test namespace, as systemd
+/// does on Debian, Ubuntu and Fedora hosts.
+fn allow_ping_sockets(netns: &Netns) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", netns.name(), "sysctl", "-qw"])
+        .arg("net.ipv4.ping_group_range=0 2147483647")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The probe run unconfined (as root) in the namespace.
+fn bare(netns: &Netns, action: &[&str]) -> String {
+    let out = std::process::Command::new(BINS.probe)
+        .args(["--netns", netns.name()])
+        .args(action)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// ICMP ("ping") sockets send with no egress hook on the way: refused at
+/// creation and recorded, whatever the rules; so are raw sockets, other IP
+/// protocols and every family but unix, IPv4, IPv6 and route netlink
+/// (vsock reaches a VM's hypervisor). getifaddrs keeps working.
+#[test]
+fn icmp_sockets_and_other_families_are_refused() {
+    require_sessions!();
+    let world = World::new("families");
+    allow_ping_sockets(&world.netns);
+    assert_eq!(
+        bare(&world.netns, &["socket", "2", "2", "1"]),
+        "ok",
+        "the host allows ping sockets: the channel exists"
+    );
+    let sb = Sandbox::new(&policy("allow = [\"*:*\"]"));
+    let run = |action: &[&str]| sb.probe_in(&BINS, &world.netns, action);
+    let icmp = run(&["socket", "2", "2", "1"]);
+    assert_eq!(icmp.verdict(), eperm(), "ICMP over IPv4, even with *:*");
+    let id = icmp.session_id().unwrap();
+    let deny = wait_record(&id, |r| {
+        field(r, "kind") == "deny" && field(r, "what") == "socket"
+    })
+    .expect("the refusal is recorded");
+    assert_eq!(deny["protocol"], 1);
+    assert!(field(&deny, "reason").starts_with("ICMP"), "{deny:?}");
+    for (family, ty, protocol, what) in [
+        ("10", "2", "58", "ICMPv6"),
+        ("2", "3", "1", "raw ICMP"),
+        ("2", "1", "132", "SCTP"),
+        ("2", "2", "136", "UDP-Lite"),
+        ("40", "1", "0", "vsock"),
+        ("17", "2", "0", "packet"),
+        ("38", "5", "0", "alg"),
+        ("16", "3", "4", "netlink sock_diag"),
+        ("16", "3", "9", "netlink audit"),
+        ("16", "3", "15", "netlink uevents"),
+    ] {
+        let action = ["socket", family, ty, protocol];
+        let confined = run(&action).verdict();
+        if bare(&world.netns, &action) == "ok" {
+            assert_eq!(confined, eperm(), "{what}");
+        } else {
+            // This kernel lacks it (no SCTP, vsock module...): still no.
+            assert!(confined.is_err(), "{what}");
+        }
+    }
+    // What agents use.
+    for (family, ty, protocol, what) in [
+        ("1", "1", "0", "unix stream"),
+        ("2", "1", "0", "TCP"),
+        ("2", "2", "0", "UDP"),
+        ("10", "1", "6", "TCPv6"),
+        ("16", "3", "0", "route netlink"),
+    ] {
+        assert_eq!(
+            run(&["socket", family, ty, protocol]).verdict(),
+            Ok(()),
+            "{what}"
+        );
+    }
+    let ifaddrs = run(&["getifaddrs"]);
+    assert_eq!(ifaddrs.verdict(), Ok(()), "{}", ifaddrs.stderr);
+    assert!(ifaddrs.value("interfaces").is_some_and(|n| n != "0"));
+    assert_session_gone(&id);
+}
+
+/// Local addresses hidden in IPv6 forms (NAT64, 6to4, IPv4-compatible)
+/// are judged by the IPv4 address they carry; multicast, broadcast and
+/// reserved space are never covered by `*`. A public address through
+/// NAT64 passes the filter like the address itself.
+#[test]
+fn local_ranges_in_other_forms_and_multicast_stay_closed() {
+    require_sessions!();
+    let world = World::new("forms");
+    world.netns.add_loopback_address("93.184.216.34/32");
+    let _public = Server::start(&BINS, &world.netns, &["serve-tcp", "93.184.216.34", "7001"]);
+    let sb = Sandbox::new(&policy("allow = [\"*:7001\", \"*:1900/udp\", \"*:9/udp\"]"));
+    let run = |action: &[&str]| sb.probe_in(&BINS, &world.netns, action);
+    for addr in [
+        "64:ff9b::7f00:1",
+        "64:ff9b::a63:1",
+        "64:ff9b:1::7f00:1",
+        "2002:7f00:1::1",
+        "::127.0.0.1",
+        "::ffff:127.0.0.1",
+        "fec0::1",
+        "ff02::1",
+    ] {
+        assert_eq!(run(&["connect", addr, "7001"]).verdict(), eperm(), "{addr}");
+    }
+    for (addr, port) in [
+        ("239.255.255.250", "1900"),
+        ("224.0.0.251", "1900"),
+        ("255.255.255.255", "9"),
+        ("240.0.0.1", "9"),
+        ("198.18.0.1", "9"),
+        ("ff02::fb", "1900"),
+    ] {
+        assert_eq!(run(&["udp-send", addr, port]).verdict(), eperm(), "{addr}");
+    }
+    // The legitimate use: a public address, and the same address as a
+    // DNS64 answer would give it (no route here: the filter let it pass).
+    assert_eq!(run(&["connect", "93.184.216.34", "7001"]).verdict(), Ok(()));
+    let nat64 = run(&["connect", "64:ff9b::5db8:d822", "7001"]);
+    assert_ne!(
+        nat64.verdict(),
+        eperm(),
+        "judged as 93.184.216.34: {}",
+        nat64.stdout
+    );
+}

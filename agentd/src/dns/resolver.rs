@@ -410,7 +410,13 @@ impl Handler {
         let now = Instant::now();
         let mut opened = Vec::new();
         for r in answers {
-            let Some(ip) = address_of(r).filter(|ip| openable(*ip)) else {
+            // An address embedding an IPv4 address (NAT64, 6to4) reaches
+            // that address, and the kernel judges it by it: it is opened
+            // as that address.
+            let Some(ip) = address_of(r)
+                .map(crate::policy::judged_address)
+                .filter(|ip| openable(*ip))
+            else {
                 continue;
             };
             for &i in matched.iter().filter(|i| !self.rules[**i].ask) {

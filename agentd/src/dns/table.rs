@@ -10,7 +10,10 @@ use std::{
 use ipnet::IpNet;
 
 use super::names::NameRule;
-use crate::{ebpf::rules::Resolved, policy::local_networks};
+use crate::{
+    ebpf::rules::Resolved,
+    policy::{judged_address, local_networks},
+};
 
 /// How long answers keep addresses open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +47,7 @@ impl Lifetimes {
 /// or unspecified addresses (a name rule does not name them; an answer
 /// pointing there is how DNS rebinding reaches metadata services).
 pub fn openable(addr: IpAddr) -> bool {
-    let net = IpNet::from(addr);
+    let net = IpNet::from(judged_address(addr));
     !local_networks().iter().any(|l| l.contains(&net))
 }
 
@@ -227,11 +230,41 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "0.0.0.0",
+            // Local IPv4 addresses in IPv6 forms: NAT64, local-use NAT64,
+            // 6to4, IPv4-compatible, v4-mapped.
+            "64:ff9b::7f00:1",
+            "64:ff9b::a63:1",
+            "64:ff9b:1::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "::10.0.0.1",
+            "::ffff:192.168.1.1",
+            // Multicast, broadcast, reserved, site-local, benchmarking,
+            // documentation.
+            "239.255.255.250",
+            "224.0.0.251",
+            "255.255.255.255",
+            "240.0.0.1",
+            "ff02::fb",
+            "fec0::1",
+            "198.18.0.1",
+            "192.0.2.1",
+            "2001:db8::1",
         ] {
             assert!(!openable(local.parse().unwrap()), "{local}");
         }
         assert!(openable("93.184.216.34".parse().unwrap()));
         assert!(openable("2606:2800:220:1::1".parse().unwrap()));
+        // A public IPv4 address through NAT64 (DNS64 answers) is public.
+        assert!(openable("64:ff9b::5db8:d822".parse().unwrap()));
+        assert_eq!(
+            judged_address("64:ff9b::5db8:d822".parse().unwrap()),
+            "93.184.216.34".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            judged_address("::1".parse().unwrap()),
+            "::1".parse::<IpAddr>().unwrap(),
+            "loopback is not an IPv4-compatible address"
+        );
     }
 
     #[test]

@@ -276,7 +276,7 @@ impl NetworkSection {
                 .filter(|n| !listed(n))
                 .map(ToString::to_string)
                 .collect(),
-            otherwise: "denied (TCP and UDP, IPv4 and IPv6, v4-mapped addresses as IPv4; raw and packet sockets, binds and listening sockets denied)",
+            otherwise: "denied (TCP and UDP, IPv4 and IPv6; IPv6 forms of IPv4 addresses (v4-mapped, NAT64, 6to4) as IPv4; ICMP, raw and packet sockets, other IP protocols and other address families than unix and route netlink, binds and listening sockets denied)",
         }
     }
 }

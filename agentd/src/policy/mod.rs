@@ -24,7 +24,7 @@ use sha2::{Digest as _, Sha256};
 pub use types::{
     AgentName, ByteSize, CpuQuota, EnvName, ExecPattern, HostPattern, Invalid, NetRule, PathBase,
     PathTemplate, Placeholders, PortRange, ProtectPath, Protocols, SyscallName, WallDuration,
-    local_networks,
+    embedded_v4, judged_address, local_networks,
 };
 
 /// The policy schema version this agentd reads.

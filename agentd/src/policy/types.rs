@@ -741,8 +741,13 @@ fn validate_domain(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Addresses that are never reachable unless a rule names them: loopback,
-/// link-local (cloud metadata), private and other local ranges.
+/// The ranges a `*` or any wider rule never covers, and that DNS answers
+/// never open: only a rule naming them reaches them. This host, private
+/// and shared networks, link-local (cloud metadata), multicast, broadcast
+/// and reserved space, documentation and benchmarking ranges; in IPv6 the
+/// unspecified and loopback addresses, unique-local, link- and site-local,
+/// multicast, documentation, discard and local-use NAT64. Addresses that
+/// embed an IPv4 address (see [`embedded_v4`]) are judged by it.
 pub fn local_networks() -> Vec<IpNet> {
     let v4 = [
         (Ipv4Addr::new(0, 0, 0, 0), 8),
@@ -751,13 +756,30 @@ pub fn local_networks() -> Vec<IpNet> {
         (Ipv4Addr::new(127, 0, 0, 0), 8),
         (Ipv4Addr::new(169, 254, 0, 0), 16),
         (Ipv4Addr::new(172, 16, 0, 0), 12),
+        (Ipv4Addr::new(192, 0, 0, 0), 24),
+        (Ipv4Addr::new(192, 0, 2, 0), 24),
         (Ipv4Addr::new(192, 168, 0, 0), 16),
+        (Ipv4Addr::new(198, 18, 0, 0), 15),
+        (Ipv4Addr::new(198, 51, 100, 0), 24),
+        (Ipv4Addr::new(203, 0, 113, 0), 24),
+        (Ipv4Addr::new(224, 0, 0, 0), 4),
+        (Ipv4Addr::new(240, 0, 0, 0), 4),
     ];
     let v6 = [
         (Ipv6Addr::UNSPECIFIED, 128),
         (Ipv6Addr::LOCALHOST, 128),
+        // IPv4-compatible and NAT64 forms are judged by their IPv4 address;
+        // as IPv6 prefixes no `*` reaches them either.
+        (Ipv6Addr::UNSPECIFIED, 96),
+        (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96),
+        (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48),
+        (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),
+        (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),
+        (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16),
         (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
         (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+        (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10),
+        (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
     ];
     v4.into_iter()
         .filter_map(|(a, l)| Ipv4Net::new(a, l).ok().map(IpNet::V4))
@@ -766,6 +788,37 @@ pub fn local_networks() -> Vec<IpNet> {
                 .filter_map(|(a, l)| Ipv6Net::new(a, l).ok().map(IpNet::V6)),
         )
         .collect()
+}
+
+/// The IPv4 address an IPv6 address carries, which is what it reaches:
+/// v4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, but not
+/// `::` and `::1`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4
+/// (`2002:aabb:ccdd::/48`). The kernel programs judge these the same way.
+pub fn embedded_v4(addr: Ipv6Addr) -> Option<Ipv4Addr> {
+    let o = addr.octets();
+    let last = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    let prefix96 = &o[..12];
+    if prefix96 == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
+        return Some(last);
+    }
+    if prefix96 == [0; 12] {
+        return (addr != Ipv6Addr::UNSPECIFIED && addr != Ipv6Addr::LOCALHOST).then_some(last);
+    }
+    if prefix96 == [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0] {
+        return Some(last);
+    }
+    if o[0] == 0x20 && o[1] == 0x02 {
+        return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    None
+}
+
+/// The address `addr` reaches: its embedded IPv4 address, if any.
+pub fn judged_address(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// A size in bytes, written with binary units: `512M`, `2G`, `2GiB`, `4096`.

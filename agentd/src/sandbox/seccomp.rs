@@ -457,6 +457,10 @@ pub fn build(policy: &Syscalls) -> Result<Vec<Program>, SandboxError> {
     }
 }
 
+/// `socket(2)` families below netlink (16) a session may not create: all
+/// but unix (1), IPv4 (2) and IPv6 (10). Above 16, every family is refused.
+const REFUSED_FAMILIES: [u64; 13] = [0, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15];
+
 /// Denials that depend on arguments (EPERM).
 fn argument_checks(
     ctx: &mut ScmpFilterContext,
@@ -493,6 +497,39 @@ fn argument_checks(
             )],
         )?;
     }
+    // Socket families other than unix (1), IPv4 (2), IPv6 (10) and netlink
+    // (16): packet, vsock (the hypervisor's services), alg and the rest
+    // carry traffic no egress hook sees. The family is an int: a value with
+    // high bits set is refused too.
+    for family in REFUSED_FAMILIES {
+        add(
+            ctx,
+            eperm,
+            "socket",
+            &[ScmpArgCompare::new(
+                0,
+                ScmpCompareOp::MaskedEqual(0xffff_ffff),
+                family,
+            )],
+        )?;
+    }
+    add(
+        ctx,
+        eperm,
+        "socket",
+        &[ScmpArgCompare::new(0, ScmpCompareOp::Greater, 16)],
+    )?;
+    // Netlink: only route (0), which getifaddrs needs; sock_diag lists the
+    // host's sockets, audit, uevents and generic netlink reach further.
+    add(
+        ctx,
+        eperm,
+        "socket",
+        &[
+            ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0xffff_ffff), 16),
+            ScmpArgCompare::new(2, ScmpCompareOp::NotEqual, 0),
+        ],
+    )?;
     // Personality flags that weaken the address space. The query
     // (0xffffffff) has bit 31 set, which no flag uses, so "flag set and bit
     // 31 clear" matches changes but not the query.
@@ -815,6 +852,38 @@ mod tests {
                 Action::Allow,
                 "{extra}"
             );
+        }
+    }
+
+    #[test]
+    fn only_unix_ip_and_route_netlink_sockets_can_be_created() {
+        for extra in ["", STRICT] {
+            let f = filters(extra);
+            for (family, protocol) in [(1, 0), (2, 6), (2, 17), (10, 0), (16, 0)] {
+                assert_eq!(
+                    call(&f, "socket", &[family, 1, protocol]),
+                    Action::Allow,
+                    "family {family} ({extra})"
+                );
+            }
+            // packet, vsock, alg, bluetooth, can; route netlink's siblings.
+            for family in [17, 40, 38, 31, 29, 0, 3, 15] {
+                assert_eq!(
+                    call(&f, "socket", &[family, 1, 0]),
+                    DENIED,
+                    "family {family}"
+                );
+            }
+            for high in [0x1_0000_0002_u64, 0xffff_ffff_0000_0028] {
+                assert_eq!(call(&f, "socket", &[high, 1, 0]), DENIED, "{high:#x}");
+            }
+            for protocol in [4, 9, 15, 16] {
+                assert_eq!(
+                    call(&f, "socket", &[16, 3, protocol]),
+                    DENIED,
+                    "netlink {protocol}"
+                );
+            }
         }
     }
 

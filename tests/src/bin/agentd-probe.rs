@@ -473,6 +473,30 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
                 nix::sys::socket::Backlog::new(1).unwrap_or(nix::sys::socket::Backlog::MAXCONN),
             ))
         }
+        ["socket", family, ty, protocol] => {
+            let (Ok(f), Ok(t), Ok(p)) = (
+                family.parse::<i32>(),
+                ty.parse::<i32>(),
+                protocol.parse::<i32>(),
+            ) else {
+                return usage("socket FAMILY TYPE PROTOCOL (numbers)");
+            };
+            // SAFETY: socket(2) takes integers; a descriptor it returns is
+            // closed right away.
+            let fd = unsafe { libc::socket(f, t, p) };
+            if fd >= 0 {
+                // SAFETY: fd was just returned by socket(2) and is ours.
+                unsafe { libc::close(fd) };
+            }
+            report(ret(i64::from(fd)))
+        }
+        ["getifaddrs"] => match nix::ifaddrs::getifaddrs() {
+            Ok(addrs) => {
+                println!("interfaces={}", addrs.count());
+                report(Ok(()))
+            }
+            Err(e) => report(Err(e)),
+        },
         ["raw-socket"] => report(
             nix::sys::socket::socket(
                 nix::sys::socket::AddressFamily::Inet,

@@ -45,7 +45,8 @@ fn protocol(p: u16) -> &'static str {
     }
 }
 
-/// A raw or packet socket the kernel refused.
+/// A socket the kernel refused to create (the type travels in
+/// `protocol`, the socket's protocol in `port`).
 fn socket_denied(known: &Known, header: &EventHeader, n: &NetEvent) -> Event {
     Event::now(&known.context, "deny")
         .with("what", "socket")
@@ -53,11 +54,24 @@ fn socket_denied(known: &Known, header: &EventHeader, n: &NetEvent) -> Event {
         .with("exec_id", exec_id(header.pid, header.exec_ktime))
         .with("family", n.family)
         .with("type", n.protocol)
+        .with("protocol", n.port)
         .with("rule", "built-in")
-        .with(
-            "reason",
-            "raw and packet sockets are not allowed in sessions",
-        )
+        .with("reason", refused_socket(n.family, n.protocol, n.port))
+}
+
+/// Why a socket of (family, type, protocol) is not allowed.
+fn refused_socket(family: u16, ty: u16, protocol: u16) -> &'static str {
+    const SOCK_RAW: u16 = 3;
+    match (family, ty, protocol) {
+        (2 | 10, SOCK_RAW, _) => "raw sockets are not allowed in sessions",
+        (2, _, 1) | (10, _, 58) => {
+            "ICMP sockets are not allowed in sessions (their sends bypass the egress rules)"
+        }
+        (2 | 10, _, _) => "only TCP and UDP sockets are allowed in sessions",
+        (16, _, _) => "only route netlink sockets are allowed in sessions",
+        (17, _, _) => "packet sockets are not allowed in sessions",
+        _ => "only unix, IPv4, IPv6 and route netlink sockets are allowed in sessions",
+    }
 }
 
 /// The record kind of an operation on an address.
@@ -208,5 +222,15 @@ mod tests {
         let raw = event(net_op::SOCKET, 0, [0; 4], 0);
         let e = socket_denied(&known, &header, &raw);
         assert_eq!((e.kind, &e.fields["what"]), ("deny", &json!("socket")));
+    }
+
+    #[test]
+    fn refused_sockets_say_why() {
+        assert!(refused_socket(2, 3, 6).starts_with("raw"));
+        assert!(refused_socket(2, 2, 1).starts_with("ICMP"));
+        assert!(refused_socket(10, 2, 58).starts_with("ICMP"));
+        assert!(refused_socket(2, 1, 132).starts_with("only TCP and UDP"));
+        assert!(refused_socket(16, 3, 4).starts_with("only route netlink"));
+        assert!(refused_socket(40, 1, 0).starts_with("only unix"));
     }
 }
