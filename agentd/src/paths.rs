@@ -4,6 +4,8 @@
 pub const PROC_MOUNTINFO: &str = "/proc/self/mountinfo";
 /// This process's cgroup membership.
 pub const PROC_SELF_CGROUP: &str = "/proc/self/cgroup";
+/// Which groups may create unprivileged ICMP sockets.
+pub const PING_GROUP_RANGE: &str = "/proc/sys/net/ipv4/ping_group_range";
 /// seccomp actions the kernel supports.
 pub const SECCOMP_ACTIONS: &str = "/proc/sys/kernel/seccomp/actions_avail";
 /// Where securityfs is mounted (agentd mounts it there when absent).

@@ -239,6 +239,7 @@ fn doctor_reports_every_feature_and_exits_by_readiness() {
         "limits",
         "bpffs",
         "ebpf",
+        "ping-sockets",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }

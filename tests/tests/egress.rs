@@ -250,6 +250,26 @@ fn icmp_sockets_and_other_families_are_refused() {
         "ok",
         "the host allows ping sockets: the channel exists"
     );
+    // `agentd doctor` says so.
+    let doctor = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", world.netns.name()))
+        .args(["--", BINS.agentd, "doctor", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let ping = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ping-sockets")
+        .expect("a ping-sockets line");
+    assert!(
+        ping["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("enabled for groups 0-2147483647"),
+        "{ping}"
+    );
     let sb = Sandbox::new(&policy("allow = [\"*:*\"]"));
     let run = |action: &[&str]| sb.probe_in(&BINS, &world.netns, action);
     let icmp = run(&["socket", "2", "2", "1"]);

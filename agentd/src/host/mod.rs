@@ -43,11 +43,14 @@ pub enum Feature {
     Bpffs,
     /// agentd's embedded eBPF programs load on this kernel.
     Ebpf,
+    /// Whether unprivileged ping sockets are enabled on the host
+    /// (informational: sessions' ICMP sockets are refused either way).
+    PingSockets,
 }
 
 impl Feature {
     /// Every feature, in report order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Root,
         Self::Landlock,
         Self::Seccomp,
@@ -59,6 +62,7 @@ impl Feature {
         Self::Limits,
         Self::Bpffs,
         Self::Ebpf,
+        Self::PingSockets,
     ];
 
     /// Short name used in reports.
@@ -75,6 +79,7 @@ impl Feature {
             Self::Limits => "limits",
             Self::Bpffs => "bpffs",
             Self::Ebpf => "ebpf",
+            Self::PingSockets => "ping-sockets",
         }
     }
 
@@ -98,6 +103,7 @@ impl Feature {
             Self::Ebpf => {
                 "network egress rules and the kernel event trail (guarantee 4, audit events)"
             }
+            Self::PingSockets => "nothing: sessions' ICMP sockets are refused by agentd",
         }
     }
 
@@ -105,7 +111,7 @@ impl Feature {
     pub const fn required(self) -> bool {
         !matches!(
             self,
-            Self::Bpffs | Self::CgroupKill | Self::SeccompUserNotif
+            Self::Bpffs | Self::CgroupKill | Self::SeccompUserNotif | Self::PingSockets
         )
     }
 }
@@ -253,7 +259,24 @@ fn probe_with(
         Feature::Limits => probe_limits(mounts, cgroup2().as_deref()),
         Feature::Bpffs => probe_bpffs(mounts),
         Feature::Ebpf => programs(root),
+        Feature::PingSockets => probe_ping_sockets(),
     }
+}
+
+/// Whether unprivileged ICMP ("ping") sockets are enabled: their sends
+/// pass no cgroup hook, which is why sessions may not create them.
+fn probe_ping_sockets() -> Check {
+    let range = fs::read_to_string(paths::PING_GROUP_RANGE).unwrap_or_default();
+    let mut bounds = range
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u64>().ok());
+    let detail = match (bounds.next(), bounds.next()) {
+        (Some(lo), Some(hi)) if lo <= hi => format!(
+            "enabled for groups {lo}-{hi} (net.ipv4.ping_group_range): an ICMP channel outside the egress rules, which agentd refuses in sessions (cgroup_sock_create)"
+        ),
+        _ => "disabled (net.ipv4.ping_group_range); agentd refuses ICMP sockets in sessions either way".to_owned(),
+    };
+    Check::ok(Feature::PingSockets, detail)
 }
 
 fn read_mounts() -> Vec<mountinfo::Mount> {
