@@ -744,9 +744,9 @@ fn validate_domain(name: &str) -> Result<(), &'static str> {
 /// The ranges a `*` or any wider rule never covers, and that DNS answers
 /// never open: only a rule naming them reaches them. This host, private
 /// and shared networks, link-local (cloud metadata), multicast, broadcast
-/// and reserved space, documentation and benchmarking ranges; in IPv6 the
-/// unspecified and loopback addresses, unique-local, link- and site-local,
-/// multicast, documentation, discard and local-use NAT64. Addresses that
+/// and reserved space, the benchmarking range; in IPv6 the unspecified and
+/// loopback addresses, unique-local, link- and site-local, multicast and
+/// local-use NAT64. Addresses that
 /// embed an IPv4 address (see [`embedded_v4`]) are judged by it.
 pub fn local_networks() -> Vec<IpNet> {
     let v4 = [
@@ -756,12 +756,8 @@ pub fn local_networks() -> Vec<IpNet> {
         (Ipv4Addr::new(127, 0, 0, 0), 8),
         (Ipv4Addr::new(169, 254, 0, 0), 16),
         (Ipv4Addr::new(172, 16, 0, 0), 12),
-        (Ipv4Addr::new(192, 0, 0, 0), 24),
-        (Ipv4Addr::new(192, 0, 2, 0), 24),
         (Ipv4Addr::new(192, 168, 0, 0), 16),
         (Ipv4Addr::new(198, 18, 0, 0), 15),
-        (Ipv4Addr::new(198, 51, 100, 0), 24),
-        (Ipv4Addr::new(203, 0, 113, 0), 24),
         (Ipv4Addr::new(224, 0, 0, 0), 4),
         (Ipv4Addr::new(240, 0, 0, 0), 4),
     ];
@@ -773,8 +769,6 @@ pub fn local_networks() -> Vec<IpNet> {
         (Ipv6Addr::UNSPECIFIED, 96),
         (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96),
         (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48),
-        (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),
-        (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),
         (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16),
         (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
         (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
