@@ -77,7 +77,7 @@ pub fn mounts() -> Result<Vec<mountinfo::Mount>, CgroupError> {
     if mountinfo::of_type(&own, "cgroup2").next().is_some() {
         return Ok(own);
     }
-    let Some((_, host)) = crate::host::host_mounts("cgroup2") else {
+    let Some(host) = crate::host::host_mounts("cgroup2") else {
         return Err(CgroupError::NoCgroup2);
     };
     adopt_host_hierarchies(&host)?;

@@ -315,21 +315,31 @@ fn host_candidates() -> Vec<u32> {
     chain
 }
 
+/// The mounts of process `pid`, if it has a `fs_type` filesystem.
+fn mounts_with(pid: u32, fs_type: &str) -> Option<Vec<mountinfo::Mount>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    let mounts = mountinfo::parse(&text);
+    let has = mountinfo::of_type(&mounts, fs_type).next().is_some();
+    has.then_some(mounts)
+}
+
+/// Whether this process has a `fs_type` filesystem mounted.
+fn has_mount(fs_type: &str) -> bool {
+    mountinfo::of_type(&read_mounts(), fs_type).next().is_some()
+}
+
 /// The mounts of another process that has a `fs_type` filesystem this
 /// process lacks (PID 1's first): this process is then in a mount
 /// namespace of its own, such as the one `ip netns exec` creates with a
 /// fresh /sys that hides the host's cgroup and bpf mounts. `None` when
 /// this process has one itself.
-pub fn host_mounts(fs_type: &str) -> Option<(u32, Vec<mountinfo::Mount>)> {
-    if mountinfo::of_type(&read_mounts(), fs_type).next().is_some() {
+pub fn host_mounts(fs_type: &str) -> Option<Vec<mountinfo::Mount>> {
+    if has_mount(fs_type) {
         return None;
     }
-    host_candidates().into_iter().find_map(|pid| {
-        let text = fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
-        let mounts = mountinfo::parse(&text);
-        let has = mountinfo::of_type(&mounts, fs_type).next().is_some();
-        has.then_some((pid, mounts))
-    })
+    host_candidates()
+        .into_iter()
+        .find_map(|pid| mounts_with(pid, fs_type))
 }
 
 /// Where another process (see [`host_mounts`]) has a `fs_type`
@@ -337,10 +347,11 @@ pub fn host_mounts(fs_type: &str) -> Option<(u32, Vec<mountinfo::Mount>)> {
 /// `/proc/<pid>/root` (the first such process whose root this one may
 /// enter).
 pub fn host_mount(fs_type: &str) -> Option<PathBuf> {
-    host_mounts(fs_type)?;
+    if has_mount(fs_type) {
+        return None;
+    }
     host_candidates().into_iter().find_map(|pid| {
-        let text = fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
-        let mounts = mountinfo::parse(&text);
+        let mounts = mounts_with(pid, fs_type)?;
         let m = mountinfo::of_type(&mounts, fs_type).next()?;
         let inside = m.mount_point.strip_prefix("/").ok()?;
         let path = Path::new("/proc")

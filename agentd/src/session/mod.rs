@@ -432,7 +432,7 @@ pub fn run(
         opts.uid_range.clone(),
     )?;
     stages.begin("data dirs")?;
-    let data_dir = stages::data_dirs(&plan, &ident)?;
+    let data_dir = stages::data_dirs(&plan, &id, &ident)?;
     stages.begin("cgroups")?;
     let cgroups = stages::cgroups(&plan, &id, state_dir.path(), notify)?;
     stages.begin("environment")?;

@@ -123,9 +123,14 @@ pub(super) fn check_enabled(agent: &str) -> Result<(), SessionError> {
     }
 }
 
+/// The session's data directory, holding `{tmp}` and `{home}`.
+fn data_dir(id: &SessionId) -> PathBuf {
+    Path::new(paths::SESSION_DATA_DIR).join(id.as_str())
+}
+
 /// `{workspace}`, and `{tmp}`, `{home}` in the session's data directory.
 pub(super) fn placeholders(workspace: &Path, id: &SessionId) -> Placeholders {
-    let data_dir = Path::new(paths::SESSION_DATA_DIR).join(id.as_str());
+    let data_dir = data_dir(id);
     Placeholders {
         workspace: workspace.to_path_buf(),
         tmp: data_dir.join("tmp"),
@@ -144,11 +149,15 @@ pub(super) fn state_dir(id: &SessionId) -> Result<OwnedDir, SessionError> {
 }
 
 /// `{tmp}` and `{home}`, owned by the session's identity.
-pub(super) fn data_dirs(plan: &SessionPlan, ident: &Identity) -> Result<OwnedDir, SessionError> {
+pub(super) fn data_dirs(
+    plan: &SessionPlan,
+    id: &SessionId,
+    ident: &Identity,
+) -> Result<OwnedDir, SessionError> {
     let parent = Path::new(paths::SESSION_DATA_DIR);
     paths::create_dir_mode(parent, 0o711).at("mkdir", parent)?;
     let ph = &plan.placeholders;
-    let data_dir = ph.tmp.parent().unwrap_or(parent).to_path_buf();
+    let data_dir = data_dir(id);
     fs::create_dir(&data_dir).at("mkdir", &data_dir)?;
     let owned = OwnedDir::new(data_dir);
     fs::set_permissions(owned.path(), fs::Permissions::from_mode(0o711))
@@ -440,12 +449,7 @@ pub(super) fn session_state(
         v1_cgroups: cgroups.v1.iter().map(|v| v.path().to_path_buf()).collect(),
         started_at: super::now_rfc3339(),
         workspace: plan.placeholders.workspace.clone(),
-        data_dir: plan
-            .placeholders
-            .tmp
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
+        data_dir: data_dir(id),
         argv: opts
             .argv
             .iter()
