@@ -250,6 +250,8 @@ fn render(inv: &Inventory) -> String {
         "(all listed)",
     );
     s.row("otherwise", net.otherwise);
+    s.list("unix sockets", &net.unix, "(none)");
+    s.row("other unix", net.unix_otherwise);
     out.push_str(&s.done());
 
     let sc = &inv.syscalls;

@@ -96,6 +96,7 @@ mod tests {
             ask: ask.iter().map(|r| NetRule::parse(r).unwrap()).collect(),
             bind: Vec::new(),
             dns: true,
+            unix: Vec::new(),
         }
     }
 

@@ -157,6 +157,7 @@ mod tests {
             ask: Vec::new(),
             bind: Vec::new(),
             dns: true,
+            unix: Vec::new(),
         });
         let now = Instant::now();
         let a: IpAddr = "93.184.216.34".parse().unwrap();
@@ -191,6 +192,7 @@ mod tests {
             ask: Vec::new(),
             bind: Vec::new(),
             dns: true,
+            unix: Vec::new(),
         });
         let now = Instant::now();
         let (a, b): (IpAddr, IpAddr) = (

@@ -100,6 +100,10 @@ pub struct NetworkSection {
     pub dns: String,
     /// Local ranges that stay unreachable unless a rule names them.
     pub always_denied_unless_listed: Vec<String>,
+    /// Pathname unix sockets the session may connect and send to.
+    pub unix: Vec<String>,
+    /// What happens to other pathname unix sockets.
+    pub unix_otherwise: &'static str,
     /// What happens to everything else.
     pub otherwise: &'static str,
 }
@@ -276,6 +280,18 @@ impl NetworkSection {
                 .filter(|n| !listed(n))
                 .map(ToString::to_string)
                 .collect(),
+            unix: policy
+                .network
+                .unix
+                .iter()
+                .map(|p| format!("{p} (and every socket below it, if a directory)"))
+                .chain(["sockets the session creates under {tmp} and {home}".to_owned()])
+                .collect(),
+            unix_otherwise: "refused (EACCES, recorded as deny): connects and datagram sends to \
+                             pathname unix sockets are performed by agentd on the socket's real \
+                             path after symlinks; abstract sockets only within the session \
+                             (Landlock scoping); sendmsg/sendmmsg on unix datagram sockets \
+                             refused (EPERM): use connect and send",
             otherwise: "denied (TCP and UDP, IPv4 and IPv6; IPv6 forms of IPv4 addresses (v4-mapped, NAT64, 6to4) as IPv4; ICMP, raw and packet sockets, other IP protocols and other address families than unix and route netlink, binds and listening sockets denied)",
         }
     }

@@ -182,6 +182,9 @@ pub struct Network {
     pub bind: Vec<NetRule>,
     /// Whether the session may resolve names (through agentd's resolver).
     pub dns: bool,
+    /// Pathname unix sockets (or directories of them) the session may
+    /// connect and send to, besides its own under `{tmp}` and `{home}`.
+    pub unix: Vec<PathTemplate>,
 }
 
 /// `[syscalls]`.

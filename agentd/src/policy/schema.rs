@@ -117,6 +117,8 @@ pub(super) struct RawNetwork {
     pub bind: Vec<Text>,
     #[serde(default)]
     pub dns: Option<bool>,
+    #[serde(default)]
+    pub unix: Vec<Text>,
 }
 
 /// The base seccomp profile.

@@ -575,6 +575,7 @@ fn network(v: &mut Validator<'_>, raw: &RawPolicy) -> Network {
             ask: Vec::new(),
             bind: Vec::new(),
             dns: true,
+            unix: Vec::new(),
         };
     };
     let allow = v.list(&n.allow, NetRule::parse);
@@ -595,6 +596,16 @@ fn network(v: &mut Validator<'_>, raw: &RawPolicy) -> Network {
         Ok(rule)
     });
     let dns = n.dns.unwrap_or(true);
+    let unix = v.list(&n.unix, PathTemplate::parse);
+    for (path, span) in &unix {
+        if let Some(why) = path.as_absolute().and_then(host_socket) {
+            v.warn(
+                span.clone(),
+                format!("{path} lets the agent connect to {why}"),
+                "list only the sockets the agent needs, e.g. /run/postgresql/.s.PGSQL.5432",
+            );
+        }
+    }
     for (rule, span) in &allow {
         if rule.is_any_address() {
             v.warn(
@@ -623,7 +634,35 @@ fn network(v: &mut Validator<'_>, raw: &RawPolicy) -> Network {
         ask: ask.into_iter().map(|(r, _)| r).collect(),
         bind: bind.into_iter().map(|(r, _)| r).collect(),
         dns,
+        unix: unix.into_iter().map(|(p, _)| p).collect(),
     }
+}
+
+/// Host services whose sockets a `[network] unix` entry `abs` reaches, if
+/// it covers one that amounts to control of the host.
+fn host_socket(abs: &Path) -> Option<&'static str> {
+    const SOCKETS: &[(&str, &str)] = &[
+        ("/run/docker.sock", "the Docker daemon (root on the host)"),
+        (
+            "/var/run/docker.sock",
+            "the Docker daemon (root on the host)",
+        ),
+        (
+            "/run/containerd/containerd.sock",
+            "containerd (root on the host)",
+        ),
+        (
+            "/run/podman/podman.sock",
+            "the Podman service (root on the host)",
+        ),
+        ("/run/dbus/system_bus_socket", "the system D-Bus"),
+        ("/run/systemd/private", "systemd"),
+        ("/run/snapd.socket", "snapd"),
+    ];
+    SOCKETS
+        .iter()
+        .find(|(socket, _)| Path::new(socket).starts_with(abs))
+        .map(|(_, why)| *why)
 }
 
 fn syscalls(v: &mut Validator<'_>, raw: &RawPolicy) -> Syscalls {

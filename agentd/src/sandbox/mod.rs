@@ -3,9 +3,11 @@
 //! (descriptors, C strings, the Landlock ruleset, the seccomp program); the
 //! child only issues syscalls, in the order `ChildPlan::steps` documents,
 //! and reports the failing step and errno over a CLOEXEC pipe.
+pub mod broker;
 pub mod exec;
 pub mod landlock;
 pub mod mounts;
+pub mod notify;
 pub mod seccomp;
 pub mod sys;
 
@@ -132,6 +134,8 @@ pub enum Step {
     Protect,
     /// Bind the session's passwd and group.
     Passwd,
+    /// Cover the host's socket directories with empty tmpfs.
+    Hide,
     /// Resource limits (open files, no core dumps).
     Rlimits,
     /// Lock securebits so root never regains capabilities.
@@ -150,6 +154,10 @@ pub enum Step {
     Chdir,
     /// Enforce the Landlock ruleset.
     Landlock,
+    /// Fork the unix socket broker.
+    Broker,
+    /// Load the gate's filter and hand its listener to the supervisor.
+    Listener,
     /// Load the seccomp filter.
     Seccomp,
     /// Execute the program.
@@ -157,7 +165,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Self; 20] = [
+    const ALL: [Self; 23] = [
         Self::Signals,
         Self::Descriptors,
         Self::Cgroup,
@@ -167,6 +175,7 @@ impl Step {
         Self::Workspace,
         Self::Protect,
         Self::Passwd,
+        Self::Hide,
         Self::Rlimits,
         Self::Securebits,
         Self::Bounding,
@@ -176,6 +185,8 @@ impl Step {
         Self::ParentDeath,
         Self::Chdir,
         Self::Landlock,
+        Self::Broker,
+        Self::Listener,
         Self::Seccomp,
         Self::Exec,
     ];
@@ -197,6 +208,7 @@ impl Step {
             Self::Workspace => "attach the idmapped workspace (move_mount)",
             Self::Protect => "protect paths in writable roots (mount MS_BIND|MS_RDONLY)",
             Self::Passwd => "bind the session's passwd and group (mount MS_BIND)",
+            Self::Hide => "cover the host's socket directories (mount tmpfs, mkdir, move_mount)",
             Self::Rlimits => "set resource limits (setrlimit)",
             Self::Securebits => "lock securebits (prctl PR_SET_SECUREBITS)",
             Self::Bounding => "empty the capability bounding set (prctl PR_CAPBSET_DROP)",
@@ -206,6 +218,10 @@ impl Step {
             Self::ParentDeath => "die with the supervisor (prctl PR_SET_PDEATHSIG)",
             Self::Chdir => "enter the working directory (chdir)",
             Self::Landlock => "enforce Landlock (landlock_restrict_self)",
+            Self::Broker => "start the unix socket broker (fork)",
+            Self::Listener => {
+                "load the gate's filter and hand over its listener (seccomp SECCOMP_FILTER_FLAG_NEW_LISTENER, pidfd_getfd)"
+            }
             Self::Seccomp => "load the seccomp filter (seccomp SECCOMP_SET_MODE_FILTER)",
             Self::Exec => "execute the program (execve)",
         }
@@ -305,6 +321,9 @@ pub struct ChildPlan {
     pub binds: Vec<Bind>,
     /// Session passwd and group files to bind over /etc's.
     pub identity_files: Option<(CString, CString)>,
+    /// Socket directories to cover (after the passwd binds, whose sources
+    /// may live below one).
+    pub hidden: Vec<mounts::Hidden>,
     /// (resource, value) pairs.
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
     /// Session UID.
@@ -317,17 +336,41 @@ pub struct ChildPlan {
     pub cwd: CString,
     /// Landlock ruleset.
     pub landlock: OwnedFd,
+    /// The unix socket gate (broker and listener), when the session has one.
+    pub gate: Option<GateChild>,
     /// seccomp programs, loaded in order.
     pub seccomp: Vec<seccomp::Program>,
     /// Write end of the report pipe (CLOEXEC).
     pub report: OwnedFd,
 }
 
+/// The child's part of the unix socket gate.
+#[derive(Debug)]
+pub struct GateChild {
+    /// The broker to fork.
+    pub broker: broker::Plan,
+    /// The gate's filter ([`seccomp::gate_program`]).
+    pub filter: seccomp::Program,
+    /// Read end of the pipe on which the parent says it holds the listener.
+    pub ack: OwnedFd,
+}
+
+/// The agent, started.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid.
+    pub pid: libc::pid_t,
+    /// The gate's listener, when the plan had a gate.
+    pub listener: Option<OwnedFd>,
+}
+
 impl ChildPlan {
     /// Forks the agent into the session cgroup, applies every step in the
-    /// child and executes the program. Returns the pid once execve has
-    /// succeeded, or the failing step and errno.
-    pub fn spawn(self, report_read: &OwnedFd) -> Result<libc::pid_t, SpawnError> {
+    /// child and executes the program. Returns the pid (and the gate's
+    /// listener, taken from the child before it executes) once execve has
+    /// succeeded, or the failing step and errno. `ack` is the write end of
+    /// the gate's `ack` pipe.
+    pub fn spawn(self, report_read: &OwnedFd, ack: Option<OwnedFd>) -> Result<Spawned, SpawnError> {
         let (forked, migrate) = match sys::fork_into_cgroup(self.cgroup_dir.as_raw_fd()) {
             Ok(f) => (f, false),
             // Linux < 5.7: fork, and the child writes its own cgroup.procs.
@@ -340,12 +383,29 @@ impl ChildPlan {
                 // Our copy of the report pipe's write end must go: EOF then
                 // means the child's execve succeeded (CLOEXEC closed it).
                 drop(self);
-                match read_report(report_read) {
-                    Some((step, errno)) => {
-                        sys::reap(pid);
-                        Err(SpawnError::Step(step, errno))
+                let mut listener = None;
+                loop {
+                    match read_report(report_read) {
+                        Report::Listener(fd) => {
+                            match (&ack, notify::take_fd(pid.unsigned_abs(), fd, false)) {
+                                (Some(ack), Ok(l)) => {
+                                    listener = Some(l);
+                                    let _ = sys::write_all(ack.as_raw_fd(), b"1");
+                                }
+                                (_, taken) => {
+                                    sys::kill(pid, libc::SIGKILL);
+                                    sys::reap(pid);
+                                    let errno = taken.err().unwrap_or(libc::EPROTO);
+                                    return Err(SpawnError::Step(Step::Listener, errno));
+                                }
+                            }
+                        }
+                        Report::Failed(step, errno) => {
+                            sys::reap(pid);
+                            return Err(SpawnError::Step(step, errno));
+                        }
+                        Report::Executed => return Ok(Spawned { pid, listener }),
                     }
-                    None => Ok(pid),
                 }
             }
         }
@@ -442,6 +502,28 @@ impl ChildPlan {
             os.mount(Some(group), c"/etc/group", None, libc::MS_BIND)
                 .map_err(at(Step::Passwd))?;
         }
+        let sealed = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        for h in &self.hidden {
+            os.mount(Some(c"tmpfs"), &h.dir, Some(c"tmpfs"), sealed)
+                .map_err(at(Step::Hide))?;
+            for dir in &h.mkdirs {
+                os.mkdir(dir).map_err(at(Step::Hide))?;
+            }
+            for file in &h.files {
+                os.create_file(file).map_err(at(Step::Hide))?;
+            }
+            for (tree, target) in &h.exposed {
+                os.move_mount(tree.as_raw_fd(), target)
+                    .map_err(at(Step::Hide))?;
+            }
+            os.mount(
+                None,
+                &h.dir,
+                None,
+                libc::MS_REMOUNT | libc::MS_RDONLY | sealed,
+            )
+            .map_err(at(Step::Hide))?;
+        }
         for (resource, value) in &self.rlimits {
             os.set_rlimit(*resource, *value)
                 .map_err(at(Step::Rlimits))?;
@@ -468,6 +550,19 @@ impl ChildPlan {
         os.chdir(&self.cwd).map_err(at(Step::Chdir))?;
         os.landlock_restrict_self(self.landlock.as_raw_fd())
             .map_err(at(Step::Landlock))?;
+        // The broker shares everything above (uid, mounts, Landlock domain)
+        // and none of the filters below: the gate's holds the very calls it
+        // makes. The gate's filter goes before the session's, which may
+        // deny seccomp(2) itself.
+        if let Some(gate) = &self.gate {
+            os.start_broker(&gate.broker).map_err(at(Step::Broker))?;
+            os.gate_listen(
+                &gate.filter.fprog(),
+                self.report.as_raw_fd(),
+                gate.ack.as_raw_fd(),
+            )
+            .map_err(at(Step::Listener))?;
+        }
         for program in &self.seccomp {
             os.seccomp_set_filter(&program.fprog())
                 .map_err(at(Step::Seccomp))?;
@@ -512,6 +607,8 @@ child_sys! {
     fn unshare(flags: libc::c_int);
     fn mount(source: Option<&CStr>, target: &CStr, fstype: Option<&CStr>, flags: libc::c_ulong);
     fn move_mount(from: RawFd, target: &CStr);
+    fn mkdir(path: &CStr);
+    fn create_file(path: &CStr);
     fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64);
     fn prctl(option: libc::c_int, arg2: libc::c_ulong);
     fn set_identity(uid: libc::uid_t, gid: libc::gid_t);
@@ -519,19 +616,35 @@ child_sys! {
     fn clear_caps();
     fn chdir(path: &CStr);
     fn landlock_restrict_self(ruleset: RawFd);
+    fn start_broker(plan: &broker::Plan);
+    fn gate_listen(prog: &libc::sock_fprog, report: RawFd, ack: RawFd);
     fn seccomp_set_filter(prog: &libc::sock_fprog);
 }
 
-/// Reads the child's failure report, if it wrote one.
-pub fn read_report(read_end: &OwnedFd) -> Option<(Step, i32)> {
+/// One record of the child's report pipe.
+enum Report {
+    /// The gate's listener is at this descriptor of the child.
+    Listener(u64),
+    /// A step failed.
+    Failed(Step, i32),
+    /// EOF: execve succeeded (or the child died without a word, which
+    /// the caller's wait reports).
+    Executed,
+}
+
+/// Reads the next record of the child's report pipe.
+fn read_report(read_end: &OwnedFd) -> Report {
     let mut record = [0u8; 8];
     match sys::read(read_end.as_raw_fd(), &mut record) {
         Ok(8) => {
             let step = u32::from_le_bytes([record[0], record[1], record[2], record[3]]);
-            let errno = i32::from_le_bytes([record[4], record[5], record[6], record[7]]);
-            Step::from_u32(step).map(|s| (s, errno))
+            let value = i32::from_le_bytes([record[4], record[5], record[6], record[7]]);
+            if step == sys::LISTENER_RECORD {
+                return Report::Listener(u64::from(value.unsigned_abs()));
+            }
+            Step::from_u32(step).map_or(Report::Executed, |s| Report::Failed(s, value))
         }
-        _ => None,
+        _ => Report::Executed,
     }
 }
 
@@ -598,6 +711,12 @@ mod tests {
         fn move_mount(&mut self, _: RawFd, target: &CStr) -> Result<(), i32> {
             self.call(format!("move_mount {}", target.to_string_lossy()))
         }
+        fn mkdir(&mut self, path: &CStr) -> Result<(), i32> {
+            self.call(format!("mkdir {}", path.to_string_lossy()))
+        }
+        fn create_file(&mut self, path: &CStr) -> Result<(), i32> {
+            self.call(format!("create {}", path.to_string_lossy()))
+        }
         fn set_rlimit(&mut self, _: libc::__rlimit_resource_t, _: u64) -> Result<(), i32> {
             self.call("set_rlimit")
         }
@@ -626,6 +745,12 @@ mod tests {
         fn landlock_restrict_self(&mut self, _: RawFd) -> Result<(), i32> {
             self.call("landlock_restrict_self")
         }
+        fn start_broker(&mut self, _: &broker::Plan) -> Result<(), i32> {
+            self.call("start_broker")
+        }
+        fn gate_listen(&mut self, _: &libc::sock_fprog, _: RawFd, _: RawFd) -> Result<(), i32> {
+            self.call("gate_listen")
+        }
         fn seccomp_set_filter(&mut self, _: &libc::sock_fprog) -> Result<(), i32> {
             self.call("seccomp_set_filter")
         }
@@ -652,12 +777,29 @@ mod tests {
                 read_only: true,
             }],
             identity_files: Some((c("/state/passwd"), c("/state/group"))),
+            hidden: vec![mounts::Hidden {
+                dir: c("/run"),
+                mkdirs: vec![c("/run/pg")],
+                files: vec![c("/run/pg/s")],
+                exposed: vec![(fd(), c("/run/pg/s"))],
+            }],
             rlimits: vec![(libc::RLIMIT_CORE, 0)],
             uid: 61_184,
             gid: 61_184,
             last_cap: 1,
             cwd: c("/ws"),
             landlock: fd(),
+            gate: Some(GateChild {
+                broker: broker::Plan {
+                    chan: fd(),
+                    uid: 61_184,
+                    listed: Vec::new(),
+                    own: vec![c("/tmp/s")],
+                    filter: seccomp::broker_program().unwrap(),
+                },
+                filter: seccomp::gate_program().unwrap(),
+                ack: fd(),
+            }),
             seccomp: seccomp::build(&crate::policy::Syscalls::default()).unwrap(),
             report: fd(),
         }
@@ -689,6 +831,11 @@ mod tests {
             "mount /ws/.git/hooks",
             "remount /ws/.git/hooks",
             "mount /etc/passwd",
+            "mount /run",
+            "mkdir /run/pg",
+            "create /run/pg/s",
+            "move_mount /run/pg/s",
+            "remount /run",
             "set_rlimit",
             "prctl securebits",
             "prctl capbset_drop",
@@ -698,6 +845,8 @@ mod tests {
             "prctl pdeathsig",
             "chdir",
             "landlock_restrict_self",
+            "start_broker",
+            "gate_listen",
             "seccomp_set_filter",
         ];
         for pair in order.windows(2) {
@@ -722,6 +871,8 @@ mod tests {
             ("remount", Step::Protect),
             ("set_identity", Step::Identity),
             ("landlock_restrict_self", Step::Landlock),
+            ("start_broker", Step::Broker),
+            ("gate_listen", Step::Listener),
         ] {
             let mut os = Recording {
                 fail_at: Some(fail),

@@ -230,3 +230,80 @@ pub fn identity_files(
     }
     Ok((p, g))
 }
+
+/// Directories where host services keep their sockets (D-Bus, journald,
+/// Docker, PostgreSQL, X11): each is covered by an empty, read-only tmpfs
+/// in the session's mount namespace, so that a socket there cannot even be
+/// named. Symlinks to them (`/var/run`) need nothing more.
+pub const SOCKET_DIRS: &[&str] = &["/run", "/var/run", "/tmp/.X11-unix", "/tmp/.ICE-unix"];
+
+/// One socket directory to cover, with what the policy grants below it
+/// attached again on top.
+#[derive(Debug)]
+pub struct Hidden {
+    /// The directory the tmpfs covers.
+    pub dir: CString,
+    /// Directories to create in the tmpfs, parents first.
+    pub mkdirs: Vec<CString>,
+    /// Empty files to create as mount points.
+    pub files: Vec<CString>,
+    /// Detached copies of the granted paths and where they go.
+    pub exposed: Vec<(OwnedFd, CString)>,
+}
+
+/// The socket directories of this host to cover, keeping visible the paths
+/// of `keep` (real paths: filesystem grants and listed sockets) strictly
+/// below them. A grant of a socket directory itself or of an ancestor
+/// (`/`) does not uncover it.
+pub fn hidden_socket_dirs(keep: &[PathBuf]) -> Result<Vec<Hidden>, SandboxError> {
+    let mut out = Vec::new();
+    for dir in SOCKET_DIRS.iter().map(Path::new) {
+        if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        let mut hidden = Hidden {
+            dir: cstring(dir)?,
+            mkdirs: Vec::new(),
+            files: Vec::new(),
+            exposed: Vec::new(),
+        };
+        let mut below: Vec<&PathBuf> = keep
+            .iter()
+            .filter(|k| k.starts_with(dir) && k.as_path() != dir && k.exists())
+            .collect();
+        below.sort();
+        below.dedup();
+        // A path below another kept one comes with it.
+        let below: Vec<&PathBuf> = below
+            .iter()
+            .filter(|k| !below.iter().any(|o| o != *k && k.starts_with(o)))
+            .copied()
+            .collect();
+        for path in below {
+            for parent in path.ancestors().skip(1).take_while(|p| *p != dir) {
+                let c = cstring(parent)?;
+                if !hidden.mkdirs.contains(&c) {
+                    hidden.mkdirs.push(c);
+                }
+            }
+            let tree = sys::open_tree_clone(&cstring(path)?).map_err(|e| SandboxError::Path {
+                path: path.clone(),
+                why: format!(
+                    "cannot keep it visible over the session's empty {}: open_tree: {}",
+                    dir.display(),
+                    std::io::Error::from_raw_os_error(e)
+                ),
+            })?;
+            if path.is_dir() {
+                hidden.mkdirs.push(cstring(path)?);
+            } else {
+                hidden.files.push(cstring(path)?);
+            }
+            hidden.exposed.push((tree, cstring(path)?));
+        }
+        // Parents first: shorter paths before the paths below them.
+        hidden.mkdirs.sort_by_key(|c| c.as_bytes().len());
+        out.push(hidden);
+    }
+    Ok(out)
+}

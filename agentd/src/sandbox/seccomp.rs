@@ -457,6 +457,68 @@ pub fn build(policy: &Syscalls) -> Result<Vec<Program>, SandboxError> {
     }
 }
 
+/// The gate's filter, loaded before the session's own: calls that can name
+/// a pathname unix socket go to the supervisor (seccomp cannot see a
+/// socket's family or the address behind a pointer). `connect` always;
+/// `sendto` only with an address (a NULL address is in a register, which
+/// the agent cannot change after the check); `sendmsg` and `sendmmsg`
+/// always (the address is inside the message).
+pub fn gate_program() -> Result<Program, SandboxError> {
+    let mut ctx = context(ScmpAction::Allow)?;
+    let mut notify = |name: &str, cmp: &[ScmpArgCompare]| {
+        let Some(sc) = syscall(name) else {
+            return Ok(());
+        };
+        let r = if cmp.is_empty() {
+            ctx.add_rule(ScmpAction::Notify, sc)
+        } else {
+            ctx.add_rule_conditional(ScmpAction::Notify, sc, cmp)
+        };
+        r.map(drop).map_err(scmp_err(name))
+    };
+    notify("connect", &[])?;
+    notify(
+        "sendto",
+        &[ScmpArgCompare::new(4, ScmpCompareOp::NotEqual, 0)],
+    )?;
+    notify("sendmsg", &[])?;
+    notify("sendmmsg", &[])?;
+    export(&ctx)
+}
+
+/// What the unix socket broker may do: receive a request, resolve and
+/// inspect a path, connect or send, answer, exit. Anything else kills it.
+const BROKER_ALLOW: &[&str] = &[
+    "recvmsg",
+    "sendmsg",
+    "write",
+    "openat",
+    "fstat",
+    "newfstatat",
+    "readlink",
+    "readlinkat",
+    "connect",
+    "sendto",
+    "close",
+    "exit",
+    "exit_group",
+    "rt_sigreturn",
+    "restart_syscall",
+];
+
+/// The broker's own filter (it does not run the session's: it must make
+/// the calls the gate holds, and needs far fewer).
+pub fn broker_program() -> Result<Program, SandboxError> {
+    let mut ctx = context(ScmpAction::KillProcess)?;
+    for name in BROKER_ALLOW {
+        if let Some(sc) = syscall(name) {
+            ctx.add_rule(ScmpAction::Allow, sc)
+                .map_err(scmp_err(name))?;
+        }
+    }
+    export(&ctx)
+}
+
 /// `socket(2)` families below netlink (16) a session may not create: all
 /// but unix (1), IPv4 (2) and IPv6 (10). Above 16, every family is refused.
 const REFUSED_FAMILIES: [u64; 13] = [0, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15];

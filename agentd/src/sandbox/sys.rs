@@ -20,6 +20,11 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
+/// errno of the last failed call, for the broker.
+pub fn last_errno() -> i32 {
+    errno()
+}
+
 fn check(ret: libc::c_long) -> Result<libc::c_long, i32> {
     if ret < 0 { Err(errno()) } else { Ok(ret) }
 }
@@ -131,6 +136,26 @@ pub fn move_mount(from: RawFd, target: &CStr) -> Result<(), i32> {
         )
     })
     .map(drop)
+}
+
+/// `mkdir(path, 0755)`.
+pub fn mkdir(path: &CStr) -> Result<(), i32> {
+    // SAFETY: NUL-terminated path.
+    check_int(unsafe { libc::mkdir(path.as_ptr(), 0o755) }).map(drop)
+}
+
+/// Creates an empty file (a mount point), mode 0644.
+pub fn create_file(path: &CStr) -> Result<(), i32> {
+    // SAFETY: NUL-terminated path; the descriptor is closed at once.
+    let fd = check_int(unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o644,
+        )
+    })?;
+    close(fd);
+    Ok(())
 }
 
 /// `chdir(2)`.
@@ -252,6 +277,53 @@ pub fn seccomp_set_filter(prog: &libc::sock_fprog) -> Result<(), i32> {
     .map(drop)
 }
 
+/// `seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER | WAIT_KILLABLE_RECV,
+/// prog)`: loads a filter whose `SECCOMP_RET_USER_NOTIF` verdicts go to the
+/// returned listener (close-on-exec). Once the supervisor has received a
+/// notification, signals other than fatal ones no longer interrupt the
+/// waiting call, so the agent cannot make it decide again and again.
+pub fn seccomp_listen(prog: &libc::sock_fprog) -> Result<RawFd, i32> {
+    let flags =
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    // SAFETY: as for seccomp_set_filter.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            std::ptr::from_ref(prog),
+        )
+    })?;
+    RawFd::try_from(fd).map_err(|_| libc::EBADF)
+}
+
+/// The report-pipe record that carries the gate's listener descriptor
+/// (failure records carry a [`super::Step`], which is never this).
+pub const LISTENER_RECORD: u32 = 0x4c49_5354;
+
+/// Loads the gate's filter, reports the listener's descriptor number on
+/// `report` and waits for the parent's byte on `ack`: by then the parent
+/// holds a duplicate (`pidfd_getfd`), and execve closes the child's copy
+/// (close-on-exec), so the agent never holds its own listener. Only
+/// `write` and `read` run under the new filter here, and it holds neither.
+pub fn gate_listen(prog: &libc::sock_fprog, report: RawFd, ack: RawFd) -> Result<(), i32> {
+    let fd = seccomp_listen(prog)?;
+    let mut record = [0u8; 8];
+    record[..4].copy_from_slice(&LISTENER_RECORD.to_le_bytes());
+    record[4..].copy_from_slice(&fd.to_le_bytes());
+    write_all(report, &record)?;
+    let mut byte = [0u8; 1];
+    match read(ack, &mut byte)? {
+        1 => Ok(()),
+        _ => Err(libc::EPIPE),
+    }
+}
+
+/// Forks the unix socket broker ([`super::broker::start`]).
+pub fn start_broker(plan: &super::broker::Plan) -> Result<(), i32> {
+    super::broker::start(plan)
+}
+
 /// Unblocks every signal (the supervisor blocks some for its own handling).
 pub fn unblock_all_signals() -> Result<(), i32> {
     // SAFETY: `set` is initialised by sigemptyset before use.
@@ -353,6 +425,23 @@ pub fn reap(pid: libc::pid_t) {
     let mut status = 0;
     // SAFETY: `status` is a valid out-pointer.
     unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+/// `waitpid(pid, 0)`: the exit code, or 128 + the signal that ended it.
+pub fn wait_status(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 || errno() != libc::EINTR {
+            break;
+        }
+    }
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    }
 }
 
 /// Creates a pipe with O_CLOEXEC; returns (read, write).

@@ -6,6 +6,7 @@ mod agent;
 pub mod disabled;
 mod enforce;
 pub mod env;
+mod gate;
 mod guards;
 pub mod id;
 pub mod kill;
@@ -560,7 +561,7 @@ fn supervise(
     let (report_read, report_write) = sandbox::sys::pipe()
         .map_err(std::io::Error::from_raw_os_error)
         .at("pipe", Path::new("report"))?;
-    let (child, pty) = stages::child_plan(
+    let (child, pty, gate) = stages::child_plan(
         plan,
         ready.opts,
         ready.ident,
@@ -579,10 +580,26 @@ fn supervise(
         pty.as_ref().map(|p| p.master.try_clone()),
     );
     let start = Instant::now();
-    let pid = child
-        .spawn(&report_read)
+    let (ack, gate) = gate.split();
+    let spawned = child
+        .spawn(&report_read, Some(ack))
         .map_err(|e| stages::spawn_error(e, &ready.env.program, cgroups.v2.path()))?;
+    let pid = spawned.pid;
     agent_pid.store(pid, Ordering::SeqCst);
+    // Without its listener the agent's connects would wait forever: the
+    // session ends instead.
+    let _gate = match spawned.listener {
+        Some(listener) => gate.start(
+            listener,
+            ready.trail.log.clone(),
+            ready.trail.context.clone(),
+        ),
+        None => Err(std::io::ErrorKind::NotFound.into()),
+    }
+    .inspect_err(|_| {
+        let _ = cgroups.kill_all(kill::KILL_DEADLINE);
+    })
+    .at("start the unix socket gate for", Path::new("the agent"))?;
     st.pid = u32::try_from(pid).ok();
     if let Err(e) = st.save() {
         tracing::warn!(error = %e, "cannot record the agent's pid; `agentd ps` shows the session as starting");

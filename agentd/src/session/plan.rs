@@ -71,6 +71,8 @@ pub struct SessionPlan {
     pub network: NetworkPlan,
     /// `[network] dns`.
     pub dns: bool,
+    /// `[network] unix`: (rule text, path with placeholders resolved).
+    pub unix: Vec<(String, PathBuf)>,
     /// Session flags for the kernel programs.
     pub kernel_flags: u32,
     /// cgroup limits.
@@ -131,6 +133,9 @@ impl SessionPlan {
         let (fs, exec_rules) = filesystem(policy, &placeholders);
         let binds = protected(policy, &placeholders)?;
         let seccomp = seccomp::for_policy(policy)?;
+        let unix = (policy.network.unix.iter())
+            .map(|p| (p.to_string(), p.resolve(&placeholders)))
+            .collect();
         let mut rlimits = vec![(libc::RLIMIT_CORE, 0u64)];
         if let Some(n) = policy.limits.open_files {
             rlimits.push((libc::RLIMIT_NOFILE, n));
@@ -151,6 +156,7 @@ impl SessionPlan {
             seccomp,
             network: network_plan(policy),
             dns: policy.network.dns,
+            unix,
             kernel_flags: flags(policy),
             limits: cgroup::Limits {
                 memory: policy.limits.memory.map(|m| m.0),

@@ -510,7 +510,7 @@ pub(super) fn child_plan(
     fs_view: Filesystem,
     cgroups: &Cgroups,
     report: OwnedFd,
-) -> Result<(ChildPlan, Option<pty::Pty>), SessionError> {
+) -> Result<(ChildPlan, Option<pty::Pty>, super::gate::Pending), SessionError> {
     let cg = &cgroups.enforcement.cgroups;
     let procs_files = cg.procs_files();
     let open_wr = |p: &PathBuf| {
@@ -536,6 +536,17 @@ pub(super) fn child_plan(
         }
         None => None,
     };
+    // What the policy grants below the host's socket directories stays
+    // visible over the session's empty ones.
+    let keep: Vec<PathBuf> = (plan.fs.read.iter())
+        .chain(&plan.fs.read_write)
+        .chain(&plan.fs.execute)
+        .chain(plan.unix.iter().map(|(_, p)| p))
+        .filter_map(|p| fs::canonicalize(p).ok())
+        .collect();
+    let hidden = mounts::hidden_socket_dirs(&keep)?;
+    let ph = &plan.placeholders;
+    let (gate, pending) = super::gate::prepare(&plan.unix, [&ph.tmp, &ph.home], ident.uid)?;
     let child = ChildPlan {
         cgroup_dir: cgroup_dir_fd,
         cgroup_v2_procs,
@@ -553,16 +564,18 @@ pub(super) fn child_plan(
         workspace: Some(fs_view.workspace),
         binds: plan.binds.clone(),
         identity_files: fs_view.identity_files,
+        hidden,
         rlimits: plan.rlimits.clone(),
         uid: ident.uid,
         gid: ident.gid,
         last_cap: sandbox::sys::last_cap(),
         cwd: mounts::cstring(&plan.placeholders.workspace)?,
         landlock: fs_view.landlock,
+        gate: Some(gate),
         seccomp: plan.seccomp.clone(),
         report,
     };
-    Ok((child, fs_view.pty))
+    Ok((child, fs_view.pty, pending))
 }
 
 /// What a failed spawn means to the caller.

@@ -728,8 +728,199 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
                 Duration::from_secs(2),
             )))
         }
+        [first, ..] if first.starts_with("unix-") => unix(action),
         other => usage(&format!("unknown action {other:?}")),
     }
+}
+
+/// Pathname unix socket actions.
+fn unix(action: &[&str]) -> ExitCode {
+    use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+    match action {
+        // Connect, send a line, print the reply.
+        ["unix-connect", path] => report(io(UnixStream::connect(path).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"ping\n")?;
+            let mut reply = [0u8; 64];
+            let n = s.read(&mut reply)?;
+            println!("reply={}", String::from_utf8_lossy(&reply[..n]).trim());
+            Ok(())
+        }))),
+        ["unix-dgram", path] => report(io(
+            UnixDatagram::unbound().and_then(|s| s.send_to(b"probe", path))
+        )),
+        ["unix-dgram-connected", path] => report(io(UnixDatagram::unbound().and_then(|s| {
+            s.connect(path)?;
+            s.send(b"probe")
+        }))),
+        ["unix-sendmsg", path] => {
+            let Ok(addr) = nix::sys::socket::UnixAddr::new(*path) else {
+                return usage("unix-sendmsg PATH");
+            };
+            let sock = match nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Datagram,
+                nix::sys::socket::SockFlag::empty(),
+                None,
+            ) {
+                Ok(s) => s,
+                Err(e) => return report(Err(e)),
+            };
+            let iov = [std::io::IoSlice::new(b"probe")];
+            report(
+                nix::sys::socket::sendmsg(
+                    std::os::fd::AsRawFd::as_raw_fd(&sock),
+                    &iov,
+                    &[],
+                    nix::sys::socket::MsgFlags::empty(),
+                    Some(&addr),
+                )
+                .map(drop),
+            )
+        }
+        // A listener of its own at PATH, and a connect to it (by `via`,
+        // the same path or another name for it).
+        ["unix-own", path, rest @ ..] => {
+            let via = rest.first().copied().unwrap_or(path);
+            let listener = match UnixListener::bind(path) {
+                Ok(l) => l,
+                Err(e) => return report(io(Err::<(), _>(e))),
+            };
+            let server = std::thread::spawn(move || {
+                if let Ok((mut c, _)) = listener.accept() {
+                    let mut buf = [0u8; 16];
+                    let n = c.read(&mut buf).unwrap_or(0);
+                    let _ = c.write_all(&buf[..n]);
+                }
+            });
+            let r = UnixStream::connect(via).and_then(|mut s| {
+                s.write_all(b"own\n")?;
+                let mut buf = [0u8; 16];
+                let n = s.read(&mut buf)?;
+                println!("reply={}", String::from_utf8_lossy(&buf[..n]).trim());
+                Ok(())
+            });
+            if r.is_ok() {
+                let _ = server.join();
+            }
+            report(io(r))
+        }
+        // A datagram socket of its own at PATH, and a datagram sent to it
+        // (by `via`) from another socket.
+        ["unix-own-dgram", path, rest @ ..] => {
+            let via = rest.first().copied().unwrap_or(path);
+            report(io(UnixDatagram::bind(path).and_then(|own| {
+                own.set_read_timeout(Some(Duration::from_secs(5)))?;
+                UnixDatagram::unbound()?.send_to(b"own", via)?;
+                let mut buf = [0u8; 16];
+                let n = own.recv(&mut buf)?;
+                println!("reply={}", String::from_utf8_lossy(&buf[..n]));
+                Ok(())
+            })))
+        }
+        ["unix-swap", allowed, denied, n] => unix_swap(allowed, denied, n),
+        ["unix-fdswap", path, n] => unix_fdswap(path, n),
+        other => usage(&format!("unknown action {other:?}")),
+    }
+}
+
+/// The descriptor-swap attack: one thread keeps replacing descriptor 100
+/// with an IPv4 socket and a fresh unix socket, while the main thread
+/// connects descriptor 100 to `path` `n` times: a check of the socket's
+/// family that the kernel does not repeat would let a unix connect through.
+/// Prints how many connects succeeded.
+fn unix_fdswap(path: &str, n: &str) -> ExitCode {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Ok(n) = n.parse::<u32>() else {
+        return usage("unix-fdswap PATH N");
+    };
+    const FD: i32 = 100;
+    let mut addr = [0u8; 110];
+    addr[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+    addr[2..2 + path.len().min(107)].copy_from_slice(&path.as_bytes()[..path.len().min(107)]);
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let swapper = std::thread::spawn(move || {
+        // SAFETY: socket/dup2/close on integers.
+        unsafe {
+            let inet = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let unix = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                libc::dup2(inet, FD);
+                libc::dup2(unix, FD);
+                libc::close(unix);
+            }
+        }
+    });
+    let mut ok = 0u32;
+    for _ in 0..n {
+        // SAFETY: connect on an integer and a 110-byte buffer.
+        if unsafe { libc::connect(FD, addr.as_ptr().cast(), 110) } == 0 {
+            ok += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = swapper.join();
+    println!("connected={ok}");
+    report(Ok(()))
+}
+
+/// The time-of-check attack: one thread keeps rewriting the address between
+/// `allowed` (a listener of the probe's own) and `denied`, while the main
+/// thread connects `n` times with that buffer. Prints how many connects
+/// succeeded.
+fn unix_swap(allowed: &str, denied: &str, n: &str) -> ExitCode {
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+    let Ok(n) = n.parse::<u32>() else {
+        return usage("unix-swap ALLOWED DENIED N");
+    };
+    let Ok(listener) = std::os::unix::net::UnixListener::bind(allowed) else {
+        return usage("cannot bind the allowed path");
+    };
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c)
+        }
+    });
+    let encode = |p: &str| {
+        let mut a = [0u8; 110];
+        a[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        a[2..2 + p.len().min(107)].copy_from_slice(&p.as_bytes()[..p.len().min(107)]);
+        a
+    };
+    let (a, d) = (encode(allowed), encode(denied));
+    // The shared address, as atomics so that the writer's stores are real.
+    let shared: &'static [AtomicU8; 110] =
+        Box::leak(Box::new(std::array::from_fn(|i| AtomicU8::new(a[i]))));
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let writer = std::thread::spawn(move || {
+        let mut flip = false;
+        while !stop.load(Ordering::Relaxed) {
+            let src = if flip { &d } else { &a };
+            for (slot, b) in shared.iter().zip(src) {
+                slot.store(*b, Ordering::Relaxed);
+            }
+            flip = !flip;
+        }
+    });
+    let mut ok = 0u32;
+    for _ in 0..n {
+        // SAFETY: socket/connect/close on integers and a 110-byte buffer
+        // that lives for the whole program (the race is the point).
+        unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                break;
+            }
+            if libc::connect(fd, shared.as_ptr().cast(), 110) == 0 {
+                ok += 1;
+            }
+            libc::close(fd);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+    println!("connected={ok}");
+    report(Ok(()))
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,431 @@
+//! The session's gate for pathname unix sockets: the supervisor's end of
+//! the seccomp listener, deciding on each held `connect`, `sendto` with an
+//! address, `sendmsg` and `sendmmsg`.
+//!
+//! Why it holds: the decision never rests on the agent's memory at the time
+//! the kernel runs the call.
+//! - The socket's family and type come from the socket itself
+//!   (`pidfd_getfd`, then `SO_DOMAIN`/`SO_TYPE`), fixed at creation. Calls
+//!   on IPv4/IPv6/netlink sockets continue: the cgroup hooks and the
+//!   session's filter judge them in the kernel, whatever the memory says
+//!   by then. Sends on unix stream and seqpacket sockets continue too: the
+//!   kernel ignores or refuses their addresses.
+//! - A unix `connect` and a unix datagram `sendto` with an address are not
+//!   continued: the address (and data) are copied once, and the broker
+//!   performs the call on the agent's own socket with that copy, after
+//!   checking the inode it resolves to ([`crate::sandbox::broker`]).
+//! - `sendmsg`/`sendmmsg` on unix datagram sockets are refused: their
+//!   address lives in a structure the agent could rewrite after the check,
+//!   and a connected datagram socket can still send elsewhere.
+//!
+//! If the supervisor dies, the listener closes and every held call fails
+//! with ENOSYS: nothing passes unchecked.
+use std::{
+    fs,
+    os::{
+        fd::{AsFd as _, OwnedFd},
+        unix::{ffi::OsStrExt as _, fs::OpenOptionsExt as _},
+    },
+    path::{Path, PathBuf},
+    thread::JoinHandle,
+};
+
+use crate::{
+    audit::{Context, Event, Log},
+    sandbox::{
+        GateChild,
+        broker::{self, Client, Reply},
+        notify::{self, Listener, Notification, Response},
+        seccomp,
+    },
+};
+
+/// The parent's part of a gate not started yet.
+#[derive(Debug)]
+pub(super) struct Pending {
+    /// Write end of the child's `ack` pipe.
+    ack: OwnedFd,
+    client: Client,
+    rules: Vec<(String, PathBuf)>,
+}
+
+/// The parent's part once the ack pipe has gone to `spawn`.
+#[derive(Debug)]
+pub(super) struct Ready {
+    client: Client,
+    rules: Vec<(String, PathBuf)>,
+}
+
+impl Pending {
+    /// (the ack pipe for `spawn`, the rest for [`Ready::start`]).
+    pub(super) fn split(self) -> (OwnedFd, Ready) {
+        (
+            self.ack,
+            Ready {
+                client: self.client,
+                rules: self.rules,
+            },
+        )
+    }
+}
+
+impl Ready {
+    /// Starts serving the listener taken from the agent.
+    pub(super) fn start(
+        self,
+        listener: OwnedFd,
+        log: Log,
+        context: Context,
+    ) -> std::io::Result<Gate> {
+        Gate::start(listener, self.client, self.rules, log, context)
+    }
+}
+
+/// Prepares the gate: the child's part (broker and filter) and the
+/// parent's. `unix` is `[network] unix` (text, resolved path); `own` the
+/// session's `{tmp}` and `{home}`.
+pub(super) fn prepare(
+    unix: &[(String, PathBuf)],
+    own: [&Path; 2],
+    uid: libc::uid_t,
+) -> Result<(GateChild, Pending), super::SessionError> {
+    use crate::error::AtPath as _;
+    let io = |e: i32| std::io::Error::from_raw_os_error(e);
+    let (chan, client) = broker::channel()
+        .map_err(io)
+        .at("socketpair", Path::new("the unix socket broker"))?;
+    let (ack_read, ack_write) = crate::sandbox::sys::pipe()
+        .map_err(io)
+        .at("pipe", Path::new("the gate's listener"))?;
+    // Real paths: the broker compares the real path of the socket it
+    // resolved, so a listed symlink (/var/run -> /run) must be followed
+    // here too. A path that does not exist yet stays as written.
+    let real = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let c = |p: PathBuf| std::ffi::CString::new(p.as_os_str().as_bytes()).ok();
+    let rules: Vec<(String, PathBuf)> = unix.iter().map(|(t, p)| (t.clone(), real(p))).collect();
+    let child = GateChild {
+        broker: broker::Plan {
+            chan,
+            uid,
+            listed: rules.iter().filter_map(|(_, p)| c(p.clone())).collect(),
+            own: own.iter().filter_map(|p| c(real(p))).collect(),
+            filter: seccomp::broker_program()?,
+        },
+        filter: seccomp::gate_program()?,
+        ack: ack_read,
+    };
+    Ok((
+        child,
+        Pending {
+            ack: ack_write,
+            client,
+            rules,
+        },
+    ))
+}
+
+/// The running gate; stops (and joins its thread) when dropped.
+pub(super) struct Gate {
+    stop: Option<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Gate {
+    /// Serves `listener` until the gate is dropped or no process of the
+    /// session is left.
+    fn start(
+        listener: OwnedFd,
+        client: Client,
+        rules: Vec<(String, PathBuf)>,
+        log: Log,
+        context: Context,
+    ) -> std::io::Result<Self> {
+        let (stop_read, stop_write) =
+            crate::sandbox::sys::pipe().map_err(std::io::Error::from_raw_os_error)?;
+        let deciding = Deciding {
+            listener: Listener::new(listener),
+            client,
+            rules,
+            log,
+            context,
+        };
+        let thread = std::thread::Builder::new()
+            .name("gate".into())
+            .spawn(move || deciding.serve(&stop_read))?;
+        Ok(Self {
+            stop: Some(stop_write),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        drop(self.stop.take()); // EOF on the stop pipe
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The gate's thread state.
+struct Deciding {
+    listener: Listener,
+    client: Client,
+    rules: Vec<(String, PathBuf)>,
+    log: Log,
+    context: Context,
+}
+
+/// A held call, by what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    Connect {
+        fd: u64,
+        addr: u64,
+        len: u64,
+    },
+    SendTo {
+        fd: u64,
+        data: u64,
+        len: u64,
+        flags: u64,
+        addr: u64,
+        addr_len: u64,
+    },
+    SendMsg {
+        fd: u64,
+    },
+}
+
+impl Call {
+    fn of(n: &Notification) -> Option<Self> {
+        let a = n.args;
+        match n.nr {
+            libc::SYS_connect => Some(Self::Connect {
+                fd: a[0],
+                addr: a[1],
+                len: a[2],
+            }),
+            libc::SYS_sendto => Some(Self::SendTo {
+                fd: a[0],
+                data: a[1],
+                len: a[2],
+                flags: a[3],
+                addr: a[4],
+                addr_len: a[5],
+            }),
+            libc::SYS_sendmsg | libc::SYS_sendmmsg => Some(Self::SendMsg { fd: a[0] }),
+            _ => None,
+        }
+    }
+
+    fn fd(self) -> u64 {
+        match self {
+            Self::Connect { fd, .. } | Self::SendTo { fd, .. } | Self::SendMsg { fd } => fd,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect",
+            Self::SendTo { .. } => "sendto",
+            Self::SendMsg { .. } => "sendmsg",
+        }
+    }
+}
+
+impl Deciding {
+    fn serve(&self, stop: &OwnedFd) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout};
+        loop {
+            let mut fds = [
+                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+            ];
+            if nix::poll::poll(&mut fds, PollTimeout::NONE).is_err() {
+                continue;
+            }
+            let revents = |i: usize| fds[i].revents().unwrap_or(PollFlags::empty());
+            // Stop asked, or no process of the session is left (the
+            // listener hangs up when the last filter user is gone).
+            if !revents(1).is_empty() || revents(0).contains(PollFlags::POLLHUP) {
+                return;
+            }
+            if !revents(0).contains(PollFlags::POLLIN) {
+                continue;
+            }
+            let n = match self.listener.recv() {
+                Ok(n) => n,
+                Err(libc::ENOENT | libc::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(errno = e, "the gate cannot receive; held calls fail");
+                    return;
+                }
+            };
+            let response = self.decide(&n);
+            // ENOENT: the caller died meanwhile.
+            let _ = self.listener.respond(n.id, response);
+        }
+    }
+
+    fn decide(&self, n: &Notification) -> Response {
+        let Some(call) = Call::of(n) else {
+            return Response::Error(libc::ENOSYS);
+        };
+        let sock = match notify::take_fd(n.pid, call.fd(), true) {
+            Ok(s) => s,
+            Err(libc::EBADF) => return Response::Error(libc::EBADF),
+            Err(_) => return Response::Error(libc::EPERM),
+        };
+        let (family, ty) = match notify::socket_kind(sock.as_fd()) {
+            Ok(k) => k,
+            Err(e) => return Response::Error(e),
+        };
+        if family != libc::AF_UNIX {
+            return Response::Continue;
+        }
+        match call {
+            Call::SendMsg { .. } if ty == libc::SOCK_DGRAM => {
+                self.deny(
+                    n,
+                    call,
+                    None,
+                    "sendmsg and sendmmsg on unix datagram sockets are not allowed in sessions \
+                     (use connect and send)",
+                );
+                Response::Error(libc::EPERM)
+            }
+            Call::SendMsg { .. } => Response::Continue,
+            Call::SendTo { .. } if ty != libc::SOCK_DGRAM => Response::Continue,
+            Call::SendTo { .. } | Call::Connect { .. } => self.broker(n, call, &sock),
+        }
+    }
+
+    /// Copies the address (and data), and has the broker perform the call.
+    fn broker(&self, n: &Notification, call: Call, sock: &OwnedFd) -> Response {
+        let (op, flags, addr, addr_len, data, data_len) = match call {
+            Call::Connect { addr, len, .. } => (broker::OP_CONNECT, 0, addr, len, 0, 0),
+            Call::SendTo {
+                data,
+                len,
+                flags,
+                addr,
+                addr_len,
+                ..
+            } => (broker::OP_SENDTO, flags, addr, addr_len, data, len),
+            Call::SendMsg { .. } => return Response::Error(libc::EPERM),
+        };
+        let Ok(addr_len) = usize::try_from(addr_len) else {
+            return Response::Error(libc::EINVAL);
+        };
+        if addr_len > broker::ADDR_MAX {
+            return Response::Error(libc::EINVAL);
+        }
+        let Ok(data_len) = usize::try_from(data_len) else {
+            return Response::Error(libc::EMSGSIZE);
+        };
+        if data_len > broker::DATA_MAX {
+            return Response::Error(libc::EMSGSIZE);
+        }
+        let mut address = [0u8; broker::ADDR_MAX];
+        let mut payload = vec![0u8; data_len];
+        let copied = notify::read_memory(n.pid, addr, &mut address[..addr_len])
+            .and_then(|_| notify::read_memory(n.pid, data, &mut payload));
+        if copied.is_err() {
+            return Response::Error(libc::EFAULT);
+        }
+        let cwd = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(format!("/proc/{}/cwd", n.pid));
+        let Ok(cwd) = cwd else {
+            return Response::Error(libc::EPERM);
+        };
+        // What was read belongs to the caller only if it still waits.
+        if !self.listener.valid(n.id) {
+            return Response::Error(libc::EPERM);
+        }
+        let req = broker::Request::new(
+            op,
+            u32::try_from(flags).unwrap_or(0),
+            &address[..addr_len],
+            data_len,
+        );
+        let reply = match self.client.call(&req, &payload, sock.as_fd(), cwd.as_fd()) {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = format!("the session's unix socket broker is gone ({e})");
+                self.deny(n, call, None, &reason);
+                return Response::Error(libc::EACCES);
+            }
+        };
+        self.record(n, call, &reply, &address[..addr_len]);
+        if reply.ret < 0 {
+            Response::Error(i32::try_from(-reply.ret).unwrap_or(libc::EIO))
+        } else {
+            Response::Value(reply.ret)
+        }
+    }
+
+    fn record(&self, n: &Notification, call: Call, reply: &Reply, address: &[u8]) {
+        let path = reply.path();
+        match reply.outcome {
+            // A host socket directory, which the session sees empty.
+            broker::UNRESOLVED => {
+                let named = broker::pathname(address).map(|p| String::from_utf8_lossy(p).into_owned());
+                if let Some(named) = named.filter(|p| {
+                    crate::sandbox::mounts::SOCKET_DIRS
+                        .iter()
+                        .any(|d| Path::new(p).starts_with(d))
+                }) {
+                    self.deny(
+                        n,
+                        call,
+                        Some(&named),
+                        "the host's socket directories are empty in sessions; list the socket in [network] unix",
+                    );
+                }
+            }
+            broker::REFUSED => self.deny(
+                n,
+                call,
+                Some(&path),
+                &format!("no [network] unix entry allows {path}, and it is not a socket the session created under its {{tmp}} or {{home}}"),
+            ),
+            broker::LISTED => {
+                let rule = self
+                    .rules
+                    .iter()
+                    .find(|(_, p)| Path::new(&path).starts_with(p))
+                    .map(|(t, _)| t.clone());
+                let ev = Event::now(&self.context, "connect")
+                    .with("pid", n.pid)
+                    .with("protocol", "unix")
+                    .with("path", path)
+                    .with("what", call.name())
+                    .with("decision", "allow")
+                    .with("rule", rule.map_or(serde_json::Value::Null, serde_json::Value::String));
+                self.append(ev);
+            }
+            _ => {}
+        }
+    }
+
+    fn deny(&self, n: &Notification, call: Call, path: Option<&str>, reason: &str) {
+        let mut ev = Event::now(&self.context, "deny")
+            .with("what", "unix")
+            .with("op", call.name())
+            .with("pid", n.pid);
+        if let Some(p) = path {
+            ev = ev.with("path", p);
+        }
+        self.append(ev.with("rule", "built-in").with("reason", reason));
+    }
+
+    fn append(&self, ev: Event) {
+        if let Err(e) = self.log.append(&[ev]) {
+            tracing::warn!(error = %e, "cannot write a unix socket record");
+        }
+    }
+}
