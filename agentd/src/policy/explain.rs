@@ -287,11 +287,14 @@ impl NetworkSection {
                 .map(|p| format!("{p} (and every socket below it, if a directory)"))
                 .chain(["sockets the session creates under {tmp} and {home}".to_owned()])
                 .collect(),
-            unix_otherwise: "refused (EACCES, recorded as deny): connects and datagram sends to \
-                             pathname unix sockets are performed by agentd on the socket's real \
-                             path after symlinks; abstract sockets only within the session \
-                             (Landlock scoping); sendmsg/sendmmsg on unix datagram sockets \
-                             refused (EPERM): use connect and send",
+            unix_otherwise: "/run, /var/run, /tmp/.X11-unix and /tmp/.ICE-unix are empty in the \
+                             session (except granted and listed paths below them); other \
+                             pathname sockets refused (EACCES, recorded as deny): connects and \
+                             datagram sends are performed by agentd after checking the socket's \
+                             real path; sendmsg/sendmmsg on unix datagram sockets refused \
+                             (EPERM); abstract sockets only within the session (Landlock \
+                             scoping). Gap: a process racing its own descriptor table can reach \
+                             a socket it can name outside those directories",
             otherwise: "denied (TCP and UDP, IPv4 and IPv6; IPv6 forms of IPv4 addresses (v4-mapped, NAT64, 6to4) as IPv4; ICMP, raw and packet sockets, other IP protocols and other address families than unix and route netlink, binds and listening sockets denied)",
         }
     }

@@ -20,6 +20,16 @@
 //!
 //! If the supervisor dies, the listener closes and every held call fails
 //! with ENOSYS: nothing passes unchecked.
+//!
+//! What does not hold: a continued call looks its descriptor up again when
+//! it runs, so a thread that swaps descriptor N between an IP socket (which
+//! the gate lets continue) and a unix socket can win the race and connect
+//! the unix socket to the path in memory. That is why the host's socket
+//! directories are empty in the session (`sandbox::mounts::SOCKET_DIRS`): the
+//! race reaches only sockets the session can name outside them. Closing it
+//! needs a check in the kernel at connect time (the cgroup `connect_unix`
+//! hook with the path's inode, a BPF LSM, or Landlock's unix socket
+//! right), or the broker performing every connect.
 use std::{
     fs,
     os::{
