@@ -390,3 +390,89 @@ fn port_53_is_never_ordinary_egress() {
     }
     assert!(fs::read_to_string(&log).unwrap_or_default().is_empty());
 }
+
+/// The session's resolver listens where any local process can reach it;
+/// it answers only the session's own processes. An outsider's flood gets
+/// no answer, writes nothing to the session's trail, opens nothing and
+/// evicts nothing the session resolved.
+#[test]
+fn the_resolver_answers_only_its_sessions_processes() {
+    use std::io::BufRead as _;
+    require_sessions!();
+    let w = World::new("dns-out");
+    let sb = Sandbox::new(&policy(ALLOW));
+    let script = [
+        probe("resolve allowed.test"),
+        "echo resolved".into(),
+        "sleep 6".into(),
+        probe("connect 203.0.113.10 443"),
+    ]
+    .join("; ");
+    let mut cmd = sb.command_in(&BINS, &w.netns, &["/bin/sh", "-c", &script]);
+    cmd.env("AGENTD_DNS_UPSTREAM", "127.0.0.2")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("resolved") {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+    }
+    // The session's resolver: the 127.53.0.0/16 address bound to port 53.
+    let ss = finish({
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", w.netns.name())).args([
+            "--",
+            "ss",
+            "-Hlun",
+            "sport = :53",
+        ]);
+        c
+    });
+    let resolver = ss
+        .stdout
+        .split_whitespace()
+        .find_map(|f| f.strip_suffix(":53").filter(|a| a.starts_with("127.53.")))
+        .unwrap_or_else(|| panic!("no resolver in {ss:?}"))
+        .to_owned();
+    // The outsider is root in the same namespace: still not the session.
+    let flood = finish({
+        let mut c = Command::new(BINS.probe);
+        c.args([
+            "--netns",
+            w.netns.name(),
+            "dns-flood",
+            "1500",
+            &resolver,
+            "allowed.test",
+        ]);
+        c
+    });
+    assert!(
+        flood.stdout.contains("udp_answered=0 tcp_answered=0"),
+        "{flood:?}"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{seen}{rest}");
+    // The session's own connect still works after the flood.
+    assert!(rest.lines().any(|l| l == "ok"), "{seen}{rest}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let id = agentd_tests::session_id_from(&stderr).unwrap();
+    let records = agentd_tests::audit_records(&id);
+    assert!(
+        !records
+            .iter()
+            .any(|r| field(r, "kind") == "dns" && field(r, "name").starts_with('q')),
+        "an outsider's query is in the session's trail"
+    );
+    assert!(
+        !w.upstream_log().contains("q1.allowed.test"),
+        "{}",
+        w.upstream_log()
+    );
+}

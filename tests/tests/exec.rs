@@ -158,7 +158,9 @@ fn refused_execs_and_process_events_are_audited() {
     // setup child's own forks (the session's unix socket broker) come
     // before its exec and have no parent exec.
     let child = wait_record(&id, |r| {
-        field(r, "kind") == "fork" && r["ppid"] == root_pid && !field(r, "parent_exec_id").is_empty()
+        field(r, "kind") == "fork"
+            && r["ppid"] == root_pid
+            && !field(r, "parent_exec_id").is_empty()
     })
     .expect("fork");
     assert_eq!(field(&child, "parent_exec_id"), root_exec);

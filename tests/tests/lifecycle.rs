@@ -85,7 +85,8 @@ fn kill_without_cgroup_kill_leaves_no_process_running_or_frozen() {
     require_sessions!();
     let sb = Sandbox::new(&test_policy(&BINS, "", "[limits]\nmax_processes = 200\n"));
     let ((mut child, mut stderr, _stdout, id), pids) = start_tree(&sb, "50");
-    assert_eq!(pids.len(), 51);
+    // The tree, its root and the session's unix socket broker.
+    assert_eq!(pids.len(), 52);
 
     let kill = finish({
         let mut c = Command::new(BINS.agentd);
@@ -95,7 +96,7 @@ fn kill_without_cgroup_kill_leaves_no_process_running_or_frozen() {
     });
     assert_eq!(kill.status, 0, "{}", kill.stderr);
     assert!(
-        kill.stdout.contains("51 processes"),
+        kill.stdout.contains("52 processes"),
         "the probe and its 50 children: {}",
         kill.stdout
     );

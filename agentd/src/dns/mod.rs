@@ -3,6 +3,7 @@
 //! address the query was sent to), which answers only the names its policy
 //! names and opens exactly the answered addresses, for the answer's TTL.
 pub mod names;
+pub mod peer;
 pub mod resolver;
 pub mod table;
 

@@ -34,6 +34,7 @@ use serde_json::Value;
 
 use super::{
     names::{self, NameRule},
+    peer,
     table::{Lifetimes, MAX_OPENED, Opened, openable},
 };
 use crate::{
@@ -234,6 +235,8 @@ pub struct Inputs {
     /// Where opened addresses are noted, so connects to them are recorded
     /// with their name and rule.
     pub names: Option<NamesLog>,
+    /// The session's uid: only queries from its sockets are answered.
+    pub uid: u32,
 }
 
 /// A running resolver; stopped (and its sockets closed) on [`stop`].
@@ -337,6 +340,11 @@ struct Handler {
     records: mpsc::Sender<Event>,
     context: Context,
     redactor: Redactor,
+    /// The session's uid, and the resolver's own addresses (IPv4, IPv6).
+    uid: u32,
+    locals: Vec<SocketAddr>,
+    /// Queries dropped because they did not come from the session.
+    outsiders: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -371,6 +379,33 @@ fn address_of(r: &Record) -> Option<IpAddr> {
 }
 
 impl Handler {
+    /// Whether the query came from a socket of the session's uid (the
+    /// kernel redirected it here); counts the others.
+    fn from_the_session(&self, request: &Request) -> bool {
+        let transport = match request.protocol() {
+            hickory_server::net::xfer::Protocol::Udp => peer::Transport::Udp,
+            hickory_server::net::xfer::Protocol::Tcp => peer::Transport::Tcp,
+            _ => return false,
+        };
+        let src = request.src();
+        let ours = self
+            .locals
+            .iter()
+            .filter(|l| l.is_ipv4() == src.is_ipv4())
+            .any(|local| {
+                peer::owner(transport, src, *local).is_ok_and(|owners| owners.contains(&self.uid))
+            });
+        if !ours {
+            let n = self
+                .outsiders
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n == 0 {
+                tracing::warn!(from = %src, "dropping DNS queries that do not come from the session's processes");
+            }
+        }
+        ours
+    }
+
     fn record(
         &self,
         name: &str,
@@ -448,6 +483,16 @@ impl Handler {
     }
 }
 
+/// What the server is told of a query left unanswered (nothing is sent).
+fn dropped(request: &Request) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = ResponseCode::Refused;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
+}
+
 async fn send<R: ResponseHandler>(
     mut handle: R,
     request: &Request,
@@ -476,6 +521,11 @@ impl RequestHandler for Handler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
+        if !self.from_the_session(request) {
+            // Not answered at all: an outsider learns nothing, opens
+            // nothing and writes nothing to the session's trail.
+            return dropped(request);
+        }
         let Ok(info) = request.request_info() else {
             return send(response_handle, request, ResponseCode::FormErr, &[]).await;
         };
@@ -549,6 +599,7 @@ async fn run(bound: Bound, inputs: Inputs, stop: tokio::sync::oneshot::Receiver<
             .into_iter()
             .collect();
     }
+    let outsiders = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let handler = Handler {
         rules: inputs.rules.clone(),
         upstream,
@@ -557,6 +608,12 @@ async fn run(bound: Bound, inputs: Inputs, stop: tokio::sync::oneshot::Receiver<
         records: records_tx,
         context: inputs.context,
         redactor: inputs.redactor,
+        uid: inputs.uid,
+        locals: std::iter::once(bound.udp.local_addr())
+            .chain(bound.v6.as_ref().map(|(u, _, _)| u.local_addr()))
+            .filter_map(Result::ok)
+            .collect(),
+        outsiders: Arc::clone(&outsiders),
     };
     let mut server = Server::new(handler);
     let v6 = bound.v6.map(|(u, t, _)| (u, t));
@@ -587,6 +644,10 @@ async fn run(bound: Bound, inputs: Inputs, stop: tokio::sync::oneshot::Receiver<
         }
     });
     let _ = stop.await;
+    let dropped = outsiders.load(std::sync::atomic::Ordering::Relaxed);
+    if dropped > 0 {
+        tracing::warn!(dropped, "DNS queries from outside the session were dropped");
+    }
     expiry.abort();
     let _ = server.shutdown_gracefully().await;
     drop(server);

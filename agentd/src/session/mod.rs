@@ -528,6 +528,7 @@ fn start_resolver(
         names: crate::audit::collect::NamesLog::create(cgroup_id)
             .inspect_err(|e| tracing::warn!(error = %e, "connects to answered addresses will be recorded without their names"))
             .ok(),
+        uid: ready.ident.uid,
     };
     let resolver = bound.serve(inputs).at(
         "start the session's resolver on",

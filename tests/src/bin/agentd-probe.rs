@@ -729,8 +729,61 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
             )))
         }
         [first, ..] if first.starts_with("unix-") => unix(action),
+        ["dns-flood", n, server, name] => dns_flood(n, server, name),
         other => usage(&format!("unknown action {other:?}")),
     }
+}
+
+/// A DNS query for `name` (type A, id `id`), as bytes.
+fn dns_message(id: u16, name: &str) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        m.push(u8::try_from(label.len()).unwrap_or(63));
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
+/// An outsider's flood: `n` UDP queries for `q<i>.NAME` to SERVER:53
+/// without waiting, then one over TCP; prints how many were answered.
+fn dns_flood(n: &str, server: &str, name: &str) -> ExitCode {
+    let (Ok(n), Ok(server)) = (n.parse::<u16>(), server.parse::<IpAddr>()) else {
+        return usage("dns-flood N SERVER NAME");
+    };
+    let to = SocketAddr::new(server, 53);
+    let bind: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(udp) = std::net::UdpSocket::bind(bind) else {
+        return usage("cannot bind a UDP socket");
+    };
+    for i in 0..n {
+        let _ = udp.send_to(&dns_message(i, &format!("q{i}.{name}")), to);
+    }
+    let _ = udp.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut answered = 0;
+    let mut buf = [0u8; 512];
+    while udp.recv(&mut buf).is_ok() {
+        answered += 1;
+    }
+    let tcp = TcpStream::connect_timeout(&to, Duration::from_secs(2)).and_then(|mut s| {
+        let q = dns_message(1, name);
+        let mut framed = u16::try_from(q.len()).unwrap_or(0).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        s.write_all(&framed)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len)
+    });
+    println!(
+        "udp_answered={answered} tcp_answered={}",
+        u8::from(tcp.is_ok())
+    );
+    report(Ok(()))
 }
 
 /// Pathname unix socket actions.
