@@ -774,3 +774,97 @@ fn sigterm_spares_sessions_the_daemon_did_not_start() {
     assert_eq!(status.code(), Some(128 + libc::SIGKILL));
     assert_session_gone(&embedded_id);
 }
+
+/// A policy allowing `n` single addresses (each its own kernel rule).
+fn many_rules_policy(n: u32) -> String {
+    let many: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "\"10.{}.{}.{}:443\"",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            )
+        })
+        .collect();
+    test_policy(
+        &BINS,
+        "",
+        &format!("[network]\nallow = [{}]\n", many.join(", ")),
+    )
+}
+
+/// One caller cannot take the shared kernel maps for itself: a member of
+/// the run group whose policy compiles to thousands of rules is refused
+/// with a clear error, root's sessions have a ceiling too, and a session
+/// started next to them runs.
+#[test]
+fn one_caller_cannot_fill_the_shared_maps() {
+    require_sessions!();
+    let _one = lock();
+    let d = TestDaemon::start(None);
+    let sb = sandbox_for(STRANGER, &many_rules_policy(3000));
+    let args = run_args(&sb, &["/bin/true"]);
+    let out = finish(d.agentd_as(STRANGER, &[RUN_GID], &strs(&args)));
+    assert_ne!(out.status, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("kernel rules") && out.stderr.contains("at most 1024"),
+        "{}",
+        out.stderr
+    );
+    let root = Sandbox::new(&many_rules_policy(17_000));
+    let out = finish(d.agentd(&strs(&run_args(&root, &["/bin/true"]))));
+    assert_ne!(out.status, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("at most 16384"), "{}", out.stderr);
+
+    // Within its share, the member's session runs, and so does another
+    // caller's next to it.
+    let sb = sandbox_for(STRANGER, &many_rules_policy(1000));
+    let args = run_args(&sb, &[BINS.probe, "echo-args", "member"]);
+    let out = finish(d.agentd_as(STRANGER, &[RUN_GID], &strs(&args)));
+    assert_eq!(out.status, 0, "{}\n{}", out.stderr, d.log());
+    let other = Sandbox::new(&test_policy(
+        &BINS,
+        "",
+        "[network]\nallow = [\"10.9.9.9:443\"]\n",
+    ));
+    let out = finish(d.agentd(&strs(&run_args(&other, &[BINS.probe, "echo-args", "fine"]))));
+    assert_eq!(out.status, 0, "{}\n{}", out.stderr, d.log());
+    assert!(out.stdout.contains("fine"), "{}", out.stdout);
+
+    // Together, a member's sessions hold at most a quarter of a trie: with
+    // sixteen of 1000 rules running, a seventeenth is refused.
+    let sb = sandbox_for(STRANGER, &many_rules_policy(1000));
+    let args = run_args(&sb, &[BINS.probe, "sleep", "60"]);
+    let running: Vec<Child> = (0..16)
+        .map(|_| {
+            d.agentd_as(STRANGER, &[RUN_GID], &strs(&args))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            let ps = finish(d.agentd(&["ps", "--json"]));
+            ps.stdout.matches("\"running\"").count() >= 16
+        }),
+        "{}",
+        d.log()
+    );
+    let out = finish(d.agentd_as(STRANGER, &[RUN_GID], &strs(&args)));
+    assert_ne!(out.status, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("all sessions of a caller other than root together"),
+        "{}",
+        out.stderr
+    );
+    let out = finish(d.agentd(&strs(&run_args(&other, &[BINS.probe, "echo-args", "fine"]))));
+    assert_eq!(out.status, 0, "{}\n{}", out.stderr, d.log());
+    for mut c in running {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

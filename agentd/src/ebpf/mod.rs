@@ -101,6 +101,9 @@ pub enum EbpfError {
     /// Too many live sessions.
     #[error("no free session slot")]
     NoSlot,
+    /// The session would take more of the shared maps than its quota.
+    #[error("{0}")]
+    Quota(String),
 }
 
 impl EbpfError {
@@ -113,6 +116,9 @@ impl EbpfError {
             }
             Self::MissingProgram(_) | Self::MissingMap(_) => "this agentd binary is inconsistent; rebuild it".into(),
             Self::Map { .. } | Self::NoSlot => "check `agentd doctor`; a map may be full".into(),
+            Self::Quota(_) => "use fewer, wider rules (a CIDR range instead of single addresses), \
+                               end some of your sessions, or have root start it"
+                .into(),
             Self::Io(_) | Self::Pin { .. } | Self::Link { .. } => {
                 "check that bpffs can be mounted at /sys/fs/bpf".into()
             }
@@ -166,6 +172,40 @@ pub struct Registration {
     /// `SESSION_DNS_REDIRECT`): its IPv4 address (port 53) and its port
     /// on `::1`, if any.
     pub dns: Option<(std::net::Ipv4Addr, Option<u16>)>,
+    /// How much of the shared maps the session may take.
+    pub quota: Quota,
+}
+
+/// A session's share of the shared maps (counted per trie: IPv4, IPv6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    /// Most entries (egress and bind rules) the session itself may hold.
+    pub session: usize,
+    /// For a caller other than root: the cgroup ids of its other live
+    /// sessions, the most entries all of them together (this one
+    /// included) may hold, and the most sessions it may run at once.
+    pub caller: Option<CallerQuota>,
+}
+
+impl Default for Quota {
+    /// A trie's size: no share beyond the map itself.
+    fn default() -> Self {
+        Self {
+            session: agentd_common::MAX_EGRESS_ENTRIES as usize,
+            caller: None,
+        }
+    }
+}
+
+/// The share of one (non-root) caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerQuota {
+    /// cgroup ids of the caller's other live sessions.
+    pub others: Vec<u64>,
+    /// Most entries per trie across the caller's sessions.
+    pub entries: usize,
+    /// Most live sessions.
+    pub sessions: usize,
 }
 
 /// What was registered, to remove it again.

@@ -59,6 +59,7 @@ impl Kernel {
         let _lock = lock()?;
         self.prune_stale(&reg.live_elsewhere)?;
         let mut sessions = self.sessions()?;
+        self.check_quota(&sessions, &reg)?;
         let used: Vec<u32> = sessions
             .iter()
             .filter_map(Result::ok)
@@ -107,6 +108,70 @@ impl Kernel {
             .map_err(map_err(map::SESSIONS))?;
         if let Some(m) = &reg.marker {
             fs::write(m, fs::read_to_string(VERSION_FILE).unwrap_or_default()).at("write", m)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a registration over its quota (see [`super::Quota`]), before
+    /// anything is written: the shared tries are never filled by one
+    /// session or one caller, so nobody else's session fails for want of
+    /// room.
+    fn check_quota(
+        &self,
+        sessions: &HashMap<MapData, u64, SessionEntry>,
+        reg: &Registration,
+    ) -> Result<(), EbpfError> {
+        let all = reg.egress.iter().chain(&reg.bind);
+        let mine = all.fold([0usize; 2], |[v4, v6], (net, _)| match net {
+            IpNet::V4(_) => [v4 + 1, v6],
+            IpNet::V6(_) => [v4, v6 + 1],
+        });
+        let over = |have: usize, limit: usize, whose: &str| {
+            EbpfError::Quota(format!(
+                "the policy compiles to {have} kernel rules for one address family; {whose} may hold at most {limit}"
+            ))
+        };
+        for n in mine {
+            if n > reg.quota.session {
+                return Err(over(n, reg.quota.session, "a session"));
+            }
+        }
+        let Some(caller) = &reg.quota.caller else {
+            return Ok(());
+        };
+        let slots: Vec<u32> = caller
+            .others
+            .iter()
+            .filter_map(|id| sessions.get(id, 0).ok())
+            .map(|e| e.slot)
+            .collect();
+        if slots.len() + 1 > caller.sessions {
+            return Err(EbpfError::Quota(format!(
+                "you already run {} sessions; a caller other than root may run at most {}",
+                slots.len(),
+                caller.sessions
+            )));
+        }
+        let ours = |key_slot: [u8; 4]| slots.contains(&(u32::from_be_bytes(key_slot) & !SLOT_BIND));
+        let (v4, v6) = self.egress_tries()?;
+        let used = [
+            v4.keys()
+                .filter_map(Result::ok)
+                .filter(|k| ours(k.data().slot))
+                .count(),
+            v6.keys()
+                .filter_map(Result::ok)
+                .filter(|k| ours(k.data().slot))
+                .count(),
+        ];
+        for (used, n) in used.into_iter().zip(mine) {
+            if used + n > caller.entries {
+                return Err(over(
+                    used + n,
+                    caller.entries,
+                    "all sessions of a caller other than root together",
+                ));
+            }
         }
         Ok(())
     }

@@ -6,13 +6,50 @@ use crate::{
     ebpf::{self, Kernel, Registered, Registration, rules},
 };
 
-/// Puts the session's rules in the kernel maps.
+/// Most kernel rules (per address family) one session may hold: a quarter
+/// of a trie.
+pub const SESSION_ENTRIES: usize = agentd_common::MAX_EGRESS_ENTRIES as usize / 4;
+/// For callers other than root: most kernel rules per session,
+pub const CALLER_SESSION_ENTRIES: usize = 1024;
+/// across all of the caller's live sessions (rules opened by DNS answers
+/// included),
+pub const CALLER_ENTRIES: usize = agentd_common::MAX_EGRESS_ENTRIES as usize / 4;
+/// and most live sessions at once.
+pub const CALLER_SESSIONS: usize = 64;
+
+/// The share of the shared maps a session of `caller` may take.
+fn quota(caller: u32) -> ebpf::Quota {
+    if caller == 0 {
+        return ebpf::Quota {
+            session: SESSION_ENTRIES,
+            caller: None,
+        };
+    }
+    let others = super::state::list()
+        .into_iter()
+        .flatten()
+        .filter(|st| st.caller_uid == caller)
+        .filter_map(|st| std::fs::metadata(&st.cgroup).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .collect();
+    ebpf::Quota {
+        session: CALLER_SESSION_ENTRIES,
+        caller: Some(ebpf::CallerQuota {
+            others,
+            entries: CALLER_ENTRIES,
+            sessions: CALLER_SESSIONS,
+        }),
+    }
+}
+
+/// Puts the session's rules in the kernel maps, within the caller's quota.
 pub fn register(
     kernel: &Kernel,
     cgroup_id: u64,
     session: &SessionPlan,
     dns: Option<(std::net::Ipv4Addr, Option<u16>)>,
     state_dir: &std::path::Path,
+    caller: u32,
 ) -> Result<Registered, super::SessionError> {
     let plan = &session.network;
     let egress = rules::compile(&plan.egress, true).map_err(ebpf::EbpfError::from)?;
@@ -32,6 +69,7 @@ pub fn register(
         dns,
         marker: Some(state_dir.join(ebpf::REGISTERED_MARKER)),
         live_elsewhere: live_cgroups(),
+        quota: quota(caller),
     })?)
 }
 

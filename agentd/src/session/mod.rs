@@ -435,7 +435,7 @@ pub fn run(
     stages.begin("data dirs")?;
     let data_dir = stages::data_dirs(&plan, &id, &ident)?;
     stages.begin("cgroups")?;
-    let cgroups = stages::cgroups(&plan, &id, state_dir.path(), notify)?;
+    let cgroups = stages::cgroups(&plan, &id, pre.caller.0, state_dir.path(), notify)?;
     stages.begin("environment")?;
     let env = stages::environment(&plan, &opts, &id, &ident)?;
     stages.begin("filesystem")?;

@@ -187,6 +187,7 @@ pub(super) struct Cgroups {
 pub(super) fn cgroups(
     plan: &SessionPlan,
     id: &SessionId,
+    caller: u32,
     state_dir: &Path,
     notify: &mut dyn FnMut(Notice<'_>),
 ) -> Result<Cgroups, SessionError> {
@@ -220,6 +221,7 @@ pub(super) fn cgroups(
                 plan,
                 resolver.as_ref().map(|b| (b.addr(), b.port6())),
                 state_dir,
+                caller,
             )?;
             enforcement.kernel = Some((kernel, registered));
             false
