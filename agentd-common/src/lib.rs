@@ -53,6 +53,10 @@ pub mod program {
     pub const TP_ENTER_RENAMEAT2: &str = "tp_enter_renameat2";
     /// `tracepoint/syscalls/sys_exit_renameat2`: file events.
     pub const TP_EXIT_RENAMEAT2: &str = "tp_exit_renameat2";
+    /// `tracepoint/syscalls/sys_enter_socket`.
+    pub const TP_ENTER_SOCKET: &str = "tp_enter_socket";
+    /// `tracepoint/syscalls/sys_exit_socket`: sockets seccomp refused.
+    pub const TP_EXIT_SOCKET: &str = "tp_exit_socket";
     /// `tp_btf/sched_process_exec`: exec events.
     pub const TP_SCHED_PROCESS_EXEC: &str = "tp_sched_process_exec";
     /// `tp_btf/sched_process_fork`: fork events.
@@ -465,6 +469,9 @@ pub mod file_access {
     pub const RENAME: u8 = 5;
     /// An execve/execveat (pending only).
     pub const EXEC: u8 = 6;
+    /// A socket(2) call (pending only): family in `dirfd`, type in
+    /// `flags`, protocol in `reserved2`.
+    pub const SOCKET: u8 = 7;
 }
 
 /// `File`: one file syscall of a session process and its outcome. The

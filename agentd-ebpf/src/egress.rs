@@ -303,18 +303,30 @@ pub fn cgroup_sock_create(ctx: SockContext) -> i32 {
     if socket_allowed(sk.family, sk.type_, sk.protocol) {
         return SOCK_ADDR_ALLOW;
     }
+    socket_denied(
+        cgroup_id,
+        sk.family as u16,
+        sk.type_ as u16,
+        sk.protocol as u16,
+    );
+    SOCK_ADDR_DENY
+}
+
+/// Records a socket the session may not create (here, or refused by its
+/// seccomp filter: see `syscalls::tp_exit_socket`).
+#[inline(always)]
+pub fn socket_denied(cgroup_id: u64, family: u16, ty: u16, protocol: u16) {
     count(Counter::SocketDenied);
     // The type travels in `protocol`, the socket's protocol in `port`.
     emit(
         cgroup_id,
         net_op::SOCKET,
-        sk.family as u16,
-        sk.protocol as u16,
-        sk.type_ as u16,
+        family,
+        protocol,
+        ty,
         [0; 16],
         false,
     );
-    SOCK_ADDR_DENY
 }
 
 /// The sockets a session may create: unix; TCP and UDP over IPv4 and IPv6

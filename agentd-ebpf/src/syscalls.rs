@@ -224,3 +224,63 @@ fn file_exit(ctx: &TracePointContext) -> u32 {
     forget();
     0
 }
+
+// ---- sockets ----
+
+/// `socket(2)`: family, type and protocol, kept until the call's exit.
+#[tracepoint]
+pub fn tp_enter_socket(ctx: TracePointContext) -> u32 {
+    if current_session().is_none() {
+        return 0;
+    }
+    let Some(p) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: `p` is this CPU's scratch slot, exclusively ours while this
+    // program runs.
+    unsafe {
+        (*p).access = file_access::SOCKET;
+        (*p).reserved = [0; 3];
+        (*p).dirfd = arg(&ctx, ARG0) as i32;
+        (*p).flags = arg(&ctx, ARG1) as u32;
+        (*p).reserved2 = arg(&ctx, ARG2) as u32;
+        let _ = PENDING.insert(&pid_tgid(), &*p, 0);
+    }
+    0
+}
+
+/// A socket refused with EPERM before `cgroup_sock_create` could see it
+/// becomes the same `SocketDenied` event as those that program refuses:
+/// the families the session's seccomp filter refuses (all but unix, IPv4,
+/// IPv6 and route netlink), and raw IP sockets, which the kernel refuses
+/// for want of CAP_NET_RAW first. Other IPv4 and IPv6 refusals are that
+/// program's, and recorded there.
+#[tracepoint]
+pub fn tp_exit_socket(ctx: TracePointContext) -> u32 {
+    const AF_INET: i32 = 2;
+    const AF_INET6: i32 = 10;
+    const SOCK_TYPE_MASK: u32 = 0xf;
+    const SOCK_RAW: u32 = 3;
+    let Some((cgroup_id, _)) = current_session() else {
+        return 0;
+    };
+    let ret = arg(&ctx, ARG0) as i64;
+    if ret == -EPERM
+        && let Some(p) = take()
+    {
+        // SAFETY: `p` points at this thread's pending map value.
+        let (access, family, ty, protocol) =
+            unsafe { ((*p).access, (*p).dirfd, (*p).flags, (*p).reserved2) };
+        let inet = family == AF_INET || family == AF_INET6;
+        if access == file_access::SOCKET && (!inet || ty & SOCK_TYPE_MASK == SOCK_RAW) {
+            crate::egress::socket_denied(
+                cgroup_id,
+                family as u16,
+                (ty & SOCK_TYPE_MASK) as u16,
+                protocol as u16,
+            );
+        }
+    }
+    forget();
+    0
+}

@@ -512,3 +512,22 @@ pub fn wait_record(
 pub fn field<'a>(r: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> &'a str {
     r.get(key).and_then(|v| v.as_str()).unwrap_or("")
 }
+
+/// Kills session `id` when dropped (whether the test passed or not), so a
+/// failed assertion leaves no session behind. Killing a session that has
+/// already ended does nothing.
+#[derive(Debug)]
+pub struct KillOnDrop<'a> {
+    /// `agentd` to run.
+    pub agentd: &'a str,
+    /// The session.
+    pub id: String,
+}
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(self.agentd)
+            .args(["kill", &self.id, "--reason", "test cleanup"])
+            .output();
+    }
+}

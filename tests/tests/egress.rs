@@ -294,12 +294,25 @@ fn icmp_sockets_and_other_families_are_refused() {
         ("16", "3", "15", "netlink uevents"),
     ] {
         let action = ["socket", family, ty, protocol];
-        let confined = run(&action).verdict();
+        let finished = run(&action);
+        let confined = finished.verdict();
         if bare(&world.netns, &action) == "ok" {
             assert_eq!(confined, eperm(), "{what}");
         } else {
             // This kernel lacks it (no SCTP, vsock module...): still no.
             assert!(confined.is_err(), "{what}");
+        }
+        // Every refusal is recorded, whether the cgroup hook or seccomp
+        // refused it, with the family, type and protocol asked for.
+        if confined == eperm() {
+            let id = finished.session_id().unwrap();
+            let deny = wait_record(&id, |r| {
+                field(r, "kind") == "deny" && field(r, "what") == "socket"
+            })
+            .unwrap_or_else(|| panic!("{what}: no deny record"));
+            assert_eq!(deny["family"].to_string(), family, "{what}: {deny:?}");
+            assert_eq!(deny["type"].to_string(), ty, "{what}: {deny:?}");
+            assert_eq!(deny["protocol"].to_string(), protocol, "{what}: {deny:?}");
         }
     }
     // What agents use.

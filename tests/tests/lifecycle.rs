@@ -85,6 +85,10 @@ fn kill_without_cgroup_kill_leaves_no_process_running_or_frozen() {
     require_sessions!();
     let sb = Sandbox::new(&test_policy(&BINS, "", "[limits]\nmax_processes = 200\n"));
     let ((mut child, mut stderr, _stdout, id), pids) = start_tree(&sb, "50");
+    let _cleanup = agentd_tests::KillOnDrop {
+        agentd: BINS.agentd,
+        id: id.clone(),
+    };
     // The tree, its root and the session's unix socket broker.
     assert_eq!(pids.len(), 52);
 

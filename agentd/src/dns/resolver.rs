@@ -381,7 +381,7 @@ fn address_of(r: &Record) -> Option<IpAddr> {
 impl Handler {
     /// Whether the query came from a socket of the session's uid (the
     /// kernel redirected it here); counts the others.
-    fn from_the_session(&self, request: &Request) -> bool {
+    fn is_the_sessions(&self, request: &Request) -> bool {
         let transport = match request.protocol() {
             hickory_server::net::xfer::Protocol::Udp => peer::Transport::Udp,
             hickory_server::net::xfer::Protocol::Tcp => peer::Transport::Tcp,
@@ -521,7 +521,7 @@ impl RequestHandler for Handler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
-        if !self.from_the_session(request) {
+        if !self.is_the_sessions(request) {
             // Not answered at all: an outsider learns nothing, opens
             // nothing and writes nothing to the session's trail.
             return dropped(request);

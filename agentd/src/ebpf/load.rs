@@ -44,7 +44,7 @@ const SOCK_ADDR: [&str; 10] = [
 ];
 
 /// Syscall tracepoints (category `syscalls`).
-const SYSCALL_TRACEPOINTS: [(&str, &str); 10] = [
+const SYSCALL_TRACEPOINTS: [(&str, &str); 12] = [
     (program::TP_ENTER_EXECVE, "sys_enter_execve"),
     (program::TP_EXIT_EXECVE, "sys_exit_execve"),
     (program::TP_ENTER_EXECVEAT, "sys_enter_execveat"),
@@ -55,6 +55,8 @@ const SYSCALL_TRACEPOINTS: [(&str, &str); 10] = [
     (program::TP_EXIT_UNLINKAT, "sys_exit_unlinkat"),
     (program::TP_ENTER_RENAMEAT2, "sys_enter_renameat2"),
     (program::TP_EXIT_RENAMEAT2, "sys_exit_renameat2"),
+    (program::TP_ENTER_SOCKET, "sys_enter_socket"),
+    (program::TP_EXIT_SOCKET, "sys_exit_socket"),
 ];
 
 /// BTF tracepoints.

@@ -297,6 +297,11 @@ fn serve(plan: &Plan) -> ! {
         sys::exit_now(1);
     }
     sys::close_all_from(1, 0);
+    // Its name in `ps`, instead of the supervisor's command line.
+    let _ = sys::prctl(
+        libc::PR_SET_NAME,
+        c"agentd-broker".as_ptr() as libc::c_ulong,
+    );
     // SAFETY: SIG_IGN is a valid disposition. A hangup of the agent's
     // terminal or a closed peer must not end the broker.
     unsafe {

@@ -483,6 +483,29 @@ pub fn gate_program() -> Result<Program, SandboxError> {
     )?;
     notify("sendmsg", &[])?;
     notify("sendmmsg", &[])?;
+    // Socket families other than unix (1), IPv4 (2), IPv6 (10) and netlink
+    // (16): packet, vsock (the hypervisor's services), alg and the rest
+    // carry traffic no egress hook sees. The supervisor refuses them
+    // (EPERM) and records it; seccomp alone could not say who asked. Only
+    // registers are compared, and nothing is ever continued. The family is
+    // an int: a value with high bits set is held too.
+    let family = |f: u64| ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0xffff_ffff), f);
+    for f in REFUSED_FAMILIES {
+        notify("socket", &[family(f)])?;
+    }
+    notify(
+        "socket",
+        &[ScmpArgCompare::new(0, ScmpCompareOp::Greater, 16)],
+    )?;
+    // Netlink: only route (0), which getifaddrs needs; sock_diag lists the
+    // host's sockets, audit, uevents and generic netlink reach further.
+    notify(
+        "socket",
+        &[
+            family(16),
+            ScmpArgCompare::new(2, ScmpCompareOp::NotEqual, 0),
+        ],
+    )?;
     export(&ctx)
 }
 
@@ -559,39 +582,6 @@ fn argument_checks(
             )],
         )?;
     }
-    // Socket families other than unix (1), IPv4 (2), IPv6 (10) and netlink
-    // (16): packet, vsock (the hypervisor's services), alg and the rest
-    // carry traffic no egress hook sees. The family is an int: a value with
-    // high bits set is refused too.
-    for family in REFUSED_FAMILIES {
-        add(
-            ctx,
-            eperm,
-            "socket",
-            &[ScmpArgCompare::new(
-                0,
-                ScmpCompareOp::MaskedEqual(0xffff_ffff),
-                family,
-            )],
-        )?;
-    }
-    add(
-        ctx,
-        eperm,
-        "socket",
-        &[ScmpArgCompare::new(0, ScmpCompareOp::Greater, 16)],
-    )?;
-    // Netlink: only route (0), which getifaddrs needs; sock_diag lists the
-    // host's sockets, audit, uevents and generic netlink reach further.
-    add(
-        ctx,
-        eperm,
-        "socket",
-        &[
-            ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0xffff_ffff), 16),
-            ScmpArgCompare::new(2, ScmpCompareOp::NotEqual, 0),
-        ],
-    )?;
     // Personality flags that weaken the address space. The query
     // (0xffffffff) has bit 31 set, which no flag uses, so "flag set and bit
     // 31 clear" matches changes but not the query.
@@ -919,8 +909,11 @@ mod tests {
 
     #[test]
     fn only_unix_ip_and_route_netlink_sockets_can_be_created() {
+        // The gate's filter holds the others; the supervisor refuses them.
+        const DENIED: Action = Action::Other(libc::SECCOMP_RET_USER_NOTIF);
         for extra in ["", STRICT] {
-            let f = filters(extra);
+            let mut f = filters(extra);
+            f.insert(0, gate_program().unwrap());
             for (family, protocol) in [(1, 0), (2, 6), (2, 17), (10, 0), (16, 0)] {
                 assert_eq!(
                     call(&f, "socket", &[family, 1, protocol]),

@@ -206,6 +206,13 @@ enum Call {
     SendMsg {
         fd: u64,
     },
+    /// A socket of a family sessions may not create (the filter holds only
+    /// those).
+    Socket {
+        family: u64,
+        ty: u64,
+        protocol: u64,
+    },
 }
 
 impl Call {
@@ -226,6 +233,11 @@ impl Call {
                 addr_len: a[5],
             }),
             libc::SYS_sendmsg | libc::SYS_sendmmsg => Some(Self::SendMsg { fd: a[0] }),
+            libc::SYS_socket => Some(Self::Socket {
+                family: a[0],
+                ty: a[1],
+                protocol: a[2],
+            }),
             _ => None,
         }
     }
@@ -233,6 +245,7 @@ impl Call {
     fn fd(self) -> u64 {
         match self {
             Self::Connect { fd, .. } | Self::SendTo { fd, .. } | Self::SendMsg { fd } => fd,
+            Self::Socket { .. } => u64::MAX,
         }
     }
 
@@ -241,6 +254,7 @@ impl Call {
             Self::Connect { .. } => "connect",
             Self::SendTo { .. } => "sendto",
             Self::SendMsg { .. } => "sendmsg",
+            Self::Socket { .. } => "socket",
         }
     }
 }
@@ -283,6 +297,15 @@ impl Deciding {
         let Some(call) = Call::of(n) else {
             return Response::Error(libc::ENOSYS);
         };
+        if let Call::Socket {
+            family,
+            ty,
+            protocol,
+        } = call
+        {
+            self.socket_denied(n, family, ty, protocol);
+            return Response::Error(libc::EPERM);
+        }
         let sock = match notify::take_fd(n.pid, call.fd(), true) {
             Ok(s) => s,
             Err(libc::EBADF) => return Response::Error(libc::EBADF),
@@ -309,6 +332,7 @@ impl Deciding {
             Call::SendMsg { .. } => Response::Continue,
             Call::SendTo { .. } if ty != libc::SOCK_DGRAM => Response::Continue,
             Call::SendTo { .. } | Call::Connect { .. } => self.broker(n, call, &sock),
+            Call::Socket { .. } => Response::Error(libc::EPERM),
         }
     }
 
@@ -324,7 +348,7 @@ impl Deciding {
                 addr_len,
                 ..
             } => (broker::OP_SENDTO, flags, addr, addr_len, data, len),
-            Call::SendMsg { .. } => return Response::Error(libc::EPERM),
+            Call::SendMsg { .. } | Call::Socket { .. } => return Response::Error(libc::EPERM),
         };
         let Ok(addr_len) = usize::try_from(addr_len) else {
             return Response::Error(libc::EINVAL);
@@ -420,6 +444,26 @@ impl Deciding {
             }
             _ => {}
         }
+    }
+
+    /// The same record as for the sockets the kernel's `cgroup_sock_create`
+    /// refuses.
+    fn socket_denied(&self, n: &Notification, family: u64, ty: u64, protocol: u64) {
+        // The kernel takes them as ints; the type carries flags above 0xf.
+        let int = |v: u64| u32::try_from(v & 0xffff_ffff).unwrap_or(u32::MAX);
+        let (family, ty, protocol) = (int(family), int(ty) & 0xf, int(protocol));
+        let short = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+        let reason =
+            crate::audit::collect::refused_socket(short(family), short(ty), short(protocol));
+        let ev = Event::now(&self.context, "deny")
+            .with("what", "socket")
+            .with("pid", n.pid)
+            .with("family", family)
+            .with("type", ty)
+            .with("protocol", protocol)
+            .with("rule", "built-in")
+            .with("reason", reason);
+        self.append(ev);
     }
 
     fn deny(&self, n: &Notification, call: Call, path: Option<&str>, reason: &str) {

@@ -60,7 +60,7 @@ fn socket_denied(known: &Known, header: &EventHeader, n: &NetEvent) -> Event {
 }
 
 /// Why a socket of (family, type, protocol) is not allowed.
-fn refused_socket(family: u16, ty: u16, protocol: u16) -> &'static str {
+pub(crate) fn refused_socket(family: u16, ty: u16, protocol: u16) -> &'static str {
     const SOCK_RAW: u16 = 3;
     match (family, ty, protocol) {
         (2 | 10, SOCK_RAW, _) => "raw sockets are not allowed in sessions",

@@ -13,6 +13,7 @@
 //! opened a connect's address.
 mod dns;
 mod egress;
+pub(crate) use egress::refused_socket;
 mod process;
 mod syscalls;
 
