@@ -274,10 +274,11 @@ impl Control {
 }
 
 /// Forks the broker (twice: the intermediate exits at once, so the broker
-/// is nobody's child in the session). Runs in the setup child.
+/// is nobody's child in the session). Runs in the setup child, with bare
+/// forks ([`sys::fork_raw`]): glibc's would deadlock on locks copied held.
 pub fn start(plan: &Plan) -> Result<(), i32> {
-    match sys::fork()? {
-        sys::Forked::Child => match sys::fork() {
+    match sys::fork_raw()? {
+        sys::Forked::Child => match sys::fork_raw() {
             Ok(sys::Forked::Child) => serve(plan),
             Ok(sys::Forked::Parent(_)) => sys::exit_now(0),
             Err(_) => sys::exit_now(1),

@@ -594,6 +594,32 @@ pub fn fork() -> Result<Forked, i32> {
     }
 }
 
+/// fork(2) as a bare system call, for the child between fork and exec: its
+/// copy of the C library's locks (malloc's, stdio's) may be held by threads
+/// that do not exist in it, and glibc's `fork()` takes them (atfork
+/// handlers): it would wait forever. No handler runs here.
+pub fn fork_raw() -> Result<Forked, i32> {
+    // SAFETY: clone with only SIGCHLD and no new stack is fork(2); the
+    // child continues on a copy of this stack and makes only raw calls.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::c_ulong::try_from(libc::SIGCHLD).unwrap_or(17),
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match ret {
+        r if r < 0 => Err(errno()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(
+            libc::pid_t::try_from(pid).map_err(|_| libc::EIO)?,
+        )),
+    }
+}
+
 /// `dup2(2)`; the new descriptor is not close-on-exec.
 pub fn dup2(from: RawFd, to: RawFd) -> Result<(), i32> {
     // SAFETY: integer arguments.
