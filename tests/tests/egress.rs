@@ -315,6 +315,20 @@ fn icmp_sockets_and_other_families_are_refused() {
             assert_eq!(deny["protocol"].to_string(), protocol, "{what}: {deny:?}");
         }
     }
+    // socketpair of another family (TIPC supports it): refused and recorded.
+    let pair = run(&["socketpair", "30", "4"]);
+    assert_eq!(pair.verdict(), eperm(), "TIPC socketpair");
+    let id = pair.session_id().unwrap();
+    let deny = wait_record(&id, |r| {
+        field(r, "kind") == "deny" && field(r, "what") == "socket"
+    })
+    .expect("the TIPC socketpair refusal is recorded");
+    assert_eq!(deny["family"], 30);
+    assert_eq!(
+        run(&["socketpair", "1", "1"]).verdict(),
+        Ok(()),
+        "unix socketpair"
+    );
     // What agents use.
     for (family, ty, protocol, what) in [
         ("1", "1", "0", "unix stream"),

@@ -570,3 +570,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn io_uring_cannot_be_allowed() {
+    let c = parse(&full_with("allow = []", "allow = [\"io_uring_setup\"]"));
+    let errors = messages(&c, Severity::Error);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("io_uring performs connects")),
+        "{errors:?}"
+    );
+}

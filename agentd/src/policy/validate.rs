@@ -49,6 +49,7 @@ pub(crate) const DANGEROUS_SYSCALLS: &[&str] = &[
     "ptrace",
     "process_vm_readv",
     "process_vm_writev",
+    "pidfd_getfd",
     "mount",
     "umount2",
     "pivot_root",
@@ -678,6 +679,20 @@ fn syscalls(v: &mut Validator<'_>, raw: &RawPolicy) -> Syscalls {
                 Invalid {
                     message: format!("syscall {name} is both allowed and denied"),
                     hint: Some("keep it in one list".into()),
+                },
+            );
+        } else if name.as_str().starts_with("io_uring") {
+            v.error(
+                span.clone(),
+                Invalid {
+                    message: format!(
+                        "{name} cannot be allowed: io_uring performs connects, sends, opens and \
+                         socket creation without seccomp seeing them"
+                    ),
+                    hint: Some(
+                        "remove it; programs fall back to ordinary syscalls when io_uring is refused"
+                            .into(),
+                    ),
                 },
             );
         } else if DANGEROUS_SYSCALLS.contains(&name.as_str()) {

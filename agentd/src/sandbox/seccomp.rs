@@ -506,6 +506,11 @@ pub fn gate_program() -> Result<Program, SandboxError> {
             ScmpArgCompare::new(2, ScmpCompareOp::NotEqual, 0),
         ],
     )?;
+    // socketpair creates sockets too (TIPC supports it): only unix pairs.
+    notify(
+        "socketpair",
+        &[ScmpArgCompare::new(0, ScmpCompareOp::NotEqual, 1)],
+    )?;
     export(&ctx)
 }
 

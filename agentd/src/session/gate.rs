@@ -233,7 +233,7 @@ impl Call {
                 addr_len: a[5],
             }),
             libc::SYS_sendmsg | libc::SYS_sendmmsg => Some(Self::SendMsg { fd: a[0] }),
-            libc::SYS_socket => Some(Self::Socket {
+            libc::SYS_socket | libc::SYS_socketpair => Some(Self::Socket {
                 family: a[0],
                 ty: a[1],
                 protocol: a[2],

@@ -490,6 +490,20 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
             }
             report(ret(i64::from(fd)))
         }
+        ["socketpair", family, ty] => {
+            let (Ok(f), Ok(t)) = (family.parse::<i32>(), ty.parse::<i32>()) else {
+                return usage("socketpair FAMILY TYPE (numbers)");
+            };
+            let mut sv = [-1; 2];
+            // SAFETY: socketpair(2) writes two descriptors into `sv`; they
+            // are closed right away.
+            let r = unsafe { libc::socketpair(f, t, 0, sv.as_mut_ptr()) };
+            for fd in sv.into_iter().filter(|fd| *fd >= 0) {
+                // SAFETY: the descriptor was just returned and is ours.
+                unsafe { libc::close(fd) };
+            }
+            report(ret(i64::from(r)))
+        }
         ["getifaddrs"] => match nix::ifaddrs::getifaddrs() {
             Ok(addrs) => {
                 println!("interfaces={}", addrs.count());
