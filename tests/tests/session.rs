@@ -424,6 +424,10 @@ fn kill_ends_a_1000_process_tree() {
     let mut first = String::new();
     stderr.read_line(&mut first).unwrap();
     let id = agentd_tests::session_id_from(&first).expect("session id first on stderr");
+    let _cleanup = agentd_tests::KillOnDrop {
+        agentd: BINS.agentd,
+        id: id.clone(),
+    };
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut ready = String::new();
     stdout.read_line(&mut ready).unwrap();
@@ -442,8 +446,8 @@ fn kill_ends_a_1000_process_tree() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("unexpected kill output {:?}", kill.stdout));
     assert_eq!(
-        killed, 1001,
-        "the probe and its 1000 children: {}",
+        killed, 1002,
+        "the probe, its 1000 children and the session's unix socket broker: {}",
         kill.stdout
     );
     let cgroup = agentd::cgroup::cgroup2_root()
@@ -487,6 +491,10 @@ fn killed_supervisor_does_not_leave_the_session_running() {
     let mut first = String::new();
     stderr.read_line(&mut first).unwrap();
     let id = agentd_tests::session_id_from(&first).unwrap();
+    let _cleanup = agentd_tests::KillOnDrop {
+        agentd: BINS.agentd,
+        id: id.clone(),
+    };
     let mut ready = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut ready)
@@ -500,7 +508,8 @@ fn killed_supervisor_does_not_leave_the_session_running() {
         .lines()
         .filter_map(|l| l.parse().ok())
         .collect();
-    assert_eq!(procs.len(), 11);
+    // The tree and the session's unix socket broker.
+    assert_eq!(procs.len(), 12);
 
     child.kill().unwrap(); // SIGKILL to the supervisor
     child.wait().unwrap();
