@@ -152,18 +152,7 @@ impl Kernel {
                 caller.sessions
             )));
         }
-        let ours = |key_slot: [u8; 4]| slots.contains(&(u32::from_be_bytes(key_slot) & !SLOT_BIND));
-        let (v4, v6) = self.egress_tries()?;
-        let used = [
-            v4.keys()
-                .filter_map(Result::ok)
-                .filter(|k| ours(k.data().slot))
-                .count(),
-            v6.keys()
-                .filter_map(Result::ok)
-                .filter(|k| ours(k.data().slot))
-                .count(),
-        ];
+        let used = self.rules_of(|slot| slots.contains(&slot))?;
         for (used, n) in used.into_iter().zip(mine) {
             if used + n > caller.entries {
                 return Err(over(
@@ -178,19 +167,25 @@ impl Kernel {
 
     /// The number of egress and bind rules of `slot` in the maps.
     pub fn slot_rules(&self, slot: u32) -> Result<usize, EbpfError> {
-        let ours = |key_slot: [u8; 4]| u32::from_be_bytes(key_slot) & !SLOT_BIND == slot;
-        let (v4, v6) = self.egress_tries()?;
-        let n4 = v4
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| ours(k.data().slot))
-            .count();
-        let n6 = v6
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| ours(k.data().slot))
-            .count();
+        let [n4, n6] = self.rules_of(|s| s == slot)?;
         Ok(n4 + n6)
+    }
+
+    /// The number of egress and bind rules (IPv4, IPv6) of the slots `ours`
+    /// accepts.
+    fn rules_of(&self, ours: impl Fn(u32) -> bool) -> Result<[usize; 2], EbpfError> {
+        let ours = |key_slot: [u8; 4]| ours(u32::from_be_bytes(key_slot) & !SLOT_BIND);
+        let (v4, v6) = self.egress_tries()?;
+        Ok([
+            v4.keys()
+                .filter_map(Result::ok)
+                .filter(|k| ours(k.data().slot))
+                .count(),
+            v6.keys()
+                .filter_map(Result::ok)
+                .filter(|k| ours(k.data().slot))
+                .count(),
+        ])
     }
 
     /// Removes a session and its rules.

@@ -158,9 +158,7 @@ pub fn channel() -> Result<(OwnedFd, Client), i32> {
         )
     };
     if r < 0 {
-        return Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO));
+        return Err(sys::last_errno());
     }
     // SAFETY: socketpair returned two new descriptors we now own.
     let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
@@ -361,7 +359,7 @@ fn receive(chan: RawFd, req: &mut Request, data: &mut [u8]) -> Option<([RawFd; 2
         match usize::try_from(n) {
             Ok(0) => return None,
             Ok(n) => return Some((fds.unwrap_or([-1, -1]), if fds.is_some() { n } else { 0 })),
-            Err(_) if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            Err(_) if sys::last_errno() == libc::EINTR => {}
             Err(_) => return None,
         }
     }

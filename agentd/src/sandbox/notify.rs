@@ -12,11 +12,7 @@
 
 use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
-}
+use super::sys::last_errno as errno;
 
 /// A seccomp listener (from `SECCOMP_FILTER_FLAG_NEW_LISTENER`).
 #[derive(Debug)]

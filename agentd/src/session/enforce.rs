@@ -17,20 +17,19 @@ pub const CALLER_ENTRIES: usize = agentd_common::MAX_EGRESS_ENTRIES as usize / 4
 /// and most live sessions at once.
 pub const CALLER_SESSIONS: usize = 64;
 
-/// The share of the shared maps a session of `caller` may take.
-fn quota(caller: u32) -> ebpf::Quota {
+/// The share of the shared maps a session of `caller` may take, `live`
+/// being every live session's (caller, cgroup id).
+fn quota(caller: u32, live: &[(u32, u64)]) -> ebpf::Quota {
     if caller == 0 {
         return ebpf::Quota {
             session: SESSION_ENTRIES,
             caller: None,
         };
     }
-    let others = super::state::list()
-        .into_iter()
-        .flatten()
-        .filter(|st| st.caller_uid == caller)
-        .filter_map(|st| std::fs::metadata(&st.cgroup).ok())
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+    let others = live
+        .iter()
+        .filter(|(c, _)| *c == caller)
+        .map(|(_, id)| *id)
         .collect();
     ebpf::Quota {
         session: CALLER_SESSION_ENTRIES,
@@ -54,6 +53,7 @@ pub fn register(
     let plan = &session.network;
     let egress = rules::compile(&plan.egress, true).map_err(ebpf::EbpfError::from)?;
     let bind = rules::compile(&plan.bind, false).map_err(ebpf::EbpfError::from)?;
+    let live = live_sessions();
     Ok(kernel.register(Registration {
         cgroup_id,
         // Port 53 is either the session's resolver or nothing: never
@@ -68,19 +68,21 @@ pub fn register(
         bind,
         dns,
         marker: Some(state_dir.join(ebpf::REGISTERED_MARKER)),
-        live_elsewhere: live_cgroups(),
-        quota: quota(caller),
+        live_elsewhere: live.iter().map(|(_, id)| *id).collect(),
+        quota: quota(caller, &live),
     })?)
 }
 
-/// The cgroup ids of every live session, from their state (sessions under
-/// an earlier parent cgroup are not below the current one).
-fn live_cgroups() -> Vec<u64> {
+/// Every live session's (caller uid, cgroup id), from their state
+/// (sessions under an earlier parent cgroup are not below the current one).
+fn live_sessions() -> Vec<(u32, u64)> {
     super::state::list()
         .into_iter()
         .flatten()
-        .filter_map(|st| std::fs::metadata(&st.cgroup).ok())
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .filter_map(|st| {
+            let m = std::fs::metadata(&st.cgroup).ok()?;
+            Some((st.caller_uid, std::os::unix::fs::MetadataExt::ino(&m)))
+        })
         .collect()
 }
 
