@@ -57,6 +57,10 @@ pub mod program {
     pub const TP_ENTER_SOCKET: &str = "tp_enter_socket";
     /// `tracepoint/syscalls/sys_exit_socket`: sockets seccomp refused.
     pub const TP_EXIT_SOCKET: &str = "tp_exit_socket";
+    /// `cgroup/connect_unix`, assembled by userspace (aya cannot load it).
+    pub const CGROUP_CONNECT_UNIX: &str = "cgroup_connect_unix";
+    /// `cgroup/sendmsg_unix`, the same program.
+    pub const CGROUP_SENDMSG_UNIX: &str = "cgroup_sendmsg_unix";
     /// `tp_btf/sched_process_exec`: exec events.
     pub const TP_SCHED_PROCESS_EXEC: &str = "tp_sched_process_exec";
     /// `tp_btf/sched_process_fork`: fork events.
@@ -156,6 +160,10 @@ pub const SESSION_FILE_READS: u32 = 1 << 1;
 /// Kill processes that execute a file of an internal filesystem (memfd),
 /// which Landlock's execute right does not cover.
 pub const SESSION_EXEC_ALLOWLIST: u32 = 1 << 2;
+/// The entry of a session's unix socket broker (its own cgroup below the
+/// session's): the one task of the session whose unix `connect` and
+/// addressed unix sends the kernel lets through.
+pub const SESSION_UNIX_BROKER: u32 = 1 << 5;
 
 /// Slot bit that marks bind rules (same tries as egress rules).
 pub const SLOT_BIND: u32 = 1 << 31;
@@ -316,16 +324,22 @@ pub enum Counter {
     SocketDenied = 3,
     /// Binds refused.
     BindDenied = 4,
+    /// Unix connects and addressed unix sends of a session's processes
+    /// (other than its broker) refused by the kernel: calls that reached
+    /// the kernel without the broker, which only a descriptor swapped
+    /// during the gate's check does.
+    UnixDenied = 5,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Lost,
         Self::EgressDenied,
         Self::ExecDenied,
         Self::SocketDenied,
         Self::BindDenied,
+        Self::UnixDenied,
     ];
     /// Number of slots in the `COUNTERS` array.
     pub const LEN: u32 = Self::ALL.len() as u32;
@@ -338,6 +352,7 @@ impl Counter {
             Self::ExecDenied => "exec_denied",
             Self::SocketDenied => "socket_denied",
             Self::BindDenied => "bind_denied",
+            Self::UnixDenied => "unix_denied",
         }
     }
 }

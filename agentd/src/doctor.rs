@@ -21,6 +21,15 @@ fn probe_programs(root: bool) -> Check {
         );
     }
     match crate::ebpf::verify() {
+        // Sessions refuse to start without them (unless degraded).
+        Ok(names)
+            if !names
+                .iter()
+                .any(|n| n == agentd_common::program::CGROUP_CONNECT_UNIX) =>
+        {
+            let e = crate::ebpf::EbpfError::NoUnixHooks;
+            Check::missing(Feature::Ebpf, e.to_string(), e.hint().unwrap_or_default())
+        }
         Ok(names) => Check::ok(
             Feature::Ebpf,
             format!("embedded programs load: {}", names.join(", ")),

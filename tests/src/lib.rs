@@ -375,12 +375,19 @@ fn stale_registrations() -> Vec<u64> {
     let parent = agentd::cgroup::cgroup2_root()
         .map(|r| r.join("agentd"))
         .unwrap_or_default();
+    // Live sessions' cgroups and their brokers'.
+    let ino = |p: &Path| {
+        fs::metadata(p)
+            .ok()
+            .filter(fs::Metadata::is_dir)
+            .map(|m| m.ino())
+    };
     let live: Vec<u64> = fs::read_dir(parent)
         .map(|d| {
             d.flatten()
-                .filter_map(|e| e.metadata().ok())
-                .filter(fs::Metadata::is_dir)
-                .map(|m| m.ino())
+                .map(|e| e.path())
+                .flat_map(|p| [ino(&p), ino(&p.join(agentd::cgroup::BROKER_CGROUP))])
+                .flatten()
                 .collect()
         })
         .unwrap_or_default();

@@ -287,12 +287,12 @@ fn rewriting_the_address_during_the_check_never_reaches_the_host() {
     );
 }
 
-#[test]
-fn swapping_the_descriptor_during_the_check_never_reaches_the_host() {
-    require_sessions!();
-    let svc = HostService::start("unix-fdswap");
+/// The descriptor-swap attack on one host socket: `action` swaps
+/// descriptor 100 between an IP socket and a unix socket while connecting
+/// (or sending) it to `socket` of `svc`.
+fn swap_descriptors(svc: &HostService, action: &str, socket: &str) {
     let sb = Sandbox::new(&policy(""));
-    let run = sb.probe(&BINS, &["unix-fdswap", &svc.path("svc.sock"), "20000"]);
+    let run = sb.probe(&BINS, &[action, &svc.path(socket), "20000"]);
     assert_eq!(run.status, 0, "{run:?}");
     assert!(run.stdout.contains("connected=0"), "{run:?}");
     assert_eq!(
@@ -300,4 +300,22 @@ fn swapping_the_descriptor_during_the_check_never_reaches_the_host() {
         0,
         "a swapped descriptor reached the host socket: {run:?}"
     );
+}
+
+#[test]
+fn swapping_the_descriptor_during_the_check_never_reaches_the_host() {
+    require_sessions!();
+    let svc = HostService::start("unix-fdswap");
+    swap_descriptors(&svc, "unix-fdswap", "svc.sock");
+}
+
+/// The same race against sockets the session can name: outside the host's
+/// socket directories (which the session sees empty), in a directory it
+/// may traverse but not read.
+#[test]
+fn swapping_the_descriptor_reaches_no_socket_the_session_can_name() {
+    require_sessions!();
+    let svc = HostService::start_in("/var/tmp", "unix-fdswap-visible");
+    swap_descriptors(&svc, "unix-fdswap", "svc.sock");
+    swap_descriptors(&svc, "unix-fdswap-dgram", "dgram.sock");
 }

@@ -19,7 +19,7 @@ use aya::{
 use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest as _, Sha256};
 
-use super::{Btf, BtfError, EbpfError, Kernel, REGISTERED_MARKER, map_err};
+use super::{Btf, BtfError, EbpfError, Kernel, REGISTERED_MARKER, map_err, unix};
 use crate::{error::AtPath as _, host::mountinfo, paths};
 
 /// The kernel object built by `build.rs`, embedded in the binary. Empty when
@@ -389,6 +389,7 @@ fn try_load_and_pin(dir: &Path, cgroup_parent: &Path) -> Result<(), EbpfError> {
         attach_and_pin!(CgroupSockAddr, name, p => p.attach(cgroup.as_fd(), CgroupAttachMode::Single));
     }
     attach_and_pin!(CgroupSock, program::CGROUP_SOCK_CREATE, p => p.attach(cgroup.as_fd(), CgroupAttachMode::Single));
+    attach_unix(dir, &cgroup)?;
     ensure_tracefs()?;
     for (name, tracepoint) in SYSCALL_TRACEPOINTS {
         attach_and_pin!(TracePoint, name, p => p.attach("syscalls", tracepoint));
@@ -404,11 +405,96 @@ fn try_load_and_pin(dir: &Path, cgroup_parent: &Path) -> Result<(), EbpfError> {
     Ok(())
 }
 
+/// The unix socket hooks and their attach types.
+const UNIX_HOOKS: [(&str, u32); 2] = [
+    (program::CGROUP_CONNECT_UNIX, unix::ATTACH_CONNECT_UNIX),
+    (program::CGROUP_SENDMSG_UNIX, unix::ATTACH_SENDMSG_UNIX),
+];
+
+/// Loads the unix socket hooks (see [`unix`]) with the pinned maps, or
+/// nothing when this kernel has none (sessions then refuse to start
+/// unless degraded mode is allowed: [`Kernel::unix_hooks`]).
+fn load_unix(dir: &Path) -> Result<Vec<(&'static str, u32, std::os::fd::OwnedFd)>, EbpfError> {
+    let sessions = super::registry::open_map(dir, map::SESSIONS)?;
+    let counters = super::registry::open_map(dir, map::COUNTERS)?;
+    let mut loaded = Vec::new();
+    for (name, attach_type) in UNIX_HOOKS {
+        match unix::load(attach_type, sessions.fd().as_fd(), counters.fd().as_fd()) {
+            Ok(fd) => loaded.push((name, attach_type, fd)),
+            Err(e) if e.unsupported() => {
+                tracing::warn!("this kernel has no cgroup hooks for unix sockets (Linux < 6.7)");
+                return Ok(Vec::new());
+            }
+            Err(e) => {
+                return Err(EbpfError::Unix {
+                    program: name,
+                    op: "load",
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+fn attach_unix(dir: &Path, cgroup: &File) -> Result<(), EbpfError> {
+    for (name, attach_type, prog) in load_unix(dir)? {
+        unix::attach_and_pin(
+            prog.as_fd(),
+            attach_type,
+            cgroup.as_fd(),
+            &dir.join("links").join(name),
+        )
+        .map_err(|(call, errno)| EbpfError::Unix {
+            program: name,
+            op: "attach",
+            detail: format!("{call}: {}", std::io::Error::from_raw_os_error(errno)),
+        })?;
+    }
+    Ok(())
+}
+
+impl Kernel {
+    /// Whether the unix socket hooks are attached (this kernel has them).
+    pub fn unix_hooks(&self) -> bool {
+        UNIX_HOOKS
+            .iter()
+            .all(|(name, _)| self.pin_dir.join("links").join(name).exists())
+    }
+}
+
 /// Loads every program into the kernel without attaching anything (the
-/// verifier check `agentd doctor` runs); returns their names.
+/// verifier check `agentd doctor` runs); returns their names. The unix
+/// socket hooks are named only where this kernel has them.
 pub fn verify() -> Result<Vec<String>, EbpfError> {
     let (ebpf, _) = load_object()?;
     let mut names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_owned()).collect();
+    let maps = |name: &'static str| -> Result<std::os::fd::OwnedFd, EbpfError> {
+        let m = ebpf.map(name).ok_or(EbpfError::MissingMap(name))?;
+        let data = match m {
+            aya::maps::Map::HashMap(d) | aya::maps::Map::PerCpuArray(d) => d,
+            _ => return Err(EbpfError::MissingMap(name)),
+        };
+        data.fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .at("dup", Path::new(name))
+            .map_err(EbpfError::from)
+    };
+    let (sessions, counters) = (maps(map::SESSIONS)?, maps(map::COUNTERS)?);
+    for (name, attach_type) in UNIX_HOOKS {
+        match unix::load(attach_type, sessions.as_fd(), counters.as_fd()) {
+            Ok(_) => names.push(name.to_owned()),
+            Err(e) if e.unsupported() => {}
+            Err(e) => {
+                return Err(EbpfError::Unix {
+                    program: name,
+                    op: "load",
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
     names.sort();
     Ok(names)
 }

@@ -11,6 +11,7 @@ mod btf;
 mod load;
 mod registry;
 pub mod rules;
+mod unix;
 
 use std::path::PathBuf;
 
@@ -98,6 +99,23 @@ pub enum EbpfError {
     /// Programs of another agentd version are loaded and sessions use them.
     #[error("programs of another agentd build are loaded and {0} sessions use them")]
     VersionInUse(usize),
+    /// The unix socket hooks could not be loaded or attached.
+    #[error("cannot {op} the unix socket hook {program}: {detail}")]
+    Unix {
+        /// Program name.
+        program: &'static str,
+        /// What failed (`load`, `attach`).
+        op: &'static str,
+        /// errno and the verifier's log.
+        detail: String,
+    },
+    /// The kernel has no cgroup hooks for unix sockets.
+    #[error(
+        "this kernel has no cgroup hooks for unix sockets (connect_unix, sendmsg_unix: Linux >= 6.7), \
+         so a thread swapping descriptors during the gate's check could connect a unix socket \
+         the session can name"
+    )]
+    NoUnixHooks,
     /// Too many live sessions.
     #[error("no free session slot")]
     NoSlot,
@@ -111,7 +129,8 @@ impl EbpfError {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             Self::NoObject => "rebuild agentd without AYA_BUILD_SKIP (run `cargo xtask setup` first)".into(),
-            Self::Object(_) | Self::Load { .. } | Self::Attach { .. } | Self::Btf(_) => {
+            Self::NoUnixHooks => "upgrade to Linux >= 6.7, or set `allow_degraded = true` in [enforcement]".into(),
+            Self::Object(_) | Self::Load { .. } | Self::Attach { .. } | Self::Unix { .. } | Self::Btf(_) => {
                 "run as root on a kernel with BPF, BTF and cgroup2; see `agentd doctor`".into()
             }
             Self::MissingProgram(_) | Self::MissingMap(_) => "this agentd binary is inconsistent; rebuild it".into(),
@@ -158,6 +177,9 @@ pub struct Registration {
     pub live_elsewhere: Vec<u64>,
     /// The session's cgroup2 id.
     pub cgroup_id: u64,
+    /// The cgroup2 id of the session's unix socket broker: registered with
+    /// the session's slot and `SESSION_UNIX_BROKER`.
+    pub broker_cgroup_id: Option<u64>,
     /// Session flags (`agentd_common::SESSION_*`).
     pub flags: u32,
     /// Egress trie entries.

@@ -293,8 +293,8 @@ impl NetworkSection {
                              datagram sends are performed by agentd after checking the socket's \
                              real path; sendmsg/sendmmsg on unix datagram sockets refused \
                              (EPERM); abstract sockets only within the session (Landlock \
-                             scoping). Gap: a process racing its own descriptor table can reach \
-                             a socket it can name outside those directories",
+                             scoping); in the kernel, only agentd's broker may connect a \
+                             session's unix socket (Linux >= 6.7)",
             otherwise: "denied (TCP and UDP, IPv4 and IPv6; IPv6 forms of IPv4 addresses (v4-mapped, NAT64, 6to4) as IPv4; ICMP, raw and packet sockets, other IP protocols and other address families than unix and route netlink, binds and listening sockets denied)",
         }
     }

@@ -20,9 +20,11 @@
 //! before the seccomp filters, twice (it is reparented away from the agent,
 //! whose `wait` must not see it), keeps only its channel, and runs under its
 //! own allowlist filter. It never executes anything and allocates nothing:
-//! it runs in a fork of a multithreaded process. It is not dumpable (it
-//! changed uid and never executed), so the agent cannot ptrace it or write
-//! its memory; killing it only makes the agent's unix connects fail.
+//! it runs in a fork of a multithreaded process. It makes itself not
+//! dumpable (whatever `fs.suid_dumpable` says), so the agent cannot ptrace
+//! it or write its memory: the kernel lets the broker's unix connects
+//! through ([`crate::ebpf`]'s unix hooks). Killing it only makes the
+//! agent's unix connects fail.
 #![expect(
     unsafe_code,
     reason = "descriptor passing, and raw syscalls in a forked child that may not allocate"
@@ -272,13 +274,19 @@ impl Control {
 }
 
 /// Forks the broker (twice: the intermediate exits at once, so the broker
-/// is nobody's child in the session). Runs in the setup child, with bare
+/// is nobody's child in the session), and reports its pid on `report` (the
+/// parent moves it into its own cgroup). Runs in the setup child, with bare
 /// forks ([`sys::fork_raw`]): glibc's would deadlock on locks copied held.
-pub fn start(plan: &Plan) -> Result<(), i32> {
+pub fn start(plan: &Plan, report: RawFd) -> Result<(), i32> {
     match sys::fork_raw()? {
         sys::Forked::Child => match sys::fork_raw() {
             Ok(sys::Forked::Child) => serve(plan),
-            Ok(sys::Forked::Parent(_)) => sys::exit_now(0),
+            Ok(sys::Forked::Parent(pid)) => {
+                match sys::write_record(report, sys::BROKER_RECORD, pid) {
+                    Ok(()) => sys::exit_now(0),
+                    Err(_) => sys::exit_now(1),
+                }
+            }
             Err(_) => sys::exit_now(1),
         },
         sys::Forked::Parent(pid) => match sys::wait_status(pid) {
@@ -296,6 +304,9 @@ fn serve(plan: &Plan) -> ! {
         sys::exit_now(1);
     }
     sys::close_all_from(1, 0);
+    if sys::prctl(libc::PR_SET_DUMPABLE, 0).is_err() {
+        sys::exit_now(1);
+    }
     // Its name in `ps`, instead of the supervisor's command line.
     let _ = sys::prctl(
         libc::PR_SET_NAME,

@@ -353,6 +353,8 @@ pub struct GateChild {
     pub filter: seccomp::Program,
     /// Read end of the pipe on which the parent says it holds the listener.
     pub ack: OwnedFd,
+    /// `cgroup.procs` of the broker's cgroup, which the parent writes.
+    pub broker_procs: OwnedFd,
 }
 
 /// The agent, started.
@@ -380,12 +382,30 @@ impl ChildPlan {
         match forked {
             sys::Forked::Child => self.child(migrate),
             sys::Forked::Parent(pid) => {
+                let mut plan = self;
+                let broker_procs = plan.gate.take().map(|g| g.broker_procs);
                 // Our copy of the report pipe's write end must go: EOF then
                 // means the child's execve succeeded (CLOEXEC closed it).
-                drop(self);
+                drop(plan);
                 let mut listener = None;
+                let fail = |step: Step, errno: i32| {
+                    sys::kill(pid, libc::SIGKILL);
+                    sys::reap(pid);
+                    Err(SpawnError::Step(step, errno))
+                };
                 loop {
                     match read_report(report_read) {
+                        // Alive and waiting for requests; nothing of the
+                        // session runs yet, so the pid is the broker's.
+                        Report::Broker(broker) => {
+                            let moved = broker_procs.as_ref().map_or(Err(libc::EPROTO), |p| {
+                                sys::write_all(p.as_raw_fd(), broker.to_string().as_bytes())
+                            });
+                            if let Err(errno) = moved {
+                                sys::kill(broker, libc::SIGKILL);
+                                return fail(Step::Broker, errno);
+                            }
+                        }
                         Report::Listener(fd) => {
                             match (&ack, notify::take_fd(pid.unsigned_abs(), fd, false)) {
                                 (Some(ack), Ok(l)) => {
@@ -393,10 +413,10 @@ impl ChildPlan {
                                     let _ = sys::write_all(ack.as_raw_fd(), b"1");
                                 }
                                 (_, taken) => {
-                                    sys::kill(pid, libc::SIGKILL);
-                                    sys::reap(pid);
-                                    let errno = taken.err().unwrap_or(libc::EPROTO);
-                                    return Err(SpawnError::Step(Step::Listener, errno));
+                                    return fail(
+                                        Step::Listener,
+                                        taken.err().unwrap_or(libc::EPROTO),
+                                    );
                                 }
                             }
                         }
@@ -421,10 +441,7 @@ impl ChildPlan {
             ),
         };
         let (step, errno) = failure;
-        let mut record = [0u8; 8];
-        record[..4].copy_from_slice(&(step as u32).to_le_bytes());
-        record[4..].copy_from_slice(&errno.to_le_bytes());
-        let _ = sys::write_all(self.report.as_raw_fd(), &record);
+        let _ = sys::write_record(self.report.as_raw_fd(), step as u32, errno);
         sys::exit_now(127)
     }
 
@@ -555,7 +572,8 @@ impl ChildPlan {
         // makes. The gate's filter goes before the session's, which may
         // deny seccomp(2) itself.
         if let Some(gate) = &self.gate {
-            os.start_broker(&gate.broker).map_err(at(Step::Broker))?;
+            os.start_broker(&gate.broker, self.report.as_raw_fd())
+                .map_err(at(Step::Broker))?;
             os.gate_listen(
                 &gate.filter.fprog(),
                 self.report.as_raw_fd(),
@@ -616,7 +634,7 @@ child_sys! {
     fn clear_caps();
     fn chdir(path: &CStr);
     fn landlock_restrict_self(ruleset: RawFd);
-    fn start_broker(plan: &broker::Plan);
+    fn start_broker(plan: &broker::Plan, report: RawFd);
     fn gate_listen(prog: &libc::sock_fprog, report: RawFd, ack: RawFd);
     fn seccomp_set_filter(prog: &libc::sock_fprog);
 }
@@ -625,6 +643,8 @@ child_sys! {
 enum Report {
     /// The gate's listener is at this descriptor of the child.
     Listener(u64),
+    /// The broker runs with this pid.
+    Broker(libc::pid_t),
     /// A step failed.
     Failed(Step, i32),
     /// EOF: execve succeeded (or the child died without a word, which
@@ -641,6 +661,9 @@ fn read_report(read_end: &OwnedFd) -> Report {
             let value = i32::from_le_bytes([record[4], record[5], record[6], record[7]]);
             if step == sys::LISTENER_RECORD {
                 return Report::Listener(u64::from(value.unsigned_abs()));
+            }
+            if step == sys::BROKER_RECORD {
+                return Report::Broker(value);
             }
             Step::from_u32(step).map_or(Report::Executed, |s| Report::Failed(s, value))
         }
@@ -745,7 +768,7 @@ mod tests {
         fn landlock_restrict_self(&mut self, _: RawFd) -> Result<(), i32> {
             self.call("landlock_restrict_self")
         }
-        fn start_broker(&mut self, _: &broker::Plan) -> Result<(), i32> {
+        fn start_broker(&mut self, _: &broker::Plan, _: RawFd) -> Result<(), i32> {
             self.call("start_broker")
         }
         fn gate_listen(&mut self, _: &libc::sock_fprog, _: RawFd, _: RawFd) -> Result<(), i32> {
@@ -799,6 +822,7 @@ mod tests {
                 },
                 filter: seccomp::gate_program().unwrap(),
                 ack: fd(),
+                broker_procs: fd(),
             }),
             seccomp: seccomp::build(&crate::policy::Syscalls::default()).unwrap(),
             report: fd(),

@@ -301,6 +301,18 @@ pub fn seccomp_listen(prog: &libc::sock_fprog) -> Result<RawFd, i32> {
 /// (failure records carry a [`super::Step`], which is never this).
 pub const LISTENER_RECORD: u32 = 0x4c49_5354;
 
+/// The report-pipe record that carries the broker's pid, for the parent to
+/// move it into its own cgroup before the agent runs.
+pub const BROKER_RECORD: u32 = 0x4252_4f4b;
+
+/// Writes one report record: `tag`, then `value`.
+pub fn write_record(report: RawFd, tag: u32, value: i32) -> Result<(), i32> {
+    let mut record = [0u8; 8];
+    record[..4].copy_from_slice(&tag.to_le_bytes());
+    record[4..].copy_from_slice(&value.to_le_bytes());
+    write_all(report, &record)
+}
+
 /// Loads the gate's filter, reports the listener's descriptor number on
 /// `report` and waits for the parent's byte on `ack`: by then the parent
 /// holds a duplicate (`pidfd_getfd`), and execve closes the child's copy
@@ -308,10 +320,7 @@ pub const LISTENER_RECORD: u32 = 0x4c49_5354;
 /// `write` and `read` run under the new filter here, and it holds neither.
 pub fn gate_listen(prog: &libc::sock_fprog, report: RawFd, ack: RawFd) -> Result<(), i32> {
     let fd = seccomp_listen(prog)?;
-    let mut record = [0u8; 8];
-    record[..4].copy_from_slice(&LISTENER_RECORD.to_le_bytes());
-    record[4..].copy_from_slice(&fd.to_le_bytes());
-    write_all(report, &record)?;
+    write_record(report, LISTENER_RECORD, fd)?;
     let mut byte = [0u8; 1];
     match read(ack, &mut byte)? {
         1 => Ok(()),
@@ -320,8 +329,8 @@ pub fn gate_listen(prog: &libc::sock_fprog, report: RawFd, ack: RawFd) -> Result
 }
 
 /// Forks the unix socket broker ([`super::broker::start`]).
-pub fn start_broker(plan: &super::broker::Plan) -> Result<(), i32> {
-    super::broker::start(plan)
+pub fn start_broker(plan: &super::broker::Plan, report: RawFd) -> Result<(), i32> {
+    super::broker::start(plan, report)
 }
 
 /// Unblocks every signal (the supervisor blocks some for its own handling).

@@ -21,15 +21,15 @@
 //! If the supervisor dies, the listener closes and every held call fails
 //! with ENOSYS: nothing passes unchecked.
 //!
-//! What does not hold: a continued call looks its descriptor up again when
-//! it runs, so a thread that swaps descriptor N between an IP socket (which
-//! the gate lets continue) and a unix socket can win the race and connect
-//! the unix socket to the path in memory. That is why the host's socket
-//! directories are empty in the session (`sandbox::mounts::SOCKET_DIRS`): the
-//! race reaches only sockets the session can name outside them. Closing it
-//! needs a check in the kernel at connect time (the cgroup `connect_unix`
-//! hook with the path's inode, a BPF LSM, or Landlock's unix socket
-//! right), or the broker performing every connect.
+//! A continued call looks its descriptor up again when it runs, so a
+//! thread may swap descriptor N between an IP socket (which the gate lets
+//! continue) and a unix socket. The kernel closes that race: its cgroup
+//! hooks for unix sockets refuse every unix `connect` and addressed unix
+//! send of the session's processes except the broker's, which lives in a
+//! cgroup of its own (`crate::ebpf`, `unix` hooks). The host's socket
+//! directories are also empty in the session (`sandbox::mounts::SOCKET_DIRS`),
+//! a second wall where those hooks are missing (Linux < 6.7, degraded
+//! mode only).
 use std::{
     fs,
     os::{
@@ -93,11 +93,12 @@ impl Ready {
 
 /// Prepares the gate: the child's part (broker and filter) and the
 /// parent's. `unix` is `[network] unix` (text, resolved path); `own` the
-/// session's `{tmp}` and `{home}`.
+/// session's `{tmp}` and `{home}`; `broker_procs` the broker's cgroup.
 pub(super) fn prepare(
     unix: &[(String, PathBuf)],
     own: [&Path; 2],
     uid: libc::uid_t,
+    broker_procs: OwnedFd,
 ) -> Result<(GateChild, Pending), super::SessionError> {
     use crate::error::AtPath as _;
     let io = |e: i32| std::io::Error::from_raw_os_error(e);
@@ -123,6 +124,7 @@ pub(super) fn prepare(
         },
         filter: seccomp::gate_program()?,
         ack: ack_read,
+        broker_procs,
     };
     Ok((
         child,

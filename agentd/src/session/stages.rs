@@ -202,9 +202,19 @@ pub(super) fn cgroups(
         notify(Notice::Degraded(format!("limit not enforced: {missing}")));
     }
     let cgroup_id = enforcement.cgroups.v2.id()?;
+    let broker_cgroup_id = enforcement.cgroups.broker().id()?;
     let mut resolver = None;
     let private_netns = match enforce::kernel(&layout.parent, id.as_str()) {
         Ok(kernel) => {
+            if !kernel.unix_hooks() {
+                if !plan.degraded {
+                    return Err(crate::ebpf::EbpfError::NoUnixHooks.into());
+                }
+                notify(Notice::Degraded(format!(
+                    "{}; the session's view hides only the host's socket directories",
+                    crate::ebpf::EbpfError::NoUnixHooks
+                )));
+            }
             // The session's resolver address is in its kernel entry from
             // the start: its first DNS packet already goes there. No name
             // rule: nothing to answer, no resolver; DNS is refused in the
@@ -217,7 +227,7 @@ pub(super) fn cgroups(
             }
             let registered = enforce::register(
                 &kernel,
-                cgroup_id,
+                (cgroup_id, broker_cgroup_id),
                 plan,
                 resolver.as_ref().map(|b| (b.addr(), b.port6())),
                 state_dir,
@@ -548,7 +558,9 @@ pub(super) fn child_plan(
         .collect();
     let hidden = mounts::hidden_socket_dirs(&keep)?;
     let ph = &plan.placeholders;
-    let (gate, pending) = super::gate::prepare(&plan.unix, [&ph.tmp, &ph.home], ident.uid)?;
+    let broker_procs = open_wr(&cg.broker().path().join("cgroup.procs"))?;
+    let (gate, pending) =
+        super::gate::prepare(&plan.unix, [&ph.tmp, &ph.home], ident.uid, broker_procs)?;
     let child = ChildPlan {
         cgroup_dir: cgroup_dir_fd,
         cgroup_v2_procs,

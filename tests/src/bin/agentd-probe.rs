@@ -886,17 +886,19 @@ fn unix(action: &[&str]) -> ExitCode {
             })))
         }
         ["unix-swap", allowed, denied, n] => unix_swap(allowed, denied, n),
-        ["unix-fdswap", path, n] => unix_fdswap(path, n),
+        ["unix-fdswap", path, n] => unix_fdswap(path, n, libc::SOCK_STREAM),
+        ["unix-fdswap-dgram", path, n] => unix_fdswap(path, n, libc::SOCK_DGRAM),
         other => usage(&format!("unknown action {other:?}")),
     }
 }
 
 /// The descriptor-swap attack: one thread keeps replacing descriptor 100
-/// with an IPv4 socket and a fresh unix socket, while the main thread
-/// connects descriptor 100 to `path` `n` times: a check of the socket's
-/// family that the kernel does not repeat would let a unix connect through.
-/// Prints how many connects succeeded.
-fn unix_fdswap(path: &str, n: &str) -> ExitCode {
+/// with an IPv4 socket and a fresh unix socket of type `ty`, while the main
+/// thread connects descriptor 100 to `path` `n` times (stream), or sends a
+/// datagram to `path` with `sendto` (datagram): a check of the socket's
+/// family that the kernel does not repeat would let a unix call through.
+/// Prints how many calls succeeded.
+fn unix_fdswap(path: &str, n: &str, ty: i32) -> ExitCode {
     use std::sync::atomic::{AtomicBool, Ordering};
     let Ok(n) = n.parse::<u32>() else {
         return usage("unix-fdswap PATH N");
@@ -909,9 +911,9 @@ fn unix_fdswap(path: &str, n: &str) -> ExitCode {
     let swapper = std::thread::spawn(move || {
         // SAFETY: socket/dup2/close on integers.
         unsafe {
-            let inet = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let inet = libc::socket(libc::AF_INET, ty, 0);
             while !stop.load(Ordering::Relaxed) {
-                let unix = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                let unix = libc::socket(libc::AF_UNIX, ty, 0);
                 libc::dup2(inet, FD);
                 libc::dup2(unix, FD);
                 libc::close(unix);
@@ -920,8 +922,15 @@ fn unix_fdswap(path: &str, n: &str) -> ExitCode {
     });
     let mut ok = 0u32;
     for _ in 0..n {
-        // SAFETY: connect on an integer and a 110-byte buffer.
-        if unsafe { libc::connect(FD, addr.as_ptr().cast(), 110) } == 0 {
+        // SAFETY: connect/sendto on an integer and 110-byte buffers.
+        let r = unsafe {
+            if ty == libc::SOCK_DGRAM {
+                libc::sendto(FD, addr.as_ptr().cast(), 4, 0, addr.as_ptr().cast(), 110)
+            } else {
+                libc::connect(FD, addr.as_ptr().cast(), 110) as isize
+            }
+        };
+        if r >= 0 {
             ok += 1;
         }
     }
