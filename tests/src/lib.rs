@@ -399,6 +399,25 @@ fn stale_registrations() -> Vec<u64> {
         .collect()
 }
 
+/// Every process of live session `id`: those in its cgroup2 leaf and its
+/// unix socket broker (in the cgroup below it).
+pub fn session_pids(id: &str) -> Vec<u32> {
+    let cgroup = agentd::cgroup::cgroup2_root()
+        .unwrap_or_default()
+        .join("agentd")
+        .join(id);
+    [cgroup.clone(), cgroup.join(agentd::cgroup::BROKER_CGROUP)]
+        .iter()
+        .flat_map(|c| {
+            fs::read_to_string(c.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// Asserts that nothing of session `id` is left on the host: state
 /// directory, data directory, cgroups, and (for any session) kernel
 /// registrations of cgroups that are gone.

@@ -66,15 +66,7 @@ fn start_tree(sb: &Sandbox, n: &str) -> (Started, Vec<u32>) {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     stdout.read_line(&mut ready).unwrap();
     assert_eq!(ready.trim(), "ready");
-    let cgroup = agentd::cgroup::cgroup2_root()
-        .unwrap()
-        .join("agentd")
-        .join(&id);
-    let pids = fs::read_to_string(cgroup.join("cgroup.procs"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.parse().ok())
-        .collect();
+    let pids = agentd_tests::session_pids(&id);
     ((child, stderr, stdout, id), pids)
 }
 

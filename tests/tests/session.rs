@@ -499,15 +499,7 @@ fn killed_supervisor_does_not_leave_the_session_running() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut ready)
         .unwrap();
-    let cgroup = agentd::cgroup::cgroup2_root()
-        .unwrap()
-        .join("agentd")
-        .join(&id);
-    let procs: Vec<u32> = fs::read_to_string(cgroup.join("cgroup.procs"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.parse().ok())
-        .collect();
+    let procs = agentd_tests::session_pids(&id);
     // The tree and the session's unix socket broker.
     assert_eq!(procs.len(), 12);
 

@@ -319,3 +319,22 @@ fn swapping_the_descriptor_reaches_no_socket_the_session_can_name() {
     swap_descriptors(&svc, "unix-fdswap", "svc.sock");
     swap_descriptors(&svc, "unix-fdswap-dgram", "dgram.sock");
 }
+
+/// An agent that stops its own broker (it has the session's uid) does not
+/// stall the gate: its unix connect fails with ETIMEDOUT instead of
+/// hanging, the gate still answers its IP connects, and once the broker
+/// runs again a late answer is not taken for the next one's.
+#[test]
+fn a_stopped_broker_does_not_stall_the_gate() {
+    require_sessions!();
+    // A bind rule, for the probe's own listener.
+    let sb = Sandbox::new(&policy("bind = [\"127.0.0.1:7999\"]"));
+    let run = sh(
+        &sb,
+        &format!("exec {probe} unix-stall $TMPDIR/s.sock", probe = BINS.probe),
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(run.stdout.contains("unix=ETIMEDOUT"), "{run:?}");
+    assert!(run.stdout.contains("ip=EPERM"), "{run:?}");
+    assert!(run.stdout.contains("again=ok"), "{run:?}");
+}

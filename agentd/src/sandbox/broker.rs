@@ -64,6 +64,9 @@ pub const UNRESOLVED: u32 = 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Request {
+    /// Echoed in the reply: a reply to a request the supervisor stopped
+    /// waiting for is told from the current one's.
+    pub id: u64,
     /// [`OP_CONNECT`] or [`OP_SENDTO`].
     pub op: u32,
     /// `sendto` flags.
@@ -81,6 +84,7 @@ impl Request {
     /// A request for `op` on the copied `addr` (at most [`ADDR_MAX`] bytes).
     pub fn new(op: u32, flags: u32, addr: &[u8], data_len: usize) -> Self {
         let mut req = Self {
+            id: 0,
             op,
             flags,
             addr_len: 0,
@@ -99,6 +103,8 @@ impl Request {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Reply {
+    /// The request's id.
+    pub id: u64,
     /// The syscall's result: >= 0, or a negated errno.
     pub ret: i64,
     /// [`PASSED`], [`OWN`], [`LISTED`], [`REFUSED`] or [`UNRESOLVED`].
@@ -112,6 +118,7 @@ pub struct Reply {
 impl Reply {
     const fn new(ret: i64, outcome: u32) -> Self {
         Self {
+            id: 0,
             ret,
             outcome,
             path_len: 0,
@@ -145,7 +152,17 @@ pub struct Plan {
 #[derive(Debug)]
 pub struct Client {
     chan: OwnedFd,
+    /// The id of the next request.
+    next: std::sync::atomic::AtomicU64,
 }
+
+/// How long the supervisor waits for the broker to take a request and to
+/// answer it. The broker performs the agent's call on the agent's socket:
+/// a blocking connect to a listener whose backlog is full, or a broker the
+/// agent stopped (same uid: it may signal it), must not hold the gate,
+/// which also serves the session's IP calls. The agent's call then fails
+/// with ETIMEDOUT.
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A connected channel: (the broker's plan half, the supervisor's client).
 pub fn channel() -> Result<(OwnedFd, Client), i32> {
@@ -164,13 +181,37 @@ pub fn channel() -> Result<(OwnedFd, Client), i32> {
     }
     // SAFETY: socketpair returned two new descriptors we now own.
     let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((a, Client { chan: b }))
+    let timeout = nix::sys::time::TimeVal::new(i64::try_from(TIMEOUT.as_secs()).unwrap_or(5), 0);
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: a timeval of the size passed, for a socket we own.
+        let r = unsafe {
+            libc::setsockopt(
+                b.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                std::ptr::from_ref(timeout.as_ref()).cast(),
+                libc::socklen_t::try_from(size_of::<libc::timeval>()).unwrap_or(16),
+            )
+        };
+        if r < 0 {
+            return Err(sys::last_errno());
+        }
+    }
+    Ok((
+        a,
+        Client {
+            chan: b,
+            next: std::sync::atomic::AtomicU64::new(1),
+        },
+    ))
 }
 
 impl Client {
     /// Sends `req` with `data`, the agent's socket and its working
-    /// directory, and waits for the reply. An error means the broker is
-    /// gone: the caller refuses the call.
+    /// directory, and waits for the reply (at most [`TIMEOUT`] for each:
+    /// then `ErrorKind::TimedOut`, and a late reply is skipped by the next
+    /// call). Any other error means the broker is gone: the caller refuses
+    /// the call.
     pub fn call(
         &self,
         req: &Request,
@@ -178,6 +219,8 @@ impl Client {
         sock: BorrowedFd<'_>,
         cwd: BorrowedFd<'_>,
     ) -> std::io::Result<Reply> {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let req = &Request { id, ..*req };
         let fds = [sock.as_raw_fd(), cwd.as_raw_fd()];
         let mut iov = [
             libc::iovec {
@@ -200,8 +243,18 @@ impl Client {
             libc::sendmsg(self.chan.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
         };
         if sent < 0 {
-            return Err(std::io::Error::last_os_error());
+            return Err(timed_out(std::io::Error::last_os_error()));
         }
+        loop {
+            let reply = self.receive()?;
+            if reply.id == id {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// Receives one reply.
+    fn receive(&self) -> std::io::Result<Reply> {
         let mut reply = Box::new(Reply::new(0, 0));
         // SAFETY: reading at most size_of::<Reply>() bytes into `reply`.
         let n = unsafe {
@@ -215,8 +268,17 @@ impl Client {
         match usize::try_from(n) {
             Ok(n) if n == size_of::<Reply>() => Ok(*reply),
             Ok(_) => Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Err(_) => Err(std::io::Error::last_os_error()),
+            Err(_) => Err(timed_out(std::io::Error::last_os_error())),
         }
+    }
+}
+
+/// A socket timeout (EAGAIN) as `ErrorKind::TimedOut`.
+fn timed_out(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        std::io::ErrorKind::TimedOut.into()
+    } else {
+        e
     }
 }
 
@@ -327,12 +389,13 @@ fn serve(plan: &Plan) -> ! {
         let Some((fds, n)) = receive(0, &mut req, &mut data) else {
             sys::exit_now(0);
         };
-        let reply = if n < size_of::<Request>() {
+        let mut reply = if n < size_of::<Request>() {
             Reply::new(-i64::from(libc::EINVAL), PASSED)
         } else {
             let len = (req.data_len as usize).min(n - size_of::<Request>());
             handle(plan, &req, &data[..len], fds[0], fds[1])
         };
+        reply.id = req.id;
         sys::close(fds[0]);
         sys::close(fds[1]);
         if send_reply(0, &reply).is_err() {

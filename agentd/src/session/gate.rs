@@ -390,6 +390,14 @@ impl Deciding {
         );
         let reply = match self.client.call(&req, &payload, sock.as_fd(), cwd.as_fd()) {
             Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::warn!(
+                    pid = n.pid,
+                    "the session's unix socket broker did not answer in {:?}",
+                    broker::TIMEOUT
+                );
+                return Response::Error(libc::ETIMEDOUT);
+            }
             Err(e) => {
                 let reason = format!("the session's unix socket broker is gone ({e})");
                 self.deny(n, call, None, &reason);

@@ -886,6 +886,7 @@ fn unix(action: &[&str]) -> ExitCode {
             })))
         }
         ["unix-swap", allowed, denied, n] => unix_swap(allowed, denied, n),
+        ["unix-stall", path] => unix_stall(path),
         ["unix-fdswap", path, n] => unix_fdswap(path, n, libc::SOCK_STREAM),
         ["unix-fdswap-dgram", path, n] => unix_fdswap(path, n, libc::SOCK_DGRAM),
         other => usage(&format!("unknown action {other:?}")),
@@ -937,6 +938,37 @@ fn unix_fdswap(path: &str, n: &str, ty: i32) -> ExitCode {
     stop.store(true, Ordering::Relaxed);
     let _ = swapper.join();
     println!("connected={ok}");
+    report(Ok(()))
+}
+
+/// Stops every other process of the session's user (its unix socket
+/// broker among them) and connects: to a path next to `path` that does not
+/// exist, then to an IP address no policy allows; resumes them and
+/// connects to its own listener at `path`. Prints each outcome (`unix=`,
+/// `ip=`, `again=`).
+fn unix_stall(path: &str) -> ExitCode {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let _listener = match UnixListener::bind(path) {
+        Ok(l) => l,
+        Err(e) => return usage(&format!("cannot bind {path}: {e}")),
+    };
+    let outcome = |r: std::io::Result<()>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => format!("{:?}", Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+    };
+    // SAFETY: kill with integer arguments; -1 spares the caller.
+    unsafe { libc::kill(-1, libc::SIGSTOP) };
+    // A path that does not exist: the late answer (ENOENT) must not be
+    // taken for the next connect's.
+    let missing = format!("{path}.none");
+    println!("unix={}", outcome(UnixStream::connect(missing).map(drop)));
+    println!(
+        "ip={}",
+        outcome(TcpStream::connect(("127.0.0.1", 9)).map(drop))
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(-1, libc::SIGCONT) };
+    println!("again={}", outcome(UnixStream::connect(path).map(drop)));
     report(Ok(()))
 }
 
