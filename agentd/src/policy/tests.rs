@@ -582,3 +582,27 @@ fn io_uring_cannot_be_allowed() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn unix_entries_warn_about_host_services_and_writable_directories() {
+    let policy = |unix: &str| {
+        format!(
+            "version = 1\n[agent]\nname = \"u\"\n[filesystem]\nread_write = [\"{{workspace}}\"]\n\
+             [network]\nunix = [{unix}]\n"
+        )
+    };
+    let warnings = |unix: &str| messages(&parse(&policy(unix)), Severity::Warning);
+    let w = warnings("\"{workspace}/app.sock\"");
+    assert!(
+        w.iter().any(|m| m.contains("which the agent may write")),
+        "{w:?}"
+    );
+    let w = warnings("\"/run/docker.sock\"");
+    assert!(w.iter().any(|m| m.contains("Docker daemon")), "{w:?}");
+    let w = warnings("\"/run/postgresql/.s.PGSQL.5432\"");
+    assert!(
+        !w.iter()
+            .any(|m| m.contains("may write") || m.contains("connect to")),
+        "{w:?}"
+    );
+}

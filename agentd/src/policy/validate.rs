@@ -277,7 +277,7 @@ pub(super) fn validate(
         );
     }
     let exec = exec(&mut v, &raw, &filesystem, agent.as_ref());
-    let network = network(&mut v, &raw);
+    let network = network(&mut v, &raw, &filesystem.read_write);
     let syscalls = syscalls(&mut v, &raw);
     let limits = limits(&mut v, &raw);
     let (env, secrets) = env_and_secrets(&mut v, &raw);
@@ -569,7 +569,7 @@ fn literal_dir(pattern: &ExecPattern) -> Option<PathTemplate> {
     PathTemplate::parse(&text).ok()
 }
 
-fn network(v: &mut Validator<'_>, raw: &RawPolicy) -> Network {
+fn network(v: &mut Validator<'_>, raw: &RawPolicy, writable: &[PathTemplate]) -> Network {
     let Some(n) = &raw.network else {
         return Network {
             allow: Vec::new(),
@@ -604,6 +604,17 @@ fn network(v: &mut Validator<'_>, raw: &RawPolicy) -> Network {
                 span.clone(),
                 format!("{path} lets the agent connect to {why}"),
                 "list only the sockets the agent needs, e.g. /run/postgresql/.s.PGSQL.5432",
+            );
+        }
+        // The agent may rename or replace what is there: any socket it can
+        // reach in that directory tree can be moved to the listed name.
+        if let Some(root) = writable.iter().find(|r| path.starts_with(r)) {
+            v.warn(
+                span.clone(),
+                format!(
+                    "{path} is under {root}, which the agent may write: it can move any socket it reaches there to this name"
+                ),
+                "list sockets in directories the agent cannot write (the session's own sockets under {tmp} and {home} need no entry)",
             );
         }
     }
