@@ -33,7 +33,7 @@
 use std::{
     fs,
     os::{
-        fd::{AsFd as _, OwnedFd},
+        fd::{AsFd, OwnedFd},
         unix::{ffi::OsStrExt as _, fs::OpenOptionsExt as _},
     },
     path::{Path, PathBuf},
@@ -371,12 +371,21 @@ impl Deciding {
         if copied.is_err() {
             return Response::Error(libc::EFAULT);
         }
-        let cwd = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-            .open(format!("/proc/{}/cwd", n.pid));
-        let Ok(cwd) = cwd else {
-            return Response::Error(libc::EPERM);
+        // The caller's working directory, for a relative path only (the
+        // broker resolves absolute ones from its root, whatever directory
+        // descriptor it gets).
+        let relative = broker::pathname(&address[..addr_len]).is_some_and(|p| !p.starts_with(b"/"));
+        let cwd = if relative {
+            let cwd = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(format!("/proc/{}/cwd", n.pid));
+            match cwd {
+                Ok(c) => Some(OwnedFd::from(c)),
+                Err(_) => return Response::Error(libc::EPERM),
+            }
+        } else {
+            None
         };
         // What was read belongs to the caller only if it still waits.
         if !self.listener.valid(n.id) {
@@ -388,7 +397,8 @@ impl Deciding {
             &address[..addr_len],
             data_len,
         );
-        let reply = match self.client.call(&req, &payload, sock.as_fd(), cwd.as_fd()) {
+        let dir = cwd.as_ref().map_or(sock.as_fd(), AsFd::as_fd);
+        let reply = match self.client.call(&req, &payload, sock.as_fd(), dir) {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 tracing::warn!(

@@ -412,6 +412,37 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
             );
             report(Ok(()))
         }
+        ["unix-connect-loop", n, path] => {
+            // The per-connect benchmark for unix sockets: a listener of
+            // its own at PATH, connect + close n times; median connect.
+            let Ok(n) = n.parse::<u64>() else {
+                return usage("unix-connect-loop N PATH");
+            };
+            let _ = fs::remove_file(path);
+            let listener = match std::os::unix::net::UnixListener::bind(path) {
+                Ok(l) => l,
+                Err(e) => return report(io(Err::<(), _>(e))),
+            };
+            std::thread::spawn(move || {
+                for c in listener.incoming() {
+                    drop(c);
+                }
+            });
+            let mut each = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+            for _ in 0..n {
+                let start = std::time::Instant::now();
+                match std::os::unix::net::UnixStream::connect(path) {
+                    Ok(_) => each.push(start.elapsed().as_nanos()),
+                    Err(e) => return report(io(Err::<(), _>(e))),
+                }
+            }
+            each.sort_unstable();
+            println!(
+                "ns_per_iteration={}",
+                each.get(each.len() / 2).copied().unwrap_or(0)
+            );
+            report(Ok(()))
+        }
         ["exec-storm", n, program] => {
             // The event-throughput benchmark: fork + exec + exit, n times.
             let Ok(n) = n.parse::<u64>() else {
