@@ -17,3 +17,4 @@ pub mod policy;
 pub mod pty;
 pub mod sandbox;
 pub mod session;
+pub mod text;

@@ -295,3 +295,138 @@ fn inputs_of_sessions_long_gone_are_pruned() {
     assert!(recent.exists(), "recent inputs must stay (late events)");
     drop(planted);
 }
+
+/// A secret's file is read only if root alone could have put it there. The
+/// attack: in a directory another user controls, a symlink named in the
+/// policy points at a root-only file (another session's audit inputs, a
+/// key): following it would hand that file to the agent. Variants: the
+/// same file copied there (root's, 0600, but in a directory its owner may
+/// swap entries in), and a symlinked directory on the way.
+#[test]
+fn secret_files_are_read_only_from_directories_only_root_controls() {
+    require_sessions!();
+    let private = tempfile::tempdir_in("/tmp").unwrap();
+    let target = private.path().join("root-only");
+    let content = format!("root-only-{}", random_hex());
+    fs::write(&target, &content).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+    let theirs = tempfile::tempdir_in("/tmp").unwrap();
+    fs::set_permissions(theirs.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(65534), Some(65534)).unwrap();
+    let token = theirs.path().join("token");
+    let linked_dir = theirs.path().join("dir");
+    std::os::unix::fs::symlink(private.path(), &linked_dir).unwrap();
+    let attempt = |file: &std::path::Path| {
+        let policy = test_policy(
+            &BINS,
+            "",
+            &format!("[secrets]\nTOKEN_X = {{ file = \"{}\" }}\n", file.display()),
+        );
+        Sandbox::new(&policy).run(&BINS, &["/bin/sh", "-c", "echo \"got=$TOKEN_X\""])
+    };
+
+    std::os::unix::fs::symlink(&target, &token).unwrap();
+    let run = attempt(&token);
+    assert_ne!(run.status, 0, "{run:?}");
+    assert!(!run.stdout.contains(&content), "{run:?}");
+    assert!(run.stderr.contains("must be root's"), "{run:?}");
+    // The same symlink in a directory of root's: not followed either.
+    let roots = tempfile::tempdir_in("/tmp").unwrap();
+    std::os::unix::fs::symlink(&target, roots.path().join("token")).unwrap();
+    let run = attempt(&roots.path().join("token"));
+    assert_ne!(run.status, 0, "{run:?}");
+    assert!(!run.stdout.contains(&content), "{run:?}");
+    assert!(run.stderr.contains("symlinks are not followed"), "{run:?}");
+
+    fs::remove_file(&token).unwrap();
+    fs::copy(&target, &token).unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    let run = attempt(&token);
+    assert_ne!(run.status, 0, "{run:?}");
+    assert!(!run.stdout.contains(&content), "{run:?}");
+    assert!(run.stderr.contains("must be root's"), "{run:?}");
+
+    let run = attempt(&linked_dir.join("root-only"));
+    assert_ne!(run.status, 0, "{run:?}");
+    assert!(!run.stdout.contains(&content), "{run:?}");
+
+    // The legitimate use: root's file in root's directory.
+    let run = attempt(&target);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(run.stdout.contains(&format!("got={content}")), "{run:?}");
+}
+
+/// An agent's argv and file names reach an administrator's terminal
+/// through `agentd logs` and `agentd ps`: escape sequences (erase the line,
+/// move the cursor, retitle the window) and newlines that would forge a
+/// record or a row arrive escaped.
+#[test]
+fn terminal_escapes_and_newlines_never_reach_logs_or_ps() {
+    require_sessions!();
+    let sb = Sandbox::new(&test_policy(
+        &BINS,
+        "",
+        "[audit]\nfile_events = \"writes\"\n",
+    ));
+    let forged = "x\u{1b}[2K\u{1b}[1G2026-01-01 FAKE allow\u{1b}]0;TITLE\u{7}";
+    let row = "arg\nFAKE-ROW 1 2 3";
+    // A file named with colour escapes, then a pause for `ps`.
+    let script = "touch \"$TMPDIR/$(printf '\\033[31mred')\"; sleep 2";
+    let mut child = sb
+        .command(&BINS, &["/bin/sh", "-c", script, forged, row])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let id = agentd_tests::session_id_from(&first).expect("session id");
+    let _kill = agentd_tests::KillOnDrop {
+        agentd: BINS.agentd,
+        id: id.clone(),
+    };
+    // Listed once it runs.
+    let ps = (0..50)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            finish({
+                let mut c = Command::new(BINS.agentd);
+                c.arg("ps");
+                c
+            })
+        })
+        .find(|ps| ps.stdout.contains(&id))
+        .expect("the session in ps");
+    assert_eq!(ps.status, 0, "{ps:?}");
+    assert!(
+        !ps.stdout.lines().any(|l| l.starts_with("FAKE-ROW")),
+        "{ps:?}"
+    );
+    assert!(!ps.stdout.contains('\u{1b}'), "{ps:?}");
+    assert!(child.wait().unwrap().success());
+    wait_record(&id, |r| field(r, "kind") == "session_end").expect("session end");
+    let logs = finish({
+        let mut c = Command::new(BINS.agentd);
+        c.args(["logs", "--session", &id]);
+        c
+    });
+    assert_eq!(logs.status, 0, "{logs:?}");
+    for bad in ['\u{1b}', '\u{7}'] {
+        assert!(!logs.stdout.contains(bad), "{bad:?} in {}", logs.stdout);
+    }
+    assert!(
+        logs.stdout.contains("\\e[2K\\e[1G2026-01-01 FAKE"),
+        "the argv is shown, escaped: {}",
+        logs.stdout
+    );
+    assert!(logs.stdout.contains("\\e[31mred"), "{}", logs.stdout);
+    assert!(
+        !logs.stdout.lines().any(|l| l.starts_with("FAKE-ROW")),
+        "{}",
+        logs.stdout
+    );
+}

@@ -714,3 +714,43 @@ fn policy_syscall_adjustments_apply() {
     let run = sb.run(&BINS, &["/usr/bin/python3", "-c", "import os\ntry:\n    os.memfd_create('x')\n    print('ok')\nexcept OSError as e:\n    print(e.errno)"]);
     assert_eq!(run.stdout.trim(), libc::EPERM.to_string(), "{}", run.stderr);
 }
+
+/// A workspace the policy only lets the agent read (a code reviewer's):
+/// the agent owns its files through the idmapped mount, so it could change
+/// their mode, times and extended attributes (Landlock does not cover
+/// metadata). The attack: chmod a file and the directory, backdate a file,
+/// set a `user.*` xattr. All fail; reading still works.
+#[test]
+fn a_read_only_workspace_keeps_its_metadata() {
+    require_sessions!();
+    let policy = test_policy(&BINS, "", "")
+        .replace(
+            "read_write = [\"{workspace}\", \"{tmp}\"]",
+            "read_write = [\"{tmp}\"]",
+        )
+        .replace("read = [", "read = [\"{workspace}\", ");
+    assert!(
+        !policy.contains("read_write = [\"{workspace}\""),
+        "{policy}"
+    );
+    let sb = Sandbox::new(&policy);
+    let ws = sb.workspace();
+    fs::write(ws.join("file"), "content\n").unwrap();
+    fs::set_permissions(ws.join("file"), fs::Permissions::from_mode(0o644)).unwrap();
+    let before = fs::metadata(ws.join("file")).unwrap();
+    let script = "chmod 0666 file && echo chmod-file
+        chmod 0777 . && echo chmod-dir
+        touch -d @0 file && echo backdated
+        python3 -c \"import os; os.setxattr('file', 'user.x', b'1')\" 2>/dev/null && echo xattr
+        cat file";
+    let run = sb.run(&BINS, &["/bin/sh", "-c", script]);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(run.stdout, "content\n", "{run:?}");
+    let after = fs::metadata(ws.join("file")).unwrap();
+    assert_eq!(after.permissions().mode(), before.permissions().mode());
+    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+    assert_eq!(
+        fs::metadata(&ws).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+}

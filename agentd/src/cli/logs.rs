@@ -6,11 +6,13 @@ use serde_json::{Map, Value};
 use super::{EXIT_INVALID, color, fail, paint};
 use crate::audit;
 
+/// A field as text for a terminal: control characters escaped (records
+/// carry what agents chose: argv, paths, names).
 fn text(v: Option<&Value>) -> String {
     match v {
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => crate::text::printable(s).into_owned(),
         Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
+        Some(other) => crate::text::printable(&other.to_string()).into_owned(),
     }
 }
 
@@ -21,12 +23,7 @@ fn details(r: &Map<String, Value>) -> String {
     let argv = || {
         r.get("argv")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|v| text(Some(v)))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
+            .map(|a| crate::text::shell_words(a.iter().map(|v| v.as_str().unwrap_or("?"))))
             .unwrap_or_default()
     };
     let status = || {
@@ -118,8 +115,9 @@ fn human(r: &Map<String, Value>, color: bool) -> String {
         "" if text(r.get("kind")) == "deny" => paint(color, "31", "deny "),
         other => format!("{other:<5}"),
     };
-    // One line per record, whatever the record holds.
-    let details = details(r).replace('\n', "\\n").replace('\r', "\\r");
+    // One line per record, whatever the record holds: every field went
+    // through `text`.
+    let details = details(r);
     format!(
         "{ts}  {:<13}  {:<12}  {:<13}  {painted}  {details}",
         text(r.get("session")),

@@ -317,11 +317,17 @@ fn require_root() -> Option<ExitCode> {
 }
 
 fn fail(error: impl Display, hint: Option<&str>) -> ExitCode {
-    eprintln!("error: {error}");
-    if let Some(hint) = hint {
-        eprintln!("  hint: {hint}");
-    }
+    print_error("error", &error.to_string(), hint);
     ExitCode::from(EXIT_INVALID)
+}
+
+/// Prints an error and its hint on stderr, control characters escaped:
+/// messages quote paths, argv and daemon replies.
+fn print_error(prefix: &str, message: &str, hint: Option<&str>) {
+    eprintln!("{prefix}: {}", crate::text::printable(message));
+    if let Some(hint) = hint {
+        eprintln!("  hint: {}", crate::text::printable(hint));
+    }
 }
 
 /// Writes `value` as pretty JSON to stdout. A closed pipe (`| head`) is

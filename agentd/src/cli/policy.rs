@@ -190,8 +190,8 @@ impl Section {
     }
 
     fn row(&mut self, label: &str, value: impl AsRef<str>) {
-        self.out
-            .push_str(&format!("  {label:<13} {}\n", value.as_ref()));
+        let value = crate::text::printable(value.as_ref());
+        self.out.push_str(&format!("  {label:<13} {value}\n"));
     }
 
     fn list(&mut self, label: &str, items: &[String], empty: &str) {

@@ -36,13 +36,10 @@ fn exchange_as(
                 hint,
                 code: c,
             } => {
-                eprintln!("error: {message}");
-                if let Some(h) = hint {
-                    eprintln!("  hint: {h}");
-                }
+                super::print_error("error", message, hint.as_deref());
                 code = ExitCode::from(*c);
             }
-            Response::Notice { text } => eprintln!("{text}"),
+            Response::Notice { text } => eprintln!("{}", crate::text::printable(text)),
             Response::Killed {
                 session,
                 processes,

@@ -25,10 +25,7 @@ pub(super) struct Args {
 }
 
 fn fail(msg: &str, hint: Option<&str>, code: u8) -> ExitCode {
-    eprintln!("agentd: error: {msg}");
-    if let Some(h) = hint {
-        eprintln!("  hint: {h}");
-    }
+    super::print_error("agentd: error", msg, hint);
     ExitCode::from(code)
 }
 

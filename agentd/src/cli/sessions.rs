@@ -103,17 +103,18 @@ fn print_ps(rows: &[Summary], json: bool) -> ExitCode {
         "SESSION", "AGENT", "TRUST", "UID", "PID", "STATE", "STARTED", "POLICY"
     );
     for r in rows {
+        let p = crate::text::printable;
         println!(
             "{:<13}  {:<12}  {:<16}  {:>6}  {:>7}  {:<8}  {:<20}  {:<12}  {}",
-            r.id,
-            r.agent,
-            r.trust,
+            p(&r.id),
+            p(&r.agent),
+            p(&r.trust),
             r.uid,
             r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             r.state,
             r.started_at.get(..19).unwrap_or(&r.started_at),
             r.policy_digest.get(..12).unwrap_or(&r.policy_digest),
-            r.command.join(" ")
+            crate::text::shell_words(r.command.iter().map(String::as_str))
         );
     }
     ExitCode::SUCCESS

@@ -29,7 +29,9 @@ protect = [".github/workflows"]
 
 [exec]
 allow = ["/usr/bin/git", "/usr/bin/python3*"]
-ask = ["/usr/bin/git push*"]
+# The spec has `/usr/bin/git push*`: argument patterns are refused until
+# the exec gate enforces them.
+ask = ["/usr/bin/git-upload-pack"]
 
 [network]
 allow = ["api.example.com:443", "*.github.com:443", "10.1.2.0/24:5432", "[2001:db8::/32]:443"]
@@ -90,8 +92,8 @@ fn spec_example_parses_into_typed_values() {
     assert_eq!(p.agent.review_by, Some(date(2027, 2, 1)));
     assert_eq!(p.identity, UserSpec::Dynamic);
     assert_eq!(p.filesystem.read_write[0].base(), PathBase::Workspace);
-    assert_eq!(p.exec.ask[0].to_string(), "/usr/bin/git push*");
-    assert!(p.exec.ask[0].has_args());
+    assert_eq!(p.exec.ask[0].to_string(), "/usr/bin/git-upload-pack");
+    assert!(!p.exec.ask[0].has_args());
     assert_eq!(p.network.allow.len(), 4);
     assert_eq!(
         p.network.allow[1].host,
@@ -604,5 +606,36 @@ fn unix_entries_warn_about_host_services_and_writable_directories() {
         !w.iter()
             .any(|m| m.contains("may write") || m.contains("connect to")),
         "{w:?}"
+    );
+}
+
+#[test]
+fn argument_patterns_and_allowed_asks_are_refused() {
+    // Not enforced: `git status*` would let `git push` run.
+    let errors = messages(
+        &parse(&full_with(
+            "ask = [\"/usr/bin/git-upload-pack\"]",
+            "ask = [\"/usr/bin/git push*\"]",
+        )),
+        Severity::Error,
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("git push*: argument patterns are not enforced")),
+        "{errors:?}"
+    );
+    let errors = messages(
+        &parse(&full_with(
+            "ask = [\"/usr/bin/git-upload-pack\"]",
+            "ask = [\"/usr/bin/git\"]",
+        )),
+        Severity::Error,
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("would run without asking")),
+        "{errors:?}"
     );
 }

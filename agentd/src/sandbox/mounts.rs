@@ -72,11 +72,15 @@ fn userns_mapping(
 }
 
 /// A detached, idmapped, nosuid/nodev copy of the workspace mount, in which
-/// the agent's `uid`/`gid` own what the caller owns on disk.
+/// the agent's `uid`/`gid` own what the caller owns on disk. `read_only`
+/// when the policy does not make the workspace writable: owning the files
+/// through the idmap would otherwise let the agent change their metadata
+/// (mode, times, xattrs), which Landlock does not cover.
 pub fn idmapped_workspace(
     workspace: &Path,
     agent: (u32, u32),
     caller: (u32, u32),
+    read_only: bool,
 ) -> Result<OwnedFd, SandboxError> {
     let ns = userns_mapping(workspace, (caller.0, agent.0), (caller.1, agent.1))?;
     let path = cstring(workspace)?;
@@ -85,7 +89,7 @@ pub fn idmapped_workspace(
         step: "open_tree",
         source: std::io::Error::from_raw_os_error(e),
     })?;
-    sys::set_idmap(tree.as_fd(), ns.as_fd()).map_err(|e| {
+    sys::set_idmap(tree.as_fd(), ns.as_fd(), read_only).map_err(|e| {
         let source = std::io::Error::from_raw_os_error(e);
         let path = workspace.to_path_buf();
         if e == libc::EINVAL || e == libc::EOPNOTSUPP {

@@ -352,6 +352,7 @@ pub fn unblock_all_signals() -> Result<(), i32> {
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
+const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
 const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
 const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
@@ -381,10 +382,13 @@ pub fn open_tree_clone(path: &CStr) -> Result<OwnedFd, i32> {
 }
 
 /// Makes the detached mount `tree` idmapped through `userns`, nosuid and
-/// nodev (`mount_setattr(2)`).
-pub fn set_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), i32> {
+/// nodev, and read-only with `read_only` (`mount_setattr(2)`).
+pub fn set_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>, read_only: bool) -> Result<(), i32> {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_set: MOUNT_ATTR_IDMAP
+            | MOUNT_ATTR_NOSUID
+            | MOUNT_ATTR_NODEV
+            | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
         attr_clr: 0,
         propagation: 0,
         userns_fd: u64::try_from(userns.as_raw_fd()).map_err(|_| libc::EBADF)?,

@@ -6,10 +6,7 @@ use std::{
     fs,
     os::{
         fd::{AsFd as _, OwnedFd},
-        unix::{
-            ffi::OsStrExt as _,
-            fs::{MetadataExt as _, PermissionsExt as _},
-        },
+        unix::{ffi::OsStrExt as _, fs::PermissionsExt as _},
     },
     path::{Path, PathBuf},
 };
@@ -282,21 +279,86 @@ fn read_secrets(plan: &SessionPlan) -> Result<Vec<(String, String)>, SessionErro
                 path: s.file.clone(),
                 why,
             };
-            let meta = fs::metadata(&s.file).map_err(|e| fail(e.to_string()))?;
-            if meta.uid() != 0 || meta.mode() & 0o077 != 0 || !meta.is_file() {
-                return Err(fail(format!(
-                    "must be a regular file owned by root with mode 0600 (uid {}, mode {:04o})",
-                    meta.uid(),
-                    meta.mode() & 0o7777
-                )));
-            }
-            let mut value = fs::read_to_string(&s.file).map_err(|e| fail(e.to_string()))?;
+            let mut value = read_secret_file(&s.file).map_err(fail)?;
             if value.ends_with('\n') {
                 value.pop();
             }
             Ok((s.name.to_string(), value))
         })
         .collect()
+}
+
+/// Reads a secret file that only root can have put there: every directory
+/// on the way from `/` is root's and not writable by others (or sticky, as
+/// /tmp is: then only root may replace root's entries), no component is a
+/// symlink, and the file is root's, regular, mode 0600 or stricter. The
+/// checks are made on the descriptors that are then read: nothing is
+/// looked up twice, so nobody can swap what was checked.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    use nix::{
+        fcntl::{OFlag, open, openat},
+        sys::stat::{Mode, fstat},
+    };
+    use std::path::Component;
+    let dir_ok = |fd: &OwnedFd, shown: &Path| -> Result<(), String> {
+        let st = fstat(fd).map_err(|e| format!("{}: {e}", shown.display()))?;
+        let sticky = st.st_mode & libc::S_ISVTX != 0;
+        if st.st_uid != 0 || (st.st_mode & 0o022 != 0 && !sticky) {
+            return Err(format!(
+                "directory {} must be root's and writable only by root (uid {}, mode {:04o})",
+                shown.display(),
+                st.st_uid,
+                st.st_mode & 0o7777
+            ));
+        }
+        Ok(())
+    };
+    let names: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(Ok(n)),
+            Component::RootDir => None,
+            _ => Some(Err(())),
+        })
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|_| path.is_absolute())
+        .ok_or("must be an absolute path without `.` or `..`")?;
+    let (file_name, dirs) = names.split_last().ok_or("names no file")?;
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut dir = open("/", dir_flags, Mode::empty()).map_err(|e| format!("/: {e}"))?;
+    let mut shown = PathBuf::from("/");
+    dir_ok(&dir, &shown)?;
+    for name in dirs {
+        shown.push(name);
+        dir = openat(&dir, *name, dir_flags, Mode::empty())
+            .map_err(|e| format!("{}: {e} (symlinks are not followed)", shown.display()))?;
+        dir_ok(&dir, &shown)?;
+    }
+    // O_NONBLOCK: a FIFO planted there must not hang the session's start.
+    let file = openat(
+        &dir,
+        *file_name,
+        OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY
+            | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("{e} (symlinks are not followed)"))?;
+    let st = fstat(&file).map_err(|e| e.to_string())?;
+    if st.st_uid != 0 || st.st_mode & 0o077 != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(format!(
+            "must be a regular file owned by root with mode 0600 (uid {}, mode {:04o})",
+            st.st_uid,
+            st.st_mode & 0o7777
+        ));
+    }
+    let mut value = String::new();
+    std::io::Read::read_to_string(&mut fs::File::from(file), &mut value)
+        .map_err(|e| e.to_string())?;
+    Ok(value)
 }
 
 /// The agent's environment, the program it names, and what the trail
@@ -390,7 +452,15 @@ pub(super) fn filesystem(
     }
     let workspace = &plan.placeholders.workspace;
     let workspace_c = mounts::cstring(workspace)?;
-    let tree = mounts::idmapped_workspace(workspace, (ident.uid, ident.gid), caller)?;
+    // Writable only if the policy makes some of it writable. A writable
+    // subtree keeps the whole mount writable: its files' metadata outside
+    // that subtree stays changeable (see docs/enforcement.md).
+    let writable = plan
+        .fs
+        .read_write
+        .iter()
+        .any(|p| workspace.starts_with(p) || p.starts_with(workspace));
+    let tree = mounts::idmapped_workspace(workspace, (ident.uid, ident.gid), caller, !writable)?;
     // The session's user must resolve (whoami, git, python's pwd): a
     // dynamic one gets a passwd/group with its entry bound over /etc's.
     // Landlock rules follow inodes, so the readable files are these.
