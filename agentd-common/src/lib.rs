@@ -160,10 +160,11 @@ pub const SESSION_FILE_READS: u32 = 1 << 1;
 /// Kill processes that execute a file of an internal filesystem (memfd),
 /// which Landlock's execute right does not cover.
 pub const SESSION_EXEC_ALLOWLIST: u32 = 1 << 2;
-/// The entry of a session's unix socket broker (its own cgroup below the
-/// session's): the one task of the session whose unix `connect` and
-/// addressed unix sends the kernel lets through.
-pub const SESSION_UNIX_BROKER: u32 = 1 << 5;
+/// The group id a session's unix socket broker runs with: the one task of
+/// a session whose unix `connect` and addressed unix sends the kernel lets
+/// through. No other process of a session can take it: the agent's setup
+/// drops it before exec, and sessions cannot gain privileges.
+pub const BROKER_GID: u32 = 65533;
 
 /// Slot bit that marks bind rules (same tries as egress rules).
 pub const SLOT_BIND: u32 = 1 << 31;

@@ -287,16 +287,9 @@ impl Cgroup {
         }
     }
 
-    /// Removes the (empty) cgroup directory, its children first; retries
-    /// briefly because the kernel may still be releasing the last task.
+    /// Removes the (empty) cgroup directory; retries briefly because the
+    /// kernel may still be releasing the last task.
     pub fn remove(&self) -> Result<(), CgroupError> {
-        if let Ok(dir) = fs::read_dir(&self.path) {
-            for entry in dir.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    Cgroup::open(entry.path()).remove()?;
-                }
-            }
-        }
         let mut delay = Duration::from_millis(1);
         for _ in 0..10 {
             match fs::remove_dir(&self.path) {
@@ -451,14 +444,8 @@ pub fn delegate(layout: &Layout) -> Result<Option<Layout>, CgroupError> {
 #[error("the {} controller is available neither in cgroup2 nor as a v1 hierarchy", .0.name())]
 pub struct MissingController(pub Controller);
 
-/// The child of a session's cgroup2 leaf holding its unix socket broker:
-/// the kernel tells the broker from the agent by this cgroup, which no
-/// process of the session can join (its `cgroup.procs` is root's).
-pub const BROKER_CGROUP: &str = "broker";
-
 /// A session's cgroups: its cgroup2 leaf (membership, kill, freeze, BPF)
-/// with the broker's cgroup below it ([`BROKER_CGROUP`]) and, on hybrid
-/// hosts, the v1 leaves that carry its limits.
+/// and, on hybrid hosts, the v1 leaves that carry its limits.
 #[derive(Debug)]
 pub struct SessionCgroups {
     /// `<cgroup2>/agentd/<session>`.
@@ -576,9 +563,7 @@ impl SessionCgroups {
         enable_controllers(parent.path(), &names)?;
         let v2 = Cgroup::create(parent.path().join(session))?;
         let mut this = Self { v2, v1: Vec::new() };
-        let made = Cgroup::create(this.broker().path().to_path_buf())
-            .and_then(|_| this.apply(&v2_wanted, &v1_wanted, session, limits));
-        if let Err(e) = made {
+        if let Err(e) = this.apply(&v2_wanted, &v1_wanted, session, limits) {
             let _ = this.remove();
             return Err(e);
         }
@@ -610,11 +595,6 @@ impl SessionCgroups {
             v2: Cgroup::open(v2),
             v1: v1.into_iter().map(Cgroup::open).collect(),
         }
-    }
-
-    /// The unix socket broker's cgroup.
-    pub fn broker(&self) -> Cgroup {
-        Cgroup::open(self.v2.path().join(BROKER_CGROUP))
     }
 
     /// Every `cgroup.procs` a session process must join.

@@ -375,19 +375,12 @@ fn stale_registrations() -> Vec<u64> {
     let parent = agentd::cgroup::cgroup2_root()
         .map(|r| r.join("agentd"))
         .unwrap_or_default();
-    // Live sessions' cgroups and their brokers'.
-    let ino = |p: &Path| {
-        fs::metadata(p)
-            .ok()
-            .filter(fs::Metadata::is_dir)
-            .map(|m| m.ino())
-    };
     let live: Vec<u64> = fs::read_dir(parent)
         .map(|d| {
             d.flatten()
-                .map(|e| e.path())
-                .flat_map(|p| [ino(&p), ino(&p.join(agentd::cgroup::BROKER_CGROUP))])
-                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(fs::Metadata::is_dir)
+                .map(|m| m.ino())
                 .collect()
         })
         .unwrap_or_default();
@@ -399,22 +392,17 @@ fn stale_registrations() -> Vec<u64> {
         .collect()
 }
 
-/// Every process of live session `id`: those in its cgroup2 leaf and its
-/// unix socket broker (in the cgroup below it).
+/// Every process of live session `id` (its cgroup2 leaf's).
 pub fn session_pids(id: &str) -> Vec<u32> {
-    let cgroup = agentd::cgroup::cgroup2_root()
+    let procs = agentd::cgroup::cgroup2_root()
         .unwrap_or_default()
         .join("agentd")
-        .join(id);
-    [cgroup.clone(), cgroup.join(agentd::cgroup::BROKER_CGROUP)]
-        .iter()
-        .flat_map(|c| {
-            fs::read_to_string(c.join("cgroup.procs"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.parse().ok())
-                .collect::<Vec<u32>>()
-        })
+        .join(id)
+        .join("cgroup.procs");
+    fs::read_to_string(procs)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
         .collect()
 }
 

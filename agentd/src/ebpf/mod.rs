@@ -177,9 +177,6 @@ pub struct Registration {
     pub live_elsewhere: Vec<u64>,
     /// The session's cgroup2 id.
     pub cgroup_id: u64,
-    /// The cgroup2 id of the session's unix socket broker: registered with
-    /// the session's slot and `SESSION_UNIX_BROKER`.
-    pub broker_cgroup_id: Option<u64>,
     /// Session flags (`agentd_common::SESSION_*`).
     pub flags: u32,
     /// Egress trie entries.

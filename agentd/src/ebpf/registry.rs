@@ -2,12 +2,9 @@
 //! (slot, flags, resolver) keyed by its cgroup id, and its egress and bind
 //! rules keyed by slot. Registration is all-or-nothing; rules go only with
 //! their session.
-use std::{fs, os::unix::fs::MetadataExt as _, path::Path};
+use std::{fs, path::Path};
 
-use agentd_common::{
-    Counter, PortRules, RuleKeyV4, RuleKeyV6, SESSION_FILE_READS, SESSION_FILE_WRITES,
-    SESSION_UNIX_BROKER, SLOT_BIND, SessionEntry, map,
-};
+use agentd_common::{Counter, PortRules, RuleKeyV4, RuleKeyV6, SLOT_BIND, SessionEntry, map};
 use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key};
 use ipnet::IpNet;
 
@@ -20,20 +17,6 @@ use crate::error::AtPath as _;
 
 pub(super) fn open_map(dir: &Path, name: &'static str) -> Result<MapData, EbpfError> {
     MapData::from_pin(dir.join(name)).map_err(map_err(name))
-}
-
-/// Removes every entry of the sessions map that uses `slot` (a session's
-/// and its broker's).
-fn remove_slot_entries(sessions: &mut HashMap<MapData, u64, SessionEntry>, slot: u32) {
-    let ids: Vec<u64> = sessions
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, e)| e.slot == slot)
-        .map(|(id, _)| id)
-        .collect();
-    for id in ids {
-        let _ = sessions.remove(&id);
-    }
 }
 
 fn lpm_key_v4(slot: u32, net: &ipnet::Ipv4Net) -> Key<RuleKeyV4> {
@@ -96,7 +79,7 @@ impl Kernel {
         self.clear_slot(slot)?;
         if let Err(e) = self.try_register(&mut sessions, &registered) {
             let reg = &registered.registration;
-            remove_slot_entries(&mut sessions, slot);
+            let _ = sessions.remove(&reg.cgroup_id);
             let _ = self.clear_slot(slot);
             if let Some(m) = &reg.marker {
                 let _ = fs::remove_file(m);
@@ -120,19 +103,6 @@ impl Kernel {
             dns_port6_be: reg.dns.and_then(|(_, p)| p).map_or(0, u16::to_be),
             reserved: 0,
         };
-        // The broker's first: until the session's own entry exists, no
-        // process of the session is judged at all.
-        if let Some(broker) = reg.broker_cgroup_id {
-            let entry = SessionEntry {
-                // Its lookups of paths are not the agent's file events.
-                flags: (entry.flags & !(SESSION_FILE_READS | SESSION_FILE_WRITES))
-                    | SESSION_UNIX_BROKER,
-                ..entry
-            };
-            sessions
-                .insert(&broker, &entry, 0)
-                .map_err(map_err(map::SESSIONS))?;
-        }
         sessions
             .insert(&reg.cgroup_id, &entry, 0)
             .map_err(map_err(map::SESSIONS))?;
@@ -222,17 +192,9 @@ impl Kernel {
     pub fn unregister(&self, registered: &Registered) -> Result<(), EbpfError> {
         let _lock = lock()?;
         let mut sessions = self.sessions()?;
-        for id in [
-            Some(registered.registration.cgroup_id),
-            registered.registration.broker_cgroup_id,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            match sessions.remove(&id) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(map::SESSIONS)(e)),
-            }
+        match sessions.remove(&registered.registration.cgroup_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(map::SESSIONS)(e)),
         }
         // Every rule of the slot, including those DNS answers added.
         self.clear_slot(registered.slot)
@@ -261,8 +223,7 @@ impl Kernel {
         let Ok(entry) = sessions.get(&cgroup_id, 0) else {
             return Ok(());
         };
-        // The session's and its broker's entries.
-        remove_slot_entries(&mut sessions, entry.slot);
+        let _ = sessions.remove(&cgroup_id);
         self.clear_slot(entry.slot)
     }
 
@@ -280,35 +241,26 @@ impl Kernel {
         // Live: the cgroups under the parent (sessions being set up are
         // there before their state names them), and every cgroup a
         // session's state names (sessions under an earlier parent).
-        let ino = |p: &Path| {
-            fs::metadata(p)
-                .ok()
-                .filter(fs::Metadata::is_dir)
-                .map(|m| m.ino())
-        };
-        // Session cgroups and their brokers'.
+        let ino = |m: fs::Metadata| std::os::unix::fs::MetadataExt::ino(&m);
         let mut live: std::collections::HashSet<u64> = fs::read_dir(parent)
             .at("read", parent)?
             .flatten()
-            .map(|e| e.path())
-            .flat_map(|p| [ino(&p), ino(&p.join(crate::cgroup::BROKER_CGROUP))])
-            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(fs::Metadata::is_dir)
+            .map(ino)
             .collect();
         live.extend(live_elsewhere);
-        let (kept, stale): (Vec<_>, Vec<_>) =
-            all.into_iter().partition(|(id, _)| live.contains(id));
-        for (id, entry) in stale {
-            tracing::info!(cgroup_id = id, "removing a stale session registration");
-            let _ = sessions.remove(&id);
-            // A slot still used by a live entry keeps its rules.
-            if !kept.iter().any(|(_, e)| e.slot == entry.slot) {
+        let mut remaining = 0;
+        for (id, entry) in all {
+            if live.contains(&id) {
+                remaining += 1;
+            } else {
+                tracing::info!(cgroup_id = id, "removing a stale session registration");
+                let _ = sessions.remove(&id);
                 self.clear_slot(entry.slot)?;
             }
         }
-        Ok(kept
-            .iter()
-            .filter(|(_, e)| e.flags & SESSION_UNIX_BROKER == 0)
-            .count())
+        Ok(remaining)
     }
 
     /// The pinned IPv4 and IPv6 egress tries.

@@ -1,8 +1,10 @@
 //! The kernel's wall for unix sockets: `cgroup/connect_unix` and
 //! `cgroup/sendmsg_unix` (Linux >= 6.7) refuse every unix `connect` and
 //! every unix send with an address made by a session's process, except by
-//! the session's broker (registered with [`SESSION_UNIX_BROKER`], in a
-//! cgroup of its own that no agent process can join).
+//! the session's broker, which alone runs with [`BROKER_GID`] (the agent's
+//! setup drops that group before exec; sessions cannot gain privileges).
+//! A group rather than a cgroup of its own: moving the broker into another
+//! cgroup costs a cgroup migration, milliseconds on every session start.
 //!
 //! Why: the gate lets a `connect` on an IP socket continue, and the kernel
 //! then looks the descriptor up again; a thread that swaps the descriptor
@@ -25,7 +27,7 @@ use std::{
     path::Path,
 };
 
-use agentd_common::{Counter, SESSION_UNIX_BROKER, SessionEntry};
+use agentd_common::{BROKER_GID, Counter};
 
 /// `bpf(2)` commands used here.
 const BPF_OBJ_PIN: u32 = 6;
@@ -39,6 +41,7 @@ pub const ATTACH_SENDMSG_UNIX: u32 = 50;
 
 /// Helpers called.
 const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+const HELPER_GET_CURRENT_UID_GID: i32 = 15;
 const HELPER_GET_CURRENT_CGROUP_ID: i32 = 80;
 
 /// One instruction, as the kernel reads it (`struct bpf_insn`).
@@ -66,14 +69,12 @@ const CALL: u8 = 0x85; // BPF_JMP | BPF_CALL
 const EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
 const STX_DW: u8 = 0x7b; // BPF_STX | BPF_MEM | BPF_DW
 const ST_W: u8 = 0x62; // BPF_ST | BPF_MEM | BPF_W
-const LDX_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
 const LDX_DW: u8 = 0x79; // BPF_LDX | BPF_MEM | BPF_DW
 const MOV_X: u8 = 0xbf; // BPF_ALU64 | BPF_MOV | BPF_X
 const MOV_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
 const ADD_K: u8 = 0x07; // BPF_ALU64 | BPF_ADD | BPF_K
-const AND_K: u8 = 0x57; // BPF_ALU64 | BPF_AND | BPF_K
+const RSH_K: u8 = 0x77; // BPF_ALU64 | BPF_RSH | BPF_K
 const JEQ_K: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-const JNE_K: u8 = 0x55; // BPF_JMP | BPF_JNE | BPF_K
 const LD_DW: u8 = 0x18; // BPF_LD | BPF_IMM | BPF_DW (two slots)
 /// `BPF_PSEUDO_MAP_FD`: the 64-bit immediate is a map descriptor.
 const PSEUDO_MAP_FD: u8 = 1;
@@ -96,9 +97,9 @@ fn ld_map(fd: RawFd) -> [Insn; 2] {
 ///  4-5  r1 = SESSIONS
 ///  6    r0 = bpf_map_lookup_elem(r1, r2)
 ///  7    if r0 == 0 goto allow        ; not a session's task
-///  8    r1 = *(u32 *)(r0 + flags)
-///  9    r1 &= SESSION_UNIX_BROKER
-/// 10    if r1 != 0 goto allow        ; the session's broker
+///  8    r0 = bpf_get_current_uid_gid()
+///  9    r0 >>= 32                    ; the real gid
+/// 10    if r0 == BROKER_GID goto allow
 /// 11    *(u32 *)(fp - 12) = UnixDenied
 /// 12-13 r2 = fp - 12
 /// 14-15 r1 = COUNTERS
@@ -109,8 +110,7 @@ fn ld_map(fd: RawFd) -> [Insn; 2] {
 /// 23    allow: r0 = 1; exit
 /// ```
 fn program(sessions: RawFd, counters: RawFd) -> Vec<Insn> {
-    let flags = i16::try_from(std::mem::offset_of!(SessionEntry, flags)).unwrap_or(i16::MAX);
-    let broker = i32::try_from(SESSION_UNIX_BROKER).unwrap_or(0);
+    let broker = i32::try_from(BROKER_GID).unwrap_or(-1);
     let mut p = vec![
         insn(CALL, 0, 0, 0, HELPER_GET_CURRENT_CGROUP_ID),
         insn(STX_DW, FP, R0, -8, 0),
@@ -121,9 +121,9 @@ fn program(sessions: RawFd, counters: RawFd) -> Vec<Insn> {
     p.extend([
         insn(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM),
         insn(JEQ_K, R0, 0, 15, 0),
-        insn(LDX_W, R1, R0, flags, 0),
-        insn(AND_K, R1, 0, 0, broker),
-        insn(JNE_K, R1, 0, 12, 0),
+        insn(CALL, 0, 0, 0, HELPER_GET_CURRENT_UID_GID),
+        insn(RSH_K, R0, 0, 0, 32),
+        insn(JEQ_K, R0, 0, 12, broker),
         insn(ST_W, FP, 0, -12, Counter::UnixDenied as i32),
         insn(MOV_X, R2, FP, 0, 0),
         insn(ADD_K, R2, 0, 0, -12),
@@ -143,7 +143,8 @@ fn program(sessions: RawFd, counters: RawFd) -> Vec<Insn> {
     p
 }
 
-/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type`.
+/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type` (no
+/// padding: every field is naturally aligned).
 #[repr(C)]
 #[derive(Default)]
 struct ProgLoad {
@@ -161,7 +162,8 @@ struct ProgLoad {
     expected_attach_type: u32,
 }
 
-/// `union bpf_attr` for `BPF_LINK_CREATE` (no target-specific part).
+/// `union bpf_attr` for `BPF_LINK_CREATE` (no target-specific part; no
+/// padding).
 #[repr(C)]
 struct LinkCreate {
     prog_fd: u32,
@@ -170,13 +172,15 @@ struct LinkCreate {
     flags: u32,
 }
 
-/// `union bpf_attr` for `BPF_OBJ_PIN`.
+/// `union bpf_attr` for `BPF_OBJ_PIN`. The kernel refuses (EINVAL) any
+/// non-zero byte after `path_fd`, so the padding is an explicit field.
 #[repr(C)]
 struct ObjPin {
     pathname: u64,
     bpf_fd: u32,
     file_flags: u32,
     path_fd: i32,
+    padding: u32,
 }
 
 /// `bpf(cmd, attr)`: the new descriptor or value, or errno.
@@ -292,6 +296,7 @@ pub fn attach_and_pin(
         bpf_fd: fd(std::os::fd::AsFd::as_fd(&link)),
         file_flags: 0,
         path_fd: 0,
+        padding: 0,
     };
     bpf(BPF_OBJ_PIN, &mut pin_attr)
         .map(drop)
@@ -301,6 +306,16 @@ pub fn attach_and_pin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No implicit padding, whose bytes would be undefined: the kernel
+    /// refuses non-zero bytes past the fields it knows.
+    #[test]
+    fn attrs_have_no_implicit_padding() {
+        assert_eq!(size_of::<ObjPin>(), 8 + 4 * 4);
+        assert_eq!(size_of::<LinkCreate>(), 4 * 4);
+        assert_eq!(size_of::<ProgLoad>(), 8 * 4 + 4 * 4 + 16 + 4 * 2);
+        assert_eq!(size_of::<Insn>(), 8);
+    }
 
     /// Every jump lands on an instruction of the program, and both ends
     /// exit with a verdict.
@@ -312,6 +327,7 @@ mod tests {
         // not a session, and the broker: allow
         assert_eq!((p[target(7)].code, p[target(7)].imm), (MOV_K, 1));
         assert_eq!(target(10), target(7));
+        assert_eq!((p[10].code, p[10].imm), (JEQ_K, BROKER_GID as i32));
         // no counter slot: still deny
         assert_eq!((p[target(17)].code, p[target(17)].imm), (MOV_K, 0));
         assert_eq!(p[22].code, EXIT);
@@ -319,6 +335,5 @@ mod tests {
         // the map loads carry the descriptors
         assert_eq!((p[4].imm, p[4].regs >> 4), (3, PSEUDO_MAP_FD));
         assert_eq!((p[14].imm, p[14].regs >> 4), (4, PSEUDO_MAP_FD));
-        assert_eq!(p[8].off, 4, "SessionEntry.flags");
     }
 }

@@ -336,19 +336,13 @@ impl Control {
 }
 
 /// Forks the broker (twice: the intermediate exits at once, so the broker
-/// is nobody's child in the session), and reports its pid on `report` (the
-/// parent moves it into its own cgroup). Runs in the setup child, with bare
+/// is nobody's child in the session). Runs in the setup child, with bare
 /// forks ([`sys::fork_raw`]): glibc's would deadlock on locks copied held.
-pub fn start(plan: &Plan, report: RawFd) -> Result<(), i32> {
+pub fn start(plan: &Plan) -> Result<(), i32> {
     match sys::fork_raw()? {
         sys::Forked::Child => match sys::fork_raw() {
             Ok(sys::Forked::Child) => serve(plan),
-            Ok(sys::Forked::Parent(pid)) => {
-                match sys::write_record(report, sys::BROKER_RECORD, pid) {
-                    Ok(()) => sys::exit_now(0),
-                    Err(_) => sys::exit_now(1),
-                }
-            }
+            Ok(sys::Forked::Parent(_)) => sys::exit_now(0),
             Err(_) => sys::exit_now(1),
         },
         sys::Forked::Parent(pid) => match sys::wait_status(pid) {
@@ -366,7 +360,11 @@ fn serve(plan: &Plan) -> ! {
         sys::exit_now(1);
     }
     sys::close_all_from(1, 0);
-    if sys::prctl(libc::PR_SET_DUMPABLE, 0).is_err() {
+    // The group the kernel's unix socket hooks let through; the setup
+    // child left it as the saved group id.
+    if sys::set_gids(agentd_common::BROKER_GID).is_err()
+        || sys::prctl(libc::PR_SET_DUMPABLE, 0).is_err()
+    {
         sys::exit_now(1);
     }
     // Its name in `ps`, instead of the supervisor's command line.

@@ -353,8 +353,6 @@ pub struct GateChild {
     pub filter: seccomp::Program,
     /// Read end of the pipe on which the parent says it holds the listener.
     pub ack: OwnedFd,
-    /// `cgroup.procs` of the broker's cgroup, which the parent writes.
-    pub broker_procs: OwnedFd,
 }
 
 /// The agent, started.
@@ -382,11 +380,9 @@ impl ChildPlan {
         match forked {
             sys::Forked::Child => self.child(migrate),
             sys::Forked::Parent(pid) => {
-                let mut plan = self;
-                let broker_procs = plan.gate.take().map(|g| g.broker_procs);
                 // Our copy of the report pipe's write end must go: EOF then
                 // means the child's execve succeeded (CLOEXEC closed it).
-                drop(plan);
+                drop(self);
                 let mut listener = None;
                 let fail = |step: Step, errno: i32| {
                     sys::kill(pid, libc::SIGKILL);
@@ -395,17 +391,6 @@ impl ChildPlan {
                 };
                 loop {
                     match read_report(report_read) {
-                        // Alive and waiting for requests; nothing of the
-                        // session runs yet, so the pid is the broker's.
-                        Report::Broker(broker) => {
-                            let moved = broker_procs.as_ref().map_or(Err(libc::EPROTO), |p| {
-                                sys::write_all(p.as_raw_fd(), broker.to_string().as_bytes())
-                            });
-                            if let Err(errno) = moved {
-                                sys::kill(broker, libc::SIGKILL);
-                                return fail(Step::Broker, errno);
-                            }
-                        }
                         Report::Listener(fd) => {
                             match (&ack, notify::take_fd(pid.unsigned_abs(), fd, false)) {
                                 (Some(ack), Ok(l)) => {
@@ -556,7 +541,14 @@ impl ChildPlan {
             os.prctl(libc::PR_CAPBSET_DROP, cap)
                 .map_err(at(Step::Bounding))?;
         }
-        os.set_identity(self.uid, self.gid)
+        // With a broker to start, the saved group id is the broker's: it
+        // takes it without privilege, and the agent drops it below.
+        let saved_gid = if self.gate.is_some() {
+            agentd_common::BROKER_GID
+        } else {
+            self.gid
+        };
+        os.set_identity(self.uid, self.gid, saved_gid)
             .map_err(at(Step::Identity))?;
         os.clear_ambient_caps().map_err(at(Step::Capabilities))?;
         os.clear_caps().map_err(at(Step::Capabilities))?;
@@ -572,8 +564,8 @@ impl ChildPlan {
         // makes. The gate's filter goes before the session's, which may
         // deny seccomp(2) itself.
         if let Some(gate) = &self.gate {
-            os.start_broker(&gate.broker, self.report.as_raw_fd())
-                .map_err(at(Step::Broker))?;
+            os.start_broker(&gate.broker).map_err(at(Step::Broker))?;
+            os.set_gids(self.gid).map_err(at(Step::Broker))?;
             os.gate_listen(
                 &gate.filter.fprog(),
                 self.report.as_raw_fd(),
@@ -629,12 +621,13 @@ child_sys! {
     fn create_file(path: &CStr);
     fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64);
     fn prctl(option: libc::c_int, arg2: libc::c_ulong);
-    fn set_identity(uid: libc::uid_t, gid: libc::gid_t);
+    fn set_identity(uid: libc::uid_t, gid: libc::gid_t, saved_gid: libc::gid_t);
+    fn set_gids(gid: libc::gid_t);
     fn clear_ambient_caps();
     fn clear_caps();
     fn chdir(path: &CStr);
     fn landlock_restrict_self(ruleset: RawFd);
-    fn start_broker(plan: &broker::Plan, report: RawFd);
+    fn start_broker(plan: &broker::Plan);
     fn gate_listen(prog: &libc::sock_fprog, report: RawFd, ack: RawFd);
     fn seccomp_set_filter(prog: &libc::sock_fprog);
 }
@@ -643,8 +636,6 @@ child_sys! {
 enum Report {
     /// The gate's listener is at this descriptor of the child.
     Listener(u64),
-    /// The broker runs with this pid.
-    Broker(libc::pid_t),
     /// A step failed.
     Failed(Step, i32),
     /// EOF: execve succeeded (or the child died without a word, which
@@ -661,9 +652,6 @@ fn read_report(read_end: &OwnedFd) -> Report {
             let value = i32::from_le_bytes([record[4], record[5], record[6], record[7]]);
             if step == sys::LISTENER_RECORD {
                 return Report::Listener(u64::from(value.unsigned_abs()));
-            }
-            if step == sys::BROKER_RECORD {
-                return Report::Broker(value);
             }
             Step::from_u32(step).map_or(Report::Executed, |s| Report::Failed(s, value))
         }
@@ -753,7 +741,15 @@ mod tests {
             };
             self.call(name)
         }
-        fn set_identity(&mut self, _: libc::uid_t, _: libc::gid_t) -> Result<(), i32> {
+        fn set_gids(&mut self, _: libc::gid_t) -> Result<(), i32> {
+            self.call("set_gids")
+        }
+        fn set_identity(
+            &mut self,
+            _: libc::uid_t,
+            _: libc::gid_t,
+            _: libc::gid_t,
+        ) -> Result<(), i32> {
             self.call("set_identity")
         }
         fn clear_ambient_caps(&mut self) -> Result<(), i32> {
@@ -768,7 +764,7 @@ mod tests {
         fn landlock_restrict_self(&mut self, _: RawFd) -> Result<(), i32> {
             self.call("landlock_restrict_self")
         }
-        fn start_broker(&mut self, _: &broker::Plan, _: RawFd) -> Result<(), i32> {
+        fn start_broker(&mut self, _: &broker::Plan) -> Result<(), i32> {
             self.call("start_broker")
         }
         fn gate_listen(&mut self, _: &libc::sock_fprog, _: RawFd, _: RawFd) -> Result<(), i32> {
@@ -822,7 +818,6 @@ mod tests {
                 },
                 filter: seccomp::gate_program().unwrap(),
                 ack: fd(),
-                broker_procs: fd(),
             }),
             seccomp: seccomp::build(&crate::policy::Syscalls::default()).unwrap(),
             report: fd(),
@@ -870,6 +865,7 @@ mod tests {
             "chdir",
             "landlock_restrict_self",
             "start_broker",
+            "set_gids",
             "gate_listen",
             "seccomp_set_filter",
         ];
@@ -896,6 +892,7 @@ mod tests {
             ("set_identity", Step::Identity),
             ("landlock_restrict_self", Step::Landlock),
             ("start_broker", Step::Broker),
+            ("set_gids", Step::Broker),
             ("gate_listen", Step::Listener),
         ] {
             let mut os = Recording {

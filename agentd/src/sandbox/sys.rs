@@ -246,14 +246,21 @@ pub fn clear_caps() -> Result<(), i32> {
 /// wrappers broadcast the change to every thread it knows of, and after
 /// clone3 the child's copy of that list names threads that do not exist in
 /// it (the call would wait for them forever). The child has one thread.
-pub fn set_identity(uid: libc::uid_t, gid: libc::gid_t) -> Result<(), i32> {
+pub fn set_identity(uid: libc::uid_t, gid: libc::gid_t, saved_gid: libc::gid_t) -> Result<(), i32> {
     // SAFETY: a zero-length group list with a NULL pointer is valid.
     check(unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) })?;
     // SAFETY: integer arguments.
-    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
+    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, saved_gid) })?;
     // SAFETY: integer arguments.
     check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })?;
     Ok(())
+}
+
+/// `setresgid(gid, gid, gid)`: real, effective and saved group ids, as an
+/// unprivileged process may (each must be one of the three it has).
+pub fn set_gids(gid: libc::gid_t) -> Result<(), i32> {
+    // SAFETY: integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(drop)
 }
 
 /// `landlock_restrict_self(ruleset, 0)`.
@@ -301,10 +308,6 @@ pub fn seccomp_listen(prog: &libc::sock_fprog) -> Result<RawFd, i32> {
 /// (failure records carry a [`super::Step`], which is never this).
 pub const LISTENER_RECORD: u32 = 0x4c49_5354;
 
-/// The report-pipe record that carries the broker's pid, for the parent to
-/// move it into its own cgroup before the agent runs.
-pub const BROKER_RECORD: u32 = 0x4252_4f4b;
-
 /// Writes one report record: `tag`, then `value`.
 pub fn write_record(report: RawFd, tag: u32, value: i32) -> Result<(), i32> {
     let mut record = [0u8; 8];
@@ -329,8 +332,8 @@ pub fn gate_listen(prog: &libc::sock_fprog, report: RawFd, ack: RawFd) -> Result
 }
 
 /// Forks the unix socket broker ([`super::broker::start`]).
-pub fn start_broker(plan: &super::broker::Plan, report: RawFd) -> Result<(), i32> {
-    super::broker::start(plan, report)
+pub fn start_broker(plan: &super::broker::Plan) -> Result<(), i32> {
+    super::broker::start(plan)
 }
 
 /// Unblocks every signal (the supervisor blocks some for its own handling).

@@ -19,7 +19,7 @@ pub const CALLER_SESSIONS: usize = 64;
 
 /// The share of the shared maps a session of `caller` may take, `live`
 /// being every live session's (caller, cgroup id).
-fn quota(caller: u32, live: &[(u32, u64, std::path::PathBuf)]) -> ebpf::Quota {
+fn quota(caller: u32, live: &[(u32, u64)]) -> ebpf::Quota {
     if caller == 0 {
         return ebpf::Quota {
             session: SESSION_ENTRIES,
@@ -28,8 +28,8 @@ fn quota(caller: u32, live: &[(u32, u64, std::path::PathBuf)]) -> ebpf::Quota {
     }
     let others = live
         .iter()
-        .filter(|(c, _, _)| *c == caller)
-        .map(|(_, id, _)| *id)
+        .filter(|(c, _)| *c == caller)
+        .map(|(_, id)| *id)
         .collect();
     ebpf::Quota {
         session: CALLER_SESSION_ENTRIES,
@@ -42,10 +42,9 @@ fn quota(caller: u32, live: &[(u32, u64, std::path::PathBuf)]) -> ebpf::Quota {
 }
 
 /// Puts the session's rules in the kernel maps, within the caller's quota.
-/// `cgroup_id`: the session's cgroup and its broker's.
 pub fn register(
     kernel: &Kernel,
-    cgroup_id: (u64, u64),
+    cgroup_id: u64,
     session: &SessionPlan,
     dns: Option<(std::net::Ipv4Addr, Option<u16>)>,
     state_dir: &std::path::Path,
@@ -55,10 +54,8 @@ pub fn register(
     let egress = rules::compile(&plan.egress, true).map_err(ebpf::EbpfError::from)?;
     let bind = rules::compile(&plan.bind, false).map_err(ebpf::EbpfError::from)?;
     let live = live_sessions();
-    let broker = |cgroup: &std::path::Path| ino(&cgroup.join(crate::cgroup::BROKER_CGROUP));
     Ok(kernel.register(Registration {
-        cgroup_id: cgroup_id.0,
-        broker_cgroup_id: Some(cgroup_id.1),
+        cgroup_id,
         // Port 53 is either the session's resolver or nothing: never
         // ordinary egress, whatever rules like `*:*` say.
         flags: session.kernel_flags
@@ -71,28 +68,21 @@ pub fn register(
         bind,
         dns,
         marker: Some(state_dir.join(ebpf::REGISTERED_MARKER)),
-        live_elsewhere: live
-            .iter()
-            .flat_map(|(_, id, cgroup)| [Some(*id), broker(cgroup)])
-            .flatten()
-            .collect(),
+        live_elsewhere: live.iter().map(|(_, id)| *id).collect(),
         quota: quota(caller, &live),
     })?)
 }
 
-/// A directory's inode number: a cgroup's id.
-fn ino(path: &std::path::Path) -> Option<u64> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(std::os::unix::fs::MetadataExt::ino(&m))
-}
-
-/// Every live session's (caller uid, cgroup id, cgroup), from their state
+/// Every live session's (caller uid, cgroup id), from their state
 /// (sessions under an earlier parent cgroup are not below the current one).
-fn live_sessions() -> Vec<(u32, u64, std::path::PathBuf)> {
+fn live_sessions() -> Vec<(u32, u64)> {
     super::state::list()
         .into_iter()
         .flatten()
-        .filter_map(|st| Some((st.caller_uid, ino(&st.cgroup)?, st.cgroup)))
+        .filter_map(|st| {
+            let m = std::fs::metadata(&st.cgroup).ok()?;
+            Some((st.caller_uid, std::os::unix::fs::MetadataExt::ino(&m)))
+        })
         .collect()
 }
 

@@ -25,8 +25,8 @@
 //! thread may swap descriptor N between an IP socket (which the gate lets
 //! continue) and a unix socket. The kernel closes that race: its cgroup
 //! hooks for unix sockets refuse every unix `connect` and addressed unix
-//! send of the session's processes except the broker's, which lives in a
-//! cgroup of its own (`crate::ebpf`, `unix` hooks). The host's socket
+//! send of the session's processes except the broker's, which alone has
+//! the broker group (`crate::ebpf`, `unix` hooks). The host's socket
 //! directories are also empty in the session (`sandbox::mounts::SOCKET_DIRS`),
 //! a second wall where those hooks are missing (Linux < 6.7, degraded
 //! mode only).
@@ -93,12 +93,11 @@ impl Ready {
 
 /// Prepares the gate: the child's part (broker and filter) and the
 /// parent's. `unix` is `[network] unix` (text, resolved path); `own` the
-/// session's `{tmp}` and `{home}`; `broker_procs` the broker's cgroup.
+/// session's `{tmp}` and `{home}`.
 pub(super) fn prepare(
     unix: &[(String, PathBuf)],
     own: [&Path; 2],
     uid: libc::uid_t,
-    broker_procs: OwnedFd,
 ) -> Result<(GateChild, Pending), super::SessionError> {
     use crate::error::AtPath as _;
     let io = |e: i32| std::io::Error::from_raw_os_error(e);
@@ -124,7 +123,6 @@ pub(super) fn prepare(
         },
         filter: seccomp::gate_program()?,
         ack: ack_read,
-        broker_procs,
     };
     Ok((
         child,

@@ -199,7 +199,6 @@ pub(super) fn cgroups(
         notify(Notice::Degraded(format!("limit not enforced: {missing}")));
     }
     let cgroup_id = enforcement.cgroups.v2.id()?;
-    let broker_cgroup_id = enforcement.cgroups.broker().id()?;
     let mut resolver = None;
     let private_netns = match enforce::kernel(&layout.parent, id.as_str()) {
         Ok(kernel) => {
@@ -224,7 +223,7 @@ pub(super) fn cgroups(
             }
             let registered = enforce::register(
                 &kernel,
-                (cgroup_id, broker_cgroup_id),
+                cgroup_id,
                 plan,
                 resolver.as_ref().map(|b| (b.addr(), b.port6())),
                 state_dir,
@@ -628,9 +627,7 @@ pub(super) fn child_plan(
         .collect();
     let hidden = mounts::hidden_socket_dirs(&keep)?;
     let ph = &plan.placeholders;
-    let broker_procs = open_wr(&cg.broker().path().join("cgroup.procs"))?;
-    let (gate, pending) =
-        super::gate::prepare(&plan.unix, [&ph.tmp, &ph.home], ident.uid, broker_procs)?;
+    let (gate, pending) = super::gate::prepare(&plan.unix, [&ph.tmp, &ph.home], ident.uid)?;
     let child = ChildPlan {
         cgroup_dir: cgroup_dir_fd,
         cgroup_v2_procs,
