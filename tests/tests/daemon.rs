@@ -868,3 +868,51 @@ fn one_caller_cannot_fill_the_shared_maps() {
         let _ = c.wait();
     }
 }
+
+/// The trail says where a session's policy came from. The attack: a
+/// client claims a policy file in the policy directory that does not
+/// exist, with text of its own, so that `session_start` would name a
+/// vetted policy. Refused; a policy from outside the directory is
+/// recorded as the client's text.
+#[test]
+fn a_claimed_policy_path_is_verified_or_recorded_as_the_clients() {
+    require_sessions!();
+    let _serial = lock();
+    let d = TestDaemon::start(None);
+    let sb = sandbox_for(STRANGER, &test_policy(&BINS, "", ""));
+    let stdio: Vec<std::os::fd::OwnedFd> = (0..3)
+        .map(|_| fs::File::open("/dev/null").unwrap().into())
+        .collect();
+    let claimed = Path::new(agentd::paths::POLICY_DIR).join("agentd-test-no-such-policy.toml");
+    let s = d.connect();
+    let run = proto::RunRequest {
+        policy_path: claimed.clone(),
+        policy: fs::read_to_string(sb.policy()).unwrap(),
+        workspace: Some(sb.workspace()),
+        cwd: sb.workspace(),
+        argv: vec!["/bin/true".into()],
+        ..Default::default()
+    };
+    let fds: Vec<i32> = stdio.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    proto::send(&s, &Request::Run(run), &fds).unwrap();
+    match proto::recv::<Response>(&s).map(|(r, _)| r) {
+        Ok(Response::Error { message, code, .. }) => {
+            assert_eq!(code, 77, "{message}");
+            assert!(message.contains("is not a policy file"), "{message}");
+        }
+        other => panic!("a made-up policy path was accepted: {other:?}"),
+    }
+
+    // The legitimate use: a policy of the caller's own, recorded as such.
+    let args = run_args(&sb, &["/bin/true"]);
+    let out = finish(d.agentd_as(STRANGER, &[RUN_GID], &strs(&args)));
+    assert_eq!(out.status, 0, "{}\n{}", out.stderr, d.log());
+    let id = session_id_from(&out.stderr).unwrap();
+    let start = wait_record(&id, |r| field(r, "kind") == "session_start").unwrap();
+    assert_eq!(start["policy_source"], "client", "{start:?}");
+    assert_eq!(
+        start["policy_path"],
+        sb.policy().display().to_string(),
+        "{start:?}"
+    );
+}

@@ -52,6 +52,7 @@ pub(super) fn run(args: Args) -> ExitCode {
     let opts = RunOptions {
         policy,
         policy_path: Path::new(&args.policy),
+        policy_from_client: false,
         workspace: args.workspace,
         label: args.name,
         argv: args.argv,

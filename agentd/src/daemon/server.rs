@@ -417,12 +417,49 @@ fn visible(peer: &Peer, role: Role) -> Vec<state::SessionState> {
 
 /// Checks a non-root caller's run request against the config; returns the
 /// policy text to use.
-fn vet_run(peer: &Peer, role: Role, run: &RunRequest, config: &Config) -> Result<String, String> {
+/// The policy a run uses, and where its text came from.
+struct Vetted {
+    text: String,
+    /// The client's text (the daemon did not read it from a file).
+    from_client: bool,
+}
+
+/// Checks a run request against the caller's role and the daemon's
+/// configuration; the policy to use.
+fn vet_run(peer: &Peer, role: Role, run: &RunRequest, config: &Config) -> Result<Vetted, String> {
     if run.argv.is_empty() {
         return Err("no program to run".into());
     }
+    // A policy the daemon reads itself: a file in the policy directory.
+    // A claimed path there that is no such file is refused: the trail
+    // would otherwise name a vetted policy for text the client made up.
+    let dir = std::fs::canonicalize(&config.policy_dir).ok();
+    let in_dir = std::fs::canonicalize(&run.policy_path)
+        .ok()
+        .filter(|p| dir.as_ref().is_some_and(|d| p.starts_with(d)));
+    let claims_dir = run.policy_path.starts_with(&config.policy_dir)
+        || dir.as_ref().is_some_and(|d| run.policy_path.starts_with(d));
+    let trusted_text = in_dir.and_then(|p| std::fs::read_to_string(p).ok());
+    if claims_dir && trusted_text.is_none() {
+        return Err(format!(
+            "{} is not a policy file the daemon can read",
+            run.policy_path.display()
+        ));
+    }
+    // Root may run its own text under that name; it is then the client's.
+    if let Some(text) = trusted_text
+        && (role != Role::Root || text == run.policy)
+    {
+        return Ok(Vetted {
+            text,
+            from_client: false,
+        });
+    }
     if role == Role::Root {
-        return Ok(run.policy.clone());
+        return Ok(Vetted {
+            text: run.policy.clone(),
+            from_client: true,
+        });
     }
     let workspace = run.workspace.as_ref().unwrap_or(&run.cwd);
     match std::fs::metadata(workspace) {
@@ -436,20 +473,13 @@ fn vet_run(peer: &Peer, role: Role, run: &RunRequest, config: &Config) -> Result
         }
         Err(e) => return Err(format!("workspace {}: {e}", workspace.display())),
     }
-    // A trusted policy is one in the policy directory, as the daemon reads
-    // it; only those may name a user or receive secrets.
-    let in_dir = std::fs::canonicalize(&run.policy_path)
-        .ok()
-        .filter(|p| std::fs::canonicalize(&config.policy_dir).is_ok_and(|dir| p.starts_with(dir)));
-    let trusted_text = in_dir.and_then(|p| std::fs::read_to_string(p).ok());
-    if config.policies_from_dir_only && trusted_text.is_none() {
+    // Only policies in the policy directory may name a user or receive
+    // secrets.
+    if config.policies_from_dir_only {
         return Err(format!(
             "only policies from {} may be used",
             config.policy_dir.display()
         ));
-    }
-    if let Some(text) = trusted_text {
-        return Ok(text);
     }
     let today = jiff::Zoned::now().date();
     if let Some(p) = crate::policy::check(run.policy.as_bytes(), today).policy {
@@ -466,7 +496,10 @@ fn vet_run(peer: &Peer, role: Role, run: &RunRequest, config: &Config) -> Result
             ));
         }
     }
-    Ok(run.policy.clone())
+    Ok(Vetted {
+        text: run.policy.clone(),
+        from_client: true,
+    })
 }
 
 fn handle_run(
@@ -488,8 +521,11 @@ fn handle_run(
             2,
         );
     }
-    match vet_run(peer, role, &run, &shared.config) {
-        Ok(text) => run.policy = text,
+    let policy_from_client = match vet_run(peer, role, &run, &shared.config) {
+        Ok(Vetted { text, from_client }) => {
+            run.policy = text;
+            from_client
+        }
         Err(why) => {
             shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
             return reply_error(
@@ -502,7 +538,7 @@ fn handle_run(
                 EXIT_DENIED,
             );
         }
-    }
+    };
     let c = &shared.config;
     let assignment = Assignment {
         run,
@@ -511,6 +547,7 @@ fn handle_run(
         uid_range: (*c.uid_range.start(), *c.uid_range.end()),
         audit: (c.audit_log.clone(), c.rotate_size, c.keep),
         dns: c.dns.clone(),
+        policy_from_client,
     };
     let _ = conn.set_read_timeout(None);
     match spawn_supervisor(conn, fds, &assignment) {

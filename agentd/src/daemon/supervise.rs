@@ -47,6 +47,8 @@ pub struct Assignment {
     pub audit: (PathBuf, u64, u32),
     /// The session resolver's upstream and TTLs.
     pub dns: crate::dns::Settings,
+    /// The policy text is the client's, not the file the daemon read.
+    pub policy_from_client: bool,
 }
 
 /// Signals a caller may ask to deliver to its agent.
@@ -137,6 +139,7 @@ fn supervise(client: &UnixStream, a: Assignment) -> ExitCode {
     let opts = RunOptions {
         policy,
         policy_path: &run.policy_path,
+        policy_from_client: a.policy_from_client,
         workspace: run.workspace.clone(),
         label: run.name.clone(),
         argv: run.argv.iter().map(Into::into).collect(),

@@ -244,6 +244,9 @@ pub struct RunOptions<'a> {
     pub policy: &'a Policy,
     /// Where it was read from.
     pub policy_path: &'a Path,
+    /// The text came from a client of the daemon, not from `policy_path`
+    /// as the daemon read it (the path is only what the client claimed).
+    pub policy_from_client: bool,
     /// `--workspace` (default: the current directory).
     pub workspace: Option<PathBuf>,
     /// `--name`: a label for the session, shown by `agentd ps`.

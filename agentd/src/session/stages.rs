@@ -518,6 +518,7 @@ pub(super) fn session_state(
         agent: plan.agent.name.clone(),
         trust: plan.agent.trust.clone(),
         policy_path: opts.policy_path.to_path_buf(),
+        policy_from_client: opts.policy_from_client,
         policy_digest: plan.agent.digest.clone(),
         trace_id: trace_id.to_owned(),
         caller_uid,
@@ -578,6 +579,16 @@ pub(super) fn start_record(
             redactor.scrub(&st.workspace.display().to_string()),
         )
         .with("policy_path", st.policy_path.display().to_string())
+        // Whether agentd read the file itself, or was handed the text (by
+        // a client of the daemon, which only claims the path).
+        .with(
+            "policy_source",
+            if st.policy_from_client {
+                "client"
+            } else {
+                "file"
+            },
+        )
         .with("cgroup_id", cgroup_id)
 }
 

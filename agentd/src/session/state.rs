@@ -22,6 +22,10 @@ pub struct SessionState {
     pub trust: String,
     /// Policy file as given.
     pub policy_path: PathBuf,
+    /// The policy text came from a daemon client (see
+    /// [`super::RunOptions::policy_from_client`]).
+    #[serde(default)]
+    pub policy_from_client: bool,
     /// sha256 of the policy file.
     pub policy_digest: String,
     /// W3C trace id (32 hex digits).
