@@ -916,3 +916,33 @@ fn a_claimed_policy_path_is_verified_or_recorded_as_the_clients() {
         "{start:?}"
     );
 }
+
+/// The daemon resolves a caller's program with the caller's permissions.
+/// The attack: naming files in a directory only root can read, to learn
+/// from the answer which of them exist ("cannot execute" against "not
+/// found"). Both answers are the same; a program the caller can reach
+/// still runs.
+#[test]
+fn a_callers_program_is_looked_up_with_the_callers_permissions() {
+    require_sessions!();
+    let _serial = lock();
+    let d = TestDaemon::start(None);
+    let secret_dir = tempfile::tempdir_in("/tmp").unwrap();
+    fs::set_permissions(secret_dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let exists = secret_dir.path().join("exists");
+    fs::write(&exists, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&exists, fs::Permissions::from_mode(0o755)).unwrap();
+    let sb = sandbox_for(STRANGER, &test_policy(&BINS, "", ""));
+    let answer = |program: &Path| {
+        let args = run_args(&sb, &[&program.display().to_string()]);
+        let out = finish(d.agentd_as(STRANGER, &[RUN_GID], &strs(&args)));
+        (out.status, out.stderr)
+    };
+    let (present, present_err) = answer(&exists);
+    let (absent, _) = answer(&secret_dir.path().join("nothing"));
+    assert_eq!(present, 127, "{present_err}");
+    assert_eq!(absent, 127);
+    assert!(present_err.contains("command not found"), "{present_err}");
+    let (status, stderr) = answer(Path::new("/bin/true"));
+    assert_eq!(status, 0, "{stderr}");
+}

@@ -263,6 +263,40 @@ pub fn set_gids(gid: libc::gid_t) -> Result<(), i32> {
     check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(drop)
 }
 
+/// Runs `f` on a thread of its own whose file-system ids are `ids` (uid,
+/// gid) with no supplementary groups, so that paths are looked up with
+/// that user's permissions (and none of root's file capabilities, which
+/// the kernel drops with a non-zero fsuid). The change is per thread: the
+/// raw syscalls do not reach the process's other threads, and the thread
+/// ends with `f`. Fails with the errno of a refused change.
+pub fn with_fs_ids<T: Send>(ids: (u32, u32), f: impl FnOnce() -> T + Send) -> Result<T, i32> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: integer arguments; a zero-length list with a NULL
+                // pointer is valid. setfsuid/setfsgid return the previous
+                // id, so success is checked by reading it back.
+                unsafe {
+                    check(libc::syscall(
+                        libc::SYS_setgroups,
+                        0,
+                        std::ptr::null::<libc::gid_t>(),
+                    ))?;
+                    libc::syscall(libc::SYS_setfsgid, ids.1);
+                    libc::syscall(libc::SYS_setfsuid, ids.0);
+                    let uid = libc::syscall(libc::SYS_setfsuid, u32::MAX);
+                    let gid = libc::syscall(libc::SYS_setfsgid, u32::MAX);
+                    if uid != i64::from(ids.0) || gid != i64::from(ids.1) {
+                        return Err(libc::EPERM);
+                    }
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or(Err(libc::EIO))
+    })
+}
+
 /// `landlock_restrict_self(ruleset, 0)`.
 pub fn landlock_restrict_self(ruleset: RawFd) -> Result<(), i32> {
     // SAFETY: integer arguments.

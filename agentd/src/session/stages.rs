@@ -408,8 +408,15 @@ pub(super) fn environment(
     let Some(program_arg) = opts.argv.first() else {
         return Err(SessionError::NotFound(String::new()));
     };
-    let program = resolve_program(program_arg, &path_var, &ph.workspace)
-        .ok_or_else(|| SessionError::NotFound(program_arg.to_string_lossy().into_owned()))?;
+    // With the caller's file access when a daemon client asked: what root
+    // alone can see must look absent (else 126 "cannot execute" against 127
+    // "not found" tells the caller which root-only files exist).
+    let resolve = || resolve_program(program_arg, &path_var, &ph.workspace);
+    let program = match opts.caller {
+        Some(ids) => sandbox::sys::with_fs_ids(ids, resolve).unwrap_or(None),
+        None => resolve(),
+    }
+    .ok_or_else(|| SessionError::NotFound(program_arg.to_string_lossy().into_owned()))?;
     Ok(Environment {
         vars,
         program,
