@@ -37,9 +37,11 @@ pub enum CgroupError {
     },
 }
 
-/// Whether `e` says the path does not exist (a cgroup removed meanwhile).
+/// Whether `e` says the path does not exist (a cgroup removed meanwhile:
+/// ENOENT, or ENODEV for a file of a cgroup being removed).
 fn not_found(e: &CgroupError) -> bool {
-    matches!(e, CgroupError::Io(PathError { source, .. }) if source.kind() == ErrorKind::NotFound)
+    matches!(e, CgroupError::Io(PathError { source, .. })
+        if source.kind() == ErrorKind::NotFound || source.raw_os_error() == Some(libc::ENODEV))
 }
 
 /// Whether `cgroup.kill` is used where it exists. `AGENTD_NO_CGROUP_KILL=1`

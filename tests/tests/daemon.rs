@@ -358,7 +358,8 @@ fn callers_are_authorized_by_their_groups_and_refusals_are_audited() {
     let _one = lock();
     let d = TestDaemon::start(None);
 
-    // Outside the run group: refused (77) and recorded with the uid.
+    // Outside the run group: refused (77) before the request is read, and
+    // recorded with the uid.
     let out = finish(d.agentd_as(STRANGER, &[], &["ps"]));
     assert_eq!(out.status, 77, "{}", out.stderr);
     assert!(
@@ -374,7 +375,7 @@ fn callers_are_authorized_by_their_groups_and_refusals_are_audited() {
             .take(50)
             .any(|l| l.contains("\"kind\":\"deny\"")
                 && l.contains(&format!("\"caller_uid\":{STRANGER}"))
-                && l.contains("\"request\":\"ps\"")),
+                && l.contains("\"request\":\"any\"")),
         "no deny record for uid {STRANGER}"
     );
 
@@ -945,4 +946,117 @@ fn a_callers_program_is_looked_up_with_the_callers_permissions() {
     assert!(present_err.contains("command not found"), "{present_err}");
     let (status, stderr) = answer(Path::new("/bin/true"));
     assert_eq!(status, 0, "{stderr}");
+}
+
+/// Connections of one caller, held open with a request that never ends.
+struct Flood(Child);
+
+impl Flood {
+    /// `n` connections as `uid` with `groups`, each sending the length of a
+    /// 1 MiB request and nothing more; returns once it reports how many are
+    /// still open after the daemon's answers.
+    fn start(d: &TestDaemon, uid: u32, groups: &[u32], n: usize) -> (Self, usize) {
+        let script = r#"
+import socket, struct, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+held = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+    except OSError:
+        continue
+    try:
+        s.sendall(struct.pack('>I', 1 << 20))
+    except OSError:
+        continue
+    held.append(s)
+time.sleep(1)
+alive = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        s.recv(65536)
+    except BlockingIOError:
+        alive += 1
+    except OSError:
+        pass
+print(f"alive={alive}", flush=True)
+time.sleep(120)
+"#;
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"));
+        if groups.is_empty() {
+            c.arg("--clear-groups");
+        } else {
+            let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+            c.arg(format!("--groups={}", list.join(",")));
+        }
+        let mut child = c
+            .args(["--", "/usr/bin/python3", "-c", script])
+            .arg(d.socket())
+            .arg(n.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let alive = line
+            .trim()
+            .strip_prefix("alive=")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        (Self(child), alive)
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The daemon cannot be locked out. The attack: hundreds of connections
+/// that announce a 1 MiB request and never finish it, from a caller in the
+/// run group and from one in no group (a session's user is such a one).
+/// The first holds at most its share, the second nothing; root and other
+/// members are still served; the outsider's refusals make a record or
+/// two with a count, not one per connection.
+#[test]
+fn one_caller_cannot_lock_the_daemon() {
+    require_sessions!();
+    let _serial = lock();
+    let d = TestDaemon::start(None);
+    // A uid of this run's own: the trail keeps earlier runs' records.
+    let outsider = STRANGER + 100 + std::process::id() % 100_000;
+    let (_member, held) = Flood::start(&d, STRANGER, &[RUN_GID], 100);
+    assert_eq!(
+        held, 32,
+        "a member's connections beyond its share are refused"
+    );
+    let (_outsider, held) = Flood::start(&d, outsider, &[], 600);
+    assert_eq!(held, 0, "a caller in no group is refused before it is read");
+
+    let ps = finish(d.agentd(&["ps"]));
+    assert_eq!(ps.status, 0, "root: {}", ps.stderr);
+    let ps = finish(d.agentd_as(STRANGER + 1, &[RUN_GID], &["ps"]));
+    assert_eq!(ps.status, 0, "another member: {}", ps.stderr);
+
+    let trail = fs::read_to_string(AUDIT_LOG).unwrap_or_default();
+    let records: Vec<&str> = trail
+        .lines()
+        .filter(|l| {
+            l.contains("\"kind\":\"deny\"") && l.contains(&format!("\"caller_uid\":{outsider}"))
+        })
+        .collect();
+    assert!(
+        (1..=2).contains(&records.len()),
+        "{} records for 600 refusals",
+        records.len()
+    );
+    assert!(records[0].contains("\"count\":"), "{}", records[0]);
 }

@@ -1,6 +1,7 @@
 //! The daemon: one privileged process per host that owns the eBPF
 //! programs and the audit collector, and starts, lists and kills sessions
 //! for callers it authorizes by their socket credentials.
+mod admission;
 pub mod auth;
 pub mod client;
 pub mod config;

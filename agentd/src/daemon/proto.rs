@@ -241,14 +241,41 @@ pub fn send<T: Serialize>(stream: &UnixStream, msg: &T, fds: &[RawFd]) -> Result
 
 /// Reads one frame: its message and the descriptors that came with it.
 pub fn recv<T: DeserializeOwned>(stream: &UnixStream) -> Result<(T, Vec<OwnedFd>), ProtoError> {
-    let (body, fds) = recv_raw(stream)?;
+    let (body, fds) = recv_raw(stream, None)?;
     Ok((decode(&body)?, fds))
 }
 
-/// Reads one frame's body (size-checked) and descriptors.
-pub fn recv_raw(stream: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), ProtoError> {
+/// [`recv`], failing with `TimedOut` unless the whole frame has arrived by
+/// `deadline` (however slowly its bytes come).
+pub fn recv_by<T: DeserializeOwned>(
+    stream: &UnixStream,
+    deadline: std::time::Instant,
+) -> Result<(T, Vec<OwnedFd>), ProtoError> {
+    let (body, fds) = recv_raw(stream, Some(deadline))?;
+    Ok((decode(&body)?, fds))
+}
+
+/// Sets the stream's read timeout to what is left until `deadline`.
+fn wait_until(stream: &UnixStream, deadline: Option<std::time::Instant>) -> Result<(), ProtoError> {
+    let Some(deadline) = deadline else {
+        return Ok(());
+    };
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return Err(ProtoError::Io(io::ErrorKind::TimedOut.into()));
+    }
+    stream.set_read_timeout(Some(left)).map_err(ProtoError::Io)
+}
+
+/// Reads one frame's body (size-checked) and descriptors, by `deadline` if
+/// one is given.
+pub fn recv_raw(
+    stream: &UnixStream,
+    deadline: Option<std::time::Instant>,
+) -> Result<(Vec<u8>, Vec<OwnedFd>), ProtoError> {
     let mut len = [0u8; 4];
     let mut fds = Vec::new();
+    wait_until(stream, deadline)?;
     // The first read may carry descriptors.
     let got = {
         let mut iov = [IoSliceMut::new(&mut len)];
@@ -274,7 +301,7 @@ pub fn recv_raw(stream: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), ProtoErr
     if got == 0 {
         return Err(ProtoError::Closed);
     }
-    read_full(stream, &mut len[got..])?;
+    read_full(stream, &mut len[got..], deadline)?;
     let n = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
     if n > MAX_FRAME {
         return Err(ProtoError::TooLarge(n));
@@ -286,18 +313,26 @@ pub fn recv_raw(stream: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), ProtoErr
         )));
     }
     let mut body = vec![0u8; n];
-    read_full(stream, &mut body)?;
+    read_full(stream, &mut body, deadline)?;
     Ok((body, fds))
 }
 
-fn read_full(stream: &UnixStream, buf: &mut [u8]) -> Result<(), ProtoError> {
-    (&*stream).read_exact(buf).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            ProtoError::Truncated
-        } else {
-            ProtoError::Io(e)
+fn read_full(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    deadline: Option<std::time::Instant>,
+) -> Result<(), ProtoError> {
+    let mut done = 0;
+    while done < buf.len() {
+        wait_until(stream, deadline)?;
+        match (&*stream).read(&mut buf[done..]) {
+            Ok(0) => return Err(ProtoError::Truncated),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ProtoError::Io(e)),
         }
-    })
+    }
+    Ok(())
 }
 
 #[expect(
@@ -348,13 +383,13 @@ mod tests {
     fn oversized_truncated_and_foreign_frames_are_errors() {
         let (mut a, b) = pair();
         a.write_all(&u32::MAX.to_be_bytes()).unwrap();
-        assert!(matches!(recv_raw(&b), Err(ProtoError::TooLarge(_))));
+        assert!(matches!(recv_raw(&b, None), Err(ProtoError::TooLarge(_))));
 
         let (mut a, b) = pair();
         a.write_all(&10u32.to_be_bytes()).unwrap();
         a.write_all(b"{\"v\"").unwrap();
         drop(a);
-        assert!(matches!(recv_raw(&b), Err(ProtoError::Truncated)));
+        assert!(matches!(recv_raw(&b, None), Err(ProtoError::Truncated)));
 
         assert!(matches!(
             decode::<Request>(br#"{"v":2,"msg":{"type":"ps"}}"#),
@@ -404,5 +439,30 @@ mod tests {
             let text = serde_json::json!({"v": 1, "msg": {"type": kind, "session": session}});
             let _ = decode::<Request>(text.to_string().as_bytes());
         }
+    }
+
+    /// A request whose bytes trickle in never outlasts its deadline.
+    #[test]
+    fn a_trickling_request_ends_at_its_deadline() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut a = a;
+            let _ = a.write_all(&(1u32 << 20).to_be_bytes());
+            for _ in 0..40 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                if a.write_all(b"x").is_err() {
+                    break;
+                }
+            }
+        });
+        let start = std::time::Instant::now();
+        let deadline = start + std::time::Duration::from_millis(200);
+        let r = recv_by::<Request>(&b, deadline);
+        assert!(
+            matches!(&r, Err(ProtoError::Io(e)) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)),
+            "{r:?}"
+        );
+        drop(b);
+        let _ = writer.join();
     }
 }

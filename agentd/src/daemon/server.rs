@@ -23,6 +23,7 @@ use std::{
 use nix::sys::signal::{SigSet, Signal};
 
 use super::{
+    admission::{Admission, REQUEST_DEADLINE},
     auth::{Peer, Role, gid_of},
     config::{Config, OnStop},
     metrics::Metrics,
@@ -39,9 +40,6 @@ use crate::{
 
 /// The socket every client looks for.
 pub use crate::paths::SOCKET;
-
-/// Most connections served at once (each holds a thread).
-const MAX_CONNECTIONS: usize = 512;
 
 /// Exit status for a request the caller is not allowed to make
 /// (sysexits' EX_NOPERM).
@@ -84,7 +82,7 @@ impl DaemonError {
 struct Shared {
     config: Config,
     metrics: Metrics,
-    connections: AtomicUsize,
+    admission: Arc<Admission>,
     /// Supervisors started and not yet exited.
     supervisors: AtomicUsize,
 }
@@ -142,7 +140,7 @@ pub fn serve(config: Config, socket: &Path) -> Result<(), DaemonError> {
     let shared = Arc::new(Shared {
         config,
         metrics: Metrics::default(),
-        connections: AtomicUsize::new(0),
+        admission: Arc::default(),
         supervisors: AtomicUsize::new(0),
     });
     if let Some(listen) = shared.config.metrics_listen.clone() {
@@ -154,22 +152,32 @@ pub fn serve(config: Config, socket: &Path) -> Result<(), DaemonError> {
 
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        let shared = Arc::clone(&shared);
-        if shared.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            shared.connections.fetch_sub(1, Ordering::SeqCst);
+        // Who it is, before a byte is read (see `super::admission`).
+        let Ok(peer) = Peer::of(&conn) else { continue };
+        let role = peer.role(&shared.config);
+        // Replies here must not wait on a caller that does not read.
+        let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
+        if role == Role::None {
+            shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
+            refuse(&conn, &peer, "any", &shared, Role::Run);
+            continue;
+        }
+        let Some(ticket) = shared.admission.admit(peer.uid, role >= Role::Admin) else {
             reply_error(
                 &conn,
-                "the daemon is busy".into(),
-                Some("try again".into()),
+                "the daemon is busy (too many connections of yours, or of all callers)".into(),
+                Some("try again; close connections you do not use".into()),
                 75,
             );
             continue;
-        }
+        };
+        let _ = conn.set_write_timeout(None);
+        let shared = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .spawn(move || {
-                serve_connection(&conn, &shared);
-                shared.connections.fetch_sub(1, Ordering::SeqCst);
+                serve_connection(&conn, &peer, role, &shared);
+                drop(ticket);
             });
         if spawned.is_err() {
             tracing::warn!("cannot start a connection thread");
@@ -300,13 +308,13 @@ fn needed_role(r: &Request) -> Role {
     }
 }
 
-fn serve_connection(conn: &UnixStream, shared: &Shared) {
-    let Ok(peer) = Peer::of(conn) else { return };
-    // A caller gets a while to say what it wants; a run's connection then
-    // belongs to its supervisor.
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+fn serve_connection(conn: &UnixStream, peer: &Peer, role: Role, shared: &Shared) {
+    // A caller gets a while to say what it wants, whole (a byte now and
+    // then does not keep the connection); a run's connection then belongs
+    // to its supervisor.
     loop {
-        let (req, fds) = match proto::recv::<Request>(conn) {
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        let (req, fds) = match proto::recv_by::<Request>(conn, deadline) {
             Ok(r) => r,
             Err(e @ (ProtoError::Malformed(_) | ProtoError::Version(_))) => {
                 shared.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -325,20 +333,19 @@ fn serve_connection(conn: &UnixStream, shared: &Shared) {
             }
             Err(_) => return,
         };
-        let role = peer.role(&shared.config);
         let needed = needed_role(&req);
         if role < needed {
-            refuse(conn, &peer, &req, &shared.config, needed);
+            refuse(conn, peer, request_name(&req), shared, needed);
             shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
         match req {
             Request::Run(run) => {
-                handle_run(conn, &peer, role, run, fds, shared);
+                handle_run(conn, peer, role, run, fds, shared);
                 return;
             }
             Request::Ps {} => {
-                let sessions = visible(&peer, role)
+                let sessions = visible(peer, role)
                     .into_iter()
                     .map(session::Summary::from)
                     .collect();
@@ -348,21 +355,14 @@ fn serve_connection(conn: &UnixStream, shared: &Shared) {
                 session,
                 agent,
                 reason,
-            } => handle_kill(conn, &peer, role, session, agent, reason, shared),
+            } => handle_kill(conn, peer, role, session, agent, reason, shared),
             Request::Disable { agent, reason } => {
-                handle_disable(conn, &peer, &agent, reason, shared);
+                handle_disable(conn, peer, &agent, reason, shared);
             }
-            Request::Enable { agent } => handle_enable(conn, &peer, &agent),
+            Request::Enable { agent } => handle_enable(conn, peer, &agent),
             Request::Logs { session, follow } => {
                 let _ = conn.set_read_timeout(None);
-                stream_logs(
-                    conn,
-                    &peer,
-                    role,
-                    session.as_deref(),
-                    follow,
-                    &shared.config,
-                );
+                stream_logs(conn, peer, role, session.as_deref(), follow, &shared.config);
                 return;
             }
             Request::Metrics {} => {
@@ -384,24 +384,30 @@ fn serve_connection(conn: &UnixStream, shared: &Shared) {
     }
 }
 
-/// Refuses a request the caller's groups do not allow, and records it.
-fn refuse(conn: &UnixStream, peer: &Peer, req: &Request, config: &Config, needed: Role) {
+/// Refuses a request (`request`: its name, or `any` for a caller refused
+/// before it said anything) that the caller's groups do not allow, and
+/// records it: at most one record per uid per interval, with the count.
+fn refuse(conn: &UnixStream, peer: &Peer, request: &str, shared: &Shared, needed: Role) {
+    let config = &shared.config;
     let group = if needed == Role::Admin {
         &config.admin_group
     } else {
         &config.run_group
     };
     let why = format!("uid {} is not in group {group}", peer.uid);
-    let _ = audit::Log::default_path().append(&[Event::now(&Context::default(), "deny")
-        .with("what", "request")
-        .with("request", request_name(req))
-        .with("caller_uid", peer.uid)
-        .with("caller_pid", peer.pid)
-        .with("rule", "daemon.authorization")
-        .with("reason", why.clone())]);
+    if let Some(count) = shared.admission.refusal(peer.uid, Instant::now()) {
+        let _ = audit::Log::default_path().append(&[Event::now(&Context::default(), "deny")
+            .with("what", "request")
+            .with("request", request)
+            .with("caller_uid", peer.uid)
+            .with("caller_pid", peer.pid)
+            .with("count", count)
+            .with("rule", "daemon.authorization")
+            .with("reason", why.clone())]);
+    }
     reply_error(
         conn,
-        format!("{} refused: {why}", request_name(req)),
+        format!("{request} refused: {why}"),
         Some(format!("ask an admin to add you to group {group}")),
         EXIT_DENIED,
     );
