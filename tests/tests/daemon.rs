@@ -1060,3 +1060,74 @@ fn one_caller_cannot_lock_the_daemon() {
     );
     assert!(records[0].contains("\"count\":"), "{}", records[0]);
 }
+
+/// Sessions of callers other than root run within the daemon's
+/// `[caller_limits]`: a policy without limits gets them, one asking for
+/// more is lowered; root's sessions keep the policy's.
+#[test]
+fn members_sessions_run_within_the_daemons_limits() {
+    require_sessions!();
+    let _serial = lock();
+    let d = TestDaemon::start_configured(
+        None,
+        None,
+        "[caller_limits]\nopen_files = 1000\nmax_processes = 300\n",
+    );
+    let script = "ulimit -n; sleep 1";
+    let limits_of = |sb: &Sandbox, uid: Option<u32>| {
+        let args = run_args(sb, &["/bin/sh", "-c", script]);
+        let mut cmd = match uid {
+            Some(uid) => d.agentd_as(uid, &[RUN_GID], &strs(&args)),
+            None => d.agentd(&strs(&args)),
+        };
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        let id = session_id_from(&first).unwrap_or_else(|| panic!("{first}{}", d.log()));
+        // pids.max where the host keeps it (cgroup2, or v1 on hybrid hosts).
+        let layout = agentd::cgroup::Layout::discover().unwrap();
+        let dir = match layout.locate(agentd::cgroup::Controller::Pids) {
+            Some(Some(v1)) => v1.join("agentd").join(&id),
+            _ => layout.parent.join(&id),
+        };
+        let mut pids = String::new();
+        let _ = eventually(Duration::from_secs(5), || {
+            pids = fs::read_to_string(dir.join("pids.max")).unwrap_or_default();
+            !pids.is_empty()
+        });
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "{out}");
+        (out.trim().to_owned(), pids.trim().to_owned())
+    };
+    let unlimited = sandbox_for(STRANGER, &test_policy(&BINS, "", ""));
+    assert_eq!(
+        limits_of(&unlimited, Some(STRANGER)),
+        ("1000".to_owned(), "300".to_owned())
+    );
+    let greedy = test_policy(
+        &BINS,
+        "",
+        "[limits]\nopen_files = 5000\nmax_processes = 4000\n",
+    );
+    let greedy = sandbox_for(STRANGER, &greedy);
+    assert_eq!(
+        limits_of(&greedy, Some(STRANGER)),
+        ("1000".to_owned(), "300".to_owned())
+    );
+    assert_eq!(
+        limits_of(&greedy, None),
+        ("5000".to_owned(), "4000".to_owned()),
+        "root's sessions keep the policy's limits"
+    );
+}

@@ -41,6 +41,72 @@ struct Raw {
     metrics_listen: Option<Spanned<String>>,
     audit: Option<RawAudit>,
     dns: Option<RawDns>,
+    caller_limits: Option<RawCallerLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCallerLimits {
+    max_processes: Option<Spanned<u32>>,
+    memory: Option<Spanned<String>>,
+    cpu: Option<Spanned<String>>,
+    max_duration: Option<Spanned<String>>,
+    open_files: Option<Spanned<u64>>,
+}
+
+/// `[caller_limits]`: for sessions of callers other than root, each limit
+/// is the default when the policy has none and the ceiling when it asks
+/// for more. Such sessions also never run degraded: every limit must be
+/// enforceable on the host (a v1 controller on hybrid hosts will do).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct CallerLimits {
+    /// Processes (pids.max).
+    pub max_processes: u32,
+    /// Memory, bytes.
+    pub memory: u64,
+    /// CPU, percent of one CPU; `None`: no ceiling.
+    pub cpu_percent: Option<u32>,
+    /// Wall-clock seconds.
+    pub max_duration_secs: u64,
+    /// RLIMIT_NOFILE.
+    pub open_files: u64,
+}
+
+impl Default for CallerLimits {
+    fn default() -> Self {
+        Self {
+            max_processes: 1024,
+            memory: 8 << 30,
+            cpu_percent: None,
+            max_duration_secs: 24 * 3600,
+            open_files: 8192,
+        }
+    }
+}
+
+impl CallerLimits {
+    /// `limits` within these: missing ones set, larger ones lowered.
+    pub fn apply(&self, limits: &mut crate::policy::Limits) {
+        use crate::policy::{ByteSize, CpuQuota, WallDuration};
+        limits.present = true;
+        let at_most = |have: Option<u64>, ceiling: u64| have.map_or(ceiling, |h| h.min(ceiling));
+        limits.max_processes = Some(
+            limits
+                .max_processes
+                .map_or(self.max_processes, |n| n.min(self.max_processes)),
+        );
+        limits.memory = Some(ByteSize(at_most(limits.memory.map(|m| m.0), self.memory)));
+        if let Some(ceiling) = self.cpu_percent {
+            let percent = limits.cpu.map_or(ceiling, |c| c.percent.min(ceiling));
+            limits.cpu = Some(CpuQuota { percent });
+        }
+        let secs = at_most(
+            limits.max_duration.map(|d| d.0.as_secs()),
+            self.max_duration_secs,
+        );
+        limits.max_duration = Some(WallDuration(std::time::Duration::from_secs(secs)));
+        limits.open_files = Some(at_most(limits.open_files, self.open_files));
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +162,8 @@ pub struct Config {
     /// Sessions' resolvers: upstream (empty: the host's resolv.conf when
     /// the daemon starts) and TTL clamps.
     pub dns: crate::dns::Settings,
+    /// Limits of sessions of callers other than root.
+    pub caller_limits: CallerLimits,
 }
 
 impl Default for Config {
@@ -112,6 +180,7 @@ impl Default for Config {
             rotate_size: 256 << 20,
             keep: 10,
             dns: crate::dns::Settings::default(),
+            caller_limits: CallerLimits::default(),
         }
     }
 }
@@ -244,6 +313,60 @@ fn dns(raw: &RawDns, settings: &mut crate::dns::Settings, out: &mut Vec<Diagnost
     }
 }
 
+fn caller_limits(raw: &RawCallerLimits, limits: &mut CallerLimits, out: &mut Vec<Diagnostic>) {
+    use crate::policy::{CpuQuota, WallDuration};
+    fn parsed<T>(
+        v: &Spanned<String>,
+        parse: impl Fn(&str) -> Result<T, crate::policy::Invalid>,
+        out: &mut Vec<Diagnostic>,
+    ) -> Option<T> {
+        parse(v.get_ref())
+            .map_err(|e| {
+                let mut d = Diagnostic::error(v.span(), e.message);
+                d.hint = e.hint;
+                out.push(d);
+            })
+            .ok()
+    }
+    let positive = |v: &Spanned<u64>, what: &str, out: &mut Vec<Diagnostic>| {
+        if *v.get_ref() == 0 {
+            out.push(Diagnostic::error(
+                v.span(),
+                format!("[caller_limits] {what} must be above 0"),
+            ));
+            None
+        } else {
+            Some(*v.get_ref())
+        }
+    };
+    if let Some(n) = &raw.max_processes {
+        let as_u64 = Spanned::new(n.span(), u64::from(*n.get_ref()));
+        if let Some(n) = positive(&as_u64, "max_processes", out) {
+            limits.max_processes = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+    }
+    if let Some(n) = &raw.open_files
+        && let Some(n) = positive(n, "open_files", out)
+    {
+        limits.open_files = n;
+    }
+    if let Some(m) = &raw.memory
+        && let Some(m) = parsed(m, ByteSize::parse, out)
+    {
+        limits.memory = m.0;
+    }
+    if let Some(c) = &raw.cpu
+        && let Some(c) = parsed(c, CpuQuota::parse, out)
+    {
+        limits.cpu_percent = Some(c.percent);
+    }
+    if let Some(d) = &raw.max_duration
+        && let Some(d) = parsed(d, WallDuration::parse, out)
+    {
+        limits.max_duration_secs = d.0.as_secs().max(1);
+    }
+}
+
 /// Parses a config file's text.
 pub fn parse(source: &str) -> Result<Config, Invalid> {
     let invalid = |diagnostics| Invalid {
@@ -311,6 +434,9 @@ pub fn parse(source: &str) -> Result<Config, Invalid> {
     }
     if let Some(d) = &raw.dns {
         dns(d, &mut config.dns, &mut out);
+    }
+    if let Some(l) = &raw.caller_limits {
+        caller_limits(l, &mut config.caller_limits, &mut out);
     }
     if out.is_empty() {
         Ok(config)
@@ -405,5 +531,46 @@ keep = 3
             "{}",
             e.render("c")
         );
+    }
+
+    #[test]
+    fn caller_limits_are_defaults_and_ceilings() {
+        let c = parse(
+            "[caller_limits]\nmax_processes = 300\nmemory = \"1G\"\ncpu = \"150%\"\n\
+             max_duration = \"2h\"\nopen_files = 1000\n",
+        )
+        .unwrap();
+        let l = &c.caller_limits;
+        assert_eq!(
+            (
+                l.max_processes,
+                l.memory,
+                l.cpu_percent,
+                l.max_duration_secs,
+                l.open_files
+            ),
+            (300, 1 << 30, Some(150), 7200, 1000)
+        );
+        // A policy without limits gets them all.
+        let mut none = crate::policy::Limits::default();
+        l.apply(&mut none);
+        assert_eq!(none.max_processes, Some(300));
+        assert_eq!(none.open_files, Some(1000));
+        assert_eq!(none.cpu.map(|c| c.percent), Some(150));
+        // A policy asking for more is lowered; for less, kept.
+        let mut policy = crate::policy::Limits {
+            max_processes: Some(5000),
+            open_files: Some(10),
+            memory: Some(ByteSize(64 << 30)),
+            ..crate::policy::Limits::default()
+        };
+        l.apply(&mut policy);
+        assert_eq!(policy.max_processes, Some(300));
+        assert_eq!(policy.open_files, Some(10));
+        assert_eq!(policy.memory.map(|m| m.0), Some(1 << 30));
+        assert_eq!(policy.max_duration.map(|d| d.0.as_secs()), Some(7200));
+        assert!(parse("[caller_limits]\nopen_files = 0\n").is_err());
+        assert!(parse("[caller_limits]\nmemory = \"lots\"\n").is_err());
+        assert!(parse("[caller_limits]\nswap = 1\n").is_err());
     }
 }

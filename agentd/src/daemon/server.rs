@@ -554,6 +554,7 @@ fn handle_run(
         audit: (c.audit_log.clone(), c.rotate_size, c.keep),
         dns: c.dns.clone(),
         policy_from_client,
+        caller_limits: (role != Role::Root).then(|| c.caller_limits.clone()),
     };
     let _ = conn.set_read_timeout(None);
     match spawn_supervisor(conn, fds, &assignment) {

@@ -49,6 +49,8 @@ pub struct Assignment {
     pub dns: crate::dns::Settings,
     /// The policy text is the client's, not the file the daemon read.
     pub policy_from_client: bool,
+    /// For callers other than root: the limits' defaults and ceilings.
+    pub caller_limits: Option<super::config::CallerLimits>,
 }
 
 /// Signals a caller may ask to deliver to its agent.
@@ -117,7 +119,15 @@ fn supervise(client: &UnixStream, a: Assignment) -> ExitCode {
     let run = a.run;
     let today = jiff::Zoned::now().date();
     let checked = crate::policy::check(run.policy.as_bytes(), today);
-    let Some(policy) = &checked.policy else {
+    let Some(policy) = &checked.policy.map(|mut p| {
+        // Sessions of callers other than root run within the daemon's
+        // limits, and never degraded.
+        if let Some(limits) = &a.caller_limits {
+            limits.apply(&mut p.limits);
+            p.enforcement.allow_degraded = false;
+        }
+        p
+    }) else {
         let name = run.policy_path.display().to_string();
         let rendered: String = checked
             .diagnostics
