@@ -1,7 +1,9 @@
-//! Egress hooks: `cgroup_sock_addr` programs (connect, UDP sendmsg, bind)
-//! and `cgroup_sock` (socket creation) attached once at the agentd parent
-//! cgroup. Tasks outside a session pass;
-//! a session's traffic is looked up in its rules (default deny).
+//! Egress hooks: `cgroup_sock_addr` programs (connect, UDP sendmsg, bind),
+//! attached once at the cgroup2 root (the kernel runs them by the socket's
+//! cgroup, and a session may hold sockets created outside it), and
+//! `cgroup_sock` (socket creation) at the agentd parent cgroup. Tasks
+//! outside a session pass; a session's traffic is looked up in its rules
+//! (default deny).
 use agentd_common::{
     Counter, DNS_PORT, EventKind, NetEvent, PROTO_TCP, PROTO_UDP, RuleKeyV4, RuleKeyV6,
     SESSION_DNS_OFF, SLOT_BIND, SOCK_ADDR_ALLOW, SOCK_ADDR_DENY, net_op,

@@ -394,3 +394,38 @@ fn local_ranges_in_other_forms_and_multicast_stay_closed() {
         nat64.stdout
     );
 }
+
+/// A UDP socket created outside the session (the caller's stdin, in the
+/// same network namespace) is judged like the session's own: the kernel
+/// picks its hooks by the socket's cgroup, so they must be where every
+/// socket meets them.
+#[test]
+fn an_inherited_udp_socket_follows_the_rules() {
+    require_sessions!();
+    let world = World::new("inherit");
+    let sb = Sandbox::new(&policy("allow = [\"127.0.0.1:7003/udp\"]"));
+    // A socket made in the namespace, handed to `agentd run` as stdin.
+    let send = |port: &str| {
+        let inner = sb.command(&BINS, &[BINS.probe, "udp-send-stdin", "127.0.0.1", port]);
+        let script = "import socket, subprocess, sys\n\
+                      s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                      sys.exit(subprocess.run(sys.argv[1:], stdin=s.fileno()).returncode)\n";
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", world.netns.name()))
+            .args(["--", "/usr/bin/python3", "-c", script])
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        agentd_tests::finish(cmd)
+    };
+    assert_eq!(send("7003").verdict(), Ok(()));
+    assert_eq!(send("7004").verdict(), eperm());
+    assert!(eventually(Duration::from_secs(2), || world
+        .datagrams("7003")
+        .contains("probe")));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        world.datagrams("7004"),
+        "",
+        "the refused datagram was not delivered"
+    );
+}

@@ -754,3 +754,34 @@ fn a_read_only_workspace_keeps_its_metadata() {
         0o755
     );
 }
+
+/// Only a subtree of the workspace is writable (`{workspace}/out`): the
+/// rest keeps its metadata (the attack of the read-only workspace, from
+/// inside the writable part's session), and the subtree works as usual.
+#[test]
+fn a_writable_subtree_leaves_the_rest_of_the_workspace_read_only() {
+    require_sessions!();
+    let policy = test_policy(&BINS, "", "")
+        .replace(
+            "read_write = [\"{workspace}\", \"{tmp}\"]",
+            "read_write = [\"{workspace}/out\", \"{tmp}\"]",
+        )
+        .replace("read = [", "read = [\"{workspace}\", ");
+    let sb = Sandbox::new(&policy);
+    let ws = sb.workspace();
+    fs::write(ws.join("file"), "content\n").unwrap();
+    fs::set_permissions(ws.join("file"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::create_dir(ws.join("out")).unwrap();
+    let script = "chmod 0666 file && echo chmod-file
+        touch -d @0 file && echo backdated
+        echo made > out/new && chmod 0600 out/new && echo out-ok
+        cat file";
+    let run = sb.run(&BINS, &["/bin/sh", "-c", script]);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(run.stdout, "out-ok\ncontent\n", "{run:?}");
+    assert_eq!(
+        fs::metadata(ws.join("file")).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    assert_eq!(fs::read_to_string(ws.join("out/new")).unwrap(), "made\n");
+}

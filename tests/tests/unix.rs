@@ -338,3 +338,64 @@ fn a_stopped_broker_does_not_stall_the_gate() {
     assert!(run.stdout.contains("ip=EPERM"), "{run:?}");
     assert!(run.stdout.contains("again=ok"), "{run:?}");
 }
+
+/// The descriptor race with a socket created outside the session: the
+/// caller's stdin is an unconnected unix datagram socket. The kernel runs
+/// its socket hooks by the cgroup a socket was created in, so this one must
+/// meet them wherever it came from.
+#[test]
+fn an_inherited_unix_socket_cannot_be_raced_to_the_host() {
+    require_sessions!();
+    let svc = HostService::start_in("/var/tmp", "unix-fdswap-stdin");
+    let sb = Sandbox::new(&policy(""));
+    let stdin = UnixDatagram::unbound().unwrap();
+    let run = agentd_tests::finish({
+        let mut c = sb.command(
+            &BINS,
+            &[
+                BINS.probe,
+                "unix-fdswap-stdin",
+                &svc.path("dgram.sock"),
+                "20000",
+            ],
+        );
+        c.stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(stdin)));
+        c
+    });
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(run.stdout.contains("connected=0"), "{run:?}");
+    assert_eq!(
+        svc.reached(),
+        0,
+        "an inherited socket reached the host socket: {run:?}"
+    );
+}
+
+/// A host service on an abstract socket (no file to hide): unreachable
+/// from the session (Landlock scoping), and the refusal is recorded.
+#[test]
+fn host_abstract_sockets_are_refused_and_recorded() {
+    require_sessions!();
+    use std::os::linux::net::SocketAddrExt as _;
+    let name = unique("agentd-test-abstract");
+    let listener = UnixListener::bind_addr(
+        &std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let sb = Sandbox::new(&policy(""));
+    let run = sb.probe(&BINS, &["unix-connect-abstract", &name]);
+    assert_eq!(run.verdict(), Err("EPERM".into()), "{run:?}");
+    assert!(
+        listener.accept().is_err(),
+        "the host's abstract socket was reached"
+    );
+    let id = run.session_id().unwrap();
+    let denied = unix_denials(&id);
+    assert!(
+        denied
+            .iter()
+            .any(|(op, path)| op == "connect" && path == &format!("@{name}")),
+        "{denied:?}"
+    );
+}

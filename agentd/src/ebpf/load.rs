@@ -29,6 +29,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ag
 /// Digest of the loaded programs and their cgroup parent.
 pub(super) const VERSION_FILE: &str = paths::EBPF_VERSION;
 
+/// Where the programs attach, part of the loaded version: a build that
+/// attaches elsewhere replaces the pins, even with the same object.
+const ATTACH_POINTS: &str = "sock_addr+unix@cgroup2-root,sock_create@parent";
+
 /// The `cgroup_sock_addr` programs and their attach points.
 const SOCK_ADDR: [&str; 10] = [
     program::CGROUP_CONNECT4,
@@ -176,7 +180,11 @@ impl Kernel {
         // Programs of this build attached at this parent: anything else
         // (another build, or another parent such as a systemd unit's) is
         // replaced when no session relies on it.
-        let digest = format!("{} {}", object_digest(), cgroup_parent.display());
+        let digest = format!(
+            "{} {ATTACH_POINTS} {}",
+            object_digest(),
+            cgroup_parent.display()
+        );
         let current = fs::read_to_string(VERSION_FILE).unwrap_or_default();
         let pinned = dir.join(map::SESSIONS).exists();
         let kernel = Self {
@@ -362,6 +370,19 @@ fn try_load_and_pin(dir: &Path, cgroup_parent: &Path) -> Result<(), EbpfError> {
     }
     let links = dir.join("links");
     let cgroup = File::open(cgroup_parent).at("open", cgroup_parent)?;
+    // The socket address hooks attach at the root of the cgroup2 hierarchy:
+    // the kernel runs them by the cgroup the *socket* was created in, so a
+    // socket a session inherited (its caller's stdio) would meet none below
+    // the agentd parent. They judge by the calling task's cgroup, so tasks
+    // outside sessions pass (one map lookup).
+    let root_path = crate::cgroup::cgroup2_root().map_err(|e| {
+        EbpfError::Io(crate::error::PathError::new(
+            "find the cgroup2 root for",
+            Path::new("the socket address hooks"),
+            std::io::Error::other(e.to_string()),
+        ))
+    })?;
+    let root = File::open(&root_path).at("open", &root_path)?;
     let to_fd = |name: &'static str| {
         move |e: aya::programs::links::LinkError| EbpfError::Link {
             program: name,
@@ -386,10 +407,11 @@ fn try_load_and_pin(dir: &Path, cgroup_parent: &Path) -> Result<(), EbpfError> {
     // bpf_link attachments always coexist with other programs; the mode
     // flag must be 0 for links.
     for name in SOCK_ADDR {
-        attach_and_pin!(CgroupSockAddr, name, p => p.attach(cgroup.as_fd(), CgroupAttachMode::Single));
+        attach_and_pin!(CgroupSockAddr, name, p => p.attach(root.as_fd(), CgroupAttachMode::Single));
     }
+    // Sockets are created in the creating task's cgroup: the parent will do.
     attach_and_pin!(CgroupSock, program::CGROUP_SOCK_CREATE, p => p.attach(cgroup.as_fd(), CgroupAttachMode::Single));
-    attach_unix(dir, &cgroup)?;
+    attach_unix(dir, &root)?;
     ensure_tracefs()?;
     for (name, tracepoint) in SYSCALL_TRACEPOINTS {
         attach_and_pin!(TracePoint, name, p => p.attach("syscalls", tracepoint));

@@ -17,7 +17,7 @@ use std::{
     path::PathBuf,
 };
 
-pub use mounts::Bind;
+pub use mounts::{Access, Bind};
 
 /// Why a sandbox could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -488,12 +488,13 @@ impl ChildPlan {
         for bind in &self.binds {
             os.mount(Some(&bind.source), &bind.target, None, libc::MS_BIND)
                 .map_err(at(Step::Protect))?;
-            if bind.read_only {
-                let flags = libc::MS_BIND
-                    | libc::MS_REMOUNT
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NODEV;
+            let remount = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV;
+            let flags = match bind.access {
+                Access::AsBelow => None,
+                Access::ReadOnly => Some(remount | libc::MS_RDONLY),
+                Access::Writable => Some(remount),
+            };
+            if let Some(flags) = flags {
                 os.mount(None, &bind.target, None, flags)
                     .map_err(at(Step::Protect))?;
             }
@@ -793,7 +794,7 @@ mod tests {
             binds: vec![Bind {
                 source: c("/ws/.git/hooks"),
                 target: c("/ws/.git/hooks"),
-                read_only: true,
+                access: Access::ReadOnly,
             }],
             identity_files: Some((c("/state/passwd"), c("/state/group"))),
             hidden: vec![mounts::Hidden {

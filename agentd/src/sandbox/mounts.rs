@@ -112,8 +112,43 @@ pub struct Bind {
     pub source: CString,
     /// Where.
     pub target: CString,
-    /// Remount read-only after binding.
-    pub read_only: bool,
+    /// What the bound path allows.
+    pub access: Access,
+}
+
+/// What a bind mount allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// What the mount below allowed (a directory pinned onto itself, so it
+    /// cannot be renamed away).
+    AsBelow,
+    /// Read-only (a protected path).
+    ReadOnly,
+    /// Read-write (a writable subtree of a read-only workspace).
+    Writable,
+}
+
+/// The paths of a workspace the policy makes writable, when it does not
+/// make the whole workspace writable: bound read-write over the workspace's
+/// read-only mount ([`idmapped_workspace`]). Paths missing at start are
+/// skipped, as Landlock skips them.
+pub fn writable_subtrees(
+    workspace: &Path,
+    read_write: &[PathBuf],
+) -> Result<Vec<Bind>, SandboxError> {
+    read_write
+        .iter()
+        .filter(|p| p.starts_with(workspace) && p.as_path() != workspace)
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_symlink()))
+        .map(|p| {
+            let c = cstring(p)?;
+            Ok(Bind {
+                source: c.clone(),
+                target: c,
+                access: Access::Writable,
+            })
+        })
+        .collect()
 }
 
 /// The protected paths that exist under the writable `roots` at session
@@ -170,11 +205,16 @@ pub fn protect_binds(roots: &[PathBuf], extra: &[ProtectPath]) -> Result<Vec<Bin
         .map(|p| (p, false))
         .chain(protected.iter().map(|p| (p, true)))
         .map(|(p, read_only)| {
+            let access = if read_only {
+                Access::ReadOnly
+            } else {
+                Access::AsBelow
+            };
             let c = cstring(p)?;
             Ok(Bind {
                 source: c.clone(),
                 target: c,
-                read_only,
+                access,
             })
         })
         .collect()

@@ -439,6 +439,18 @@ impl Deciding {
                     );
                 }
             }
+            // An abstract socket outside the session's Landlock domain.
+            broker::PASSED if reply.ret == -i64::from(libc::EPERM) => {
+                if let Some(name) = address.get(3..).filter(|_| address.get(2) == Some(&0)) {
+                    let shown = format!("@{}", String::from_utf8_lossy(name));
+                    self.deny(
+                        n,
+                        call,
+                        Some(&shown),
+                        "abstract unix sockets are reachable only within the session (Landlock scoping)",
+                    );
+                }
+            }
             broker::REFUSED => self.deny(
                 n,
                 call,

@@ -458,14 +458,9 @@ pub(super) fn filesystem(
     }
     let workspace = &plan.placeholders.workspace;
     let workspace_c = mounts::cstring(workspace)?;
-    // Writable only if the policy makes some of it writable. A writable
-    // subtree keeps the whole mount writable: its files' metadata outside
-    // that subtree stays changeable (see docs/enforcement.md).
-    let writable = plan
-        .fs
-        .read_write
-        .iter()
-        .any(|p| workspace.starts_with(p) || p.starts_with(workspace));
+    // Read-only unless the policy makes the whole workspace writable; its
+    // writable subtrees are bound read-write over it (`workspace_binds`).
+    let writable = plan.fs.read_write.iter().any(|p| workspace.starts_with(p));
     let tree = mounts::idmapped_workspace(workspace, (ident.uid, ident.gid), caller, !writable)?;
     // The session's user must resolve (whoami, git, python's pwd): a
     // dynamic one gets a passwd/group with its entry bound over /etc's.
@@ -599,6 +594,21 @@ pub(super) fn start_record(
         .with("cgroup_id", cgroup_id)
 }
 
+/// The binds in the workspace: when only parts of it are writable, those
+/// parts read-write over its read-only mount, first; then the protected
+/// paths (read-only) and the directories pinned above them.
+fn workspace_binds(plan: &SessionPlan) -> Result<Vec<sandbox::Bind>, SessionError> {
+    let workspace = &plan.placeholders.workspace;
+    let whole = plan.fs.read_write.iter().any(|p| workspace.starts_with(p));
+    let mut binds = if whole {
+        Vec::new()
+    } else {
+        mounts::writable_subtrees(workspace, &plan.fs.read_write)?
+    };
+    binds.extend(plan.binds.iter().cloned());
+    Ok(binds)
+}
+
 /// The child's plan: everything it applies between fork and exec,
 /// prepared here so that it does no work that could fail half-way unseen.
 pub(super) fn child_plan(
@@ -661,7 +671,7 @@ pub(super) fn child_plan(
                 0
             },
         workspace: Some(fs_view.workspace),
-        binds: plan.binds.clone(),
+        binds: workspace_binds(plan)?,
         identity_files: fs_view.identity_files,
         hidden,
         rlimits: plan.rlimits.clone(),

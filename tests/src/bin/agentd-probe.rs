@@ -470,6 +470,17 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
             std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(1)));
             report(Ok(()))
         }
+        // A datagram on the UDP socket inherited as stdin.
+        ["udp-send-stdin", addr, port] => {
+            let (Ok(a), Ok(p)) = (addr.parse::<IpAddr>(), port.parse::<u16>()) else {
+                return usage("udp-send-stdin ADDR PORT");
+            };
+            let to = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(a, p));
+            report(
+                nix::sys::socket::sendto(0, b"probe", &to, nix::sys::socket::MsgFlags::empty())
+                    .map(drop),
+            )
+        }
         ["udp-send", addr, port] => {
             let (Ok(a), Ok(p)) = (addr.parse::<IpAddr>(), port.parse::<u16>()) else {
                 return usage("udp-send ADDR PORT");
@@ -918,8 +929,18 @@ fn unix(action: &[&str]) -> ExitCode {
         }
         ["unix-swap", allowed, denied, n] => unix_swap(allowed, denied, n),
         ["unix-stall", path] => unix_stall(path),
+        ["unix-connect-abstract", name] => {
+            use std::os::linux::net::SocketAddrExt as _;
+            report(io(std::os::unix::net::SocketAddr::from_abstract_name(
+                name.as_bytes(),
+            )
+            .and_then(|a| UnixStream::connect_addr(&a))))
+        }
         ["unix-fdswap", path, n] => unix_fdswap(path, n, libc::SOCK_STREAM),
         ["unix-fdswap-dgram", path, n] => unix_fdswap(path, n, libc::SOCK_DGRAM),
+        // The same race with the datagram socket the session inherited as
+        // its stdin (created outside the session).
+        ["unix-fdswap-stdin", path, n] => unix_fdswap(path, n, -1),
         other => usage(&format!("unknown action {other:?}")),
     }
 }
@@ -943,9 +964,13 @@ fn unix_fdswap(path: &str, n: &str, ty: i32) -> ExitCode {
     let swapper = std::thread::spawn(move || {
         // SAFETY: socket/dup2/close on integers.
         unsafe {
-            let inet = libc::socket(libc::AF_INET, ty, 0);
+            let inet = libc::socket(libc::AF_INET, if ty < 0 { libc::SOCK_DGRAM } else { ty }, 0);
             while !stop.load(Ordering::Relaxed) {
-                let unix = libc::socket(libc::AF_UNIX, ty, 0);
+                let unix = if ty < 0 {
+                    libc::dup(0)
+                } else {
+                    libc::socket(libc::AF_UNIX, ty, 0)
+                };
                 libc::dup2(inet, FD);
                 libc::dup2(unix, FD);
                 libc::close(unix);
@@ -956,7 +981,7 @@ fn unix_fdswap(path: &str, n: &str, ty: i32) -> ExitCode {
     for _ in 0..n {
         // SAFETY: connect/sendto on an integer and 110-byte buffers.
         let r = unsafe {
-            if ty == libc::SOCK_DGRAM {
+            if ty != libc::SOCK_STREAM {
                 libc::sendto(FD, addr.as_ptr().cast(), 4, 0, addr.as_ptr().cast(), 110)
             } else {
                 libc::connect(FD, addr.as_ptr().cast(), 110) as isize
