@@ -151,17 +151,8 @@ impl TestDaemon {
 
     /// The same, as `uid` with only the supplementary groups given.
     fn agentd_as(&self, uid: u32, groups: &[u32], args: &[&str]) -> Command {
-        let mut c = Command::new("setpriv");
-        c.arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={uid}"));
-        if groups.is_empty() {
-            c.arg("--clear-groups");
-        } else {
-            let list: Vec<String> = groups.iter().map(u32::to_string).collect();
-            c.arg(format!("--groups={}", list.join(",")));
-        }
-        c.arg("--")
-            .arg(BINS.agentd)
+        let mut c = as_user(uid, groups);
+        c.arg(BINS.agentd)
             .args(args)
             .env("AGENTD_SOCKET", self.socket());
         c
@@ -233,6 +224,22 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `setpriv … --`: what follows runs as `uid` (and its gid) with only the
+/// supplementary groups given.
+fn as_user(uid: u32, groups: &[u32]) -> Command {
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"));
+    if groups.is_empty() {
+        c.arg("--clear-groups");
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        c.arg(format!("--groups={}", list.join(",")));
+    }
+    c.arg("--");
+    c
 }
 
 /// A workspace (and readable policy) for `uid`, removed on drop.
@@ -984,17 +991,8 @@ for s in held:
 print(f"alive={alive}", flush=True)
 time.sleep(120)
 "#;
-        let mut c = Command::new("setpriv");
-        c.arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={uid}"));
-        if groups.is_empty() {
-            c.arg("--clear-groups");
-        } else {
-            let list: Vec<String> = groups.iter().map(u32::to_string).collect();
-            c.arg(format!("--groups={}", list.join(",")));
-        }
-        let mut child = c
-            .args(["--", "/usr/bin/python3", "-c", script])
+        let mut child = as_user(uid, groups)
+            .args(["/usr/bin/python3", "-c", script])
             .arg(d.socket())
             .arg(n.to_string())
             .stdout(Stdio::piped())

@@ -74,6 +74,12 @@ fn write_policy(dir: &Path, name: &str, probe_dir: &Path, limits: &str) -> Resul
     Ok(path)
 }
 
+/// A probe run's `ns_per_iteration`, or an error with its stderr.
+fn ns_per_iteration(out: &std::process::Output, what: &str) -> Result<f64> {
+    value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration")
+        .with_context(|| format!("{what}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
 fn value(output: &str, key: &str) -> Option<f64> {
     output
         .split_whitespace()
@@ -867,16 +873,7 @@ fn stat_loop(agentd: &Path, probe: &Path, ws: &Path, minimal: &Path) -> Result<(
             .arg(probe)
             .args(["stat-loop", iterations, &t])
             .output()?;
-        confined.push(
-            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration").with_context(
-                || {
-                    format!(
-                        "confined stat-loop: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                },
-            )?,
-        );
+        confined.push(ns_per_iteration(&out, "confined stat-loop")?);
     }
     Ok((median(bare), median(confined)))
 }
@@ -920,16 +917,7 @@ fn unix_connect_loop(
             .arg(ws)
             .args(["--no-tty", "--", "/bin/sh", "-c", &script])
             .output()?;
-        confined.push(
-            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration").with_context(
-                || {
-                    format!(
-                        "confined unix-connect-loop: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                },
-            )?,
-        );
+        confined.push(ns_per_iteration(&out, "confined unix-connect-loop")?);
     }
     Ok((median(bare), median(confined)))
 }
@@ -985,16 +973,7 @@ fn connect_loop(
             .arg(probe)
             .args(["connect-loop", connects, "127.0.0.1", "7001"])
             .output()?;
-        confined_connect.push(
-            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration").with_context(
-                || {
-                    format!(
-                        "confined connect-loop: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                },
-            )?,
-        );
+        confined_connect.push(ns_per_iteration(&out, "confined connect-loop")?);
     }
     let _ = server.kill();
     let _ = server.wait();

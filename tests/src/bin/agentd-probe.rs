@@ -405,12 +405,7 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
                     Err(e) => return report(io(Err::<(), _>(e))),
                 }
             }
-            each.sort_unstable();
-            println!(
-                "ns_per_iteration={}",
-                each.get(each.len() / 2).copied().unwrap_or(0)
-            );
-            report(Ok(()))
+            print_median(each)
         }
         ["unix-connect-loop", n, path] => {
             // The per-connect benchmark for unix sockets: a listener of
@@ -436,12 +431,7 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
                     Err(e) => return report(io(Err::<(), _>(e))),
                 }
             }
-            each.sort_unstable();
-            println!(
-                "ns_per_iteration={}",
-                each.get(each.len() / 2).copied().unwrap_or(0)
-            );
-            report(Ok(()))
+            print_median(each)
         }
         ["exec-storm", n, program] => {
             // The event-throughput benchmark: fork + exec + exit, n times.
@@ -943,6 +933,16 @@ fn unix(action: &[&str]) -> ExitCode {
         ["unix-fdswap-stdin", path, n] => unix_fdswap(path, n, -1),
         other => usage(&format!("unknown action {other:?}")),
     }
+}
+
+/// Prints the median of per-iteration times (`ns_per_iteration=`).
+fn print_median(mut each: Vec<u128>) -> ExitCode {
+    each.sort_unstable();
+    println!(
+        "ns_per_iteration={}",
+        each.get(each.len() / 2).copied().unwrap_or(0)
+    );
+    report(Ok(()))
 }
 
 /// The descriptor-swap attack: one thread keeps replacing descriptor 100
