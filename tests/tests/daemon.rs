@@ -1129,3 +1129,55 @@ fn members_sessions_run_within_the_daemons_limits() {
         "root's sessions keep the policy's limits"
     );
 }
+
+/// A member's workspace is looked at with the member's permissions and
+/// must be its own, whatever policy it names (one in the policy directory
+/// included). The attack: naming `--workspace` paths in a directory only
+/// root can read, to learn from the answers which exist and which are
+/// directories.
+#[test]
+fn a_members_workspace_tells_nothing_of_roots_files() {
+    require_sessions!();
+    let _serial = lock();
+    let policies = tempfile::tempdir_in("/tmp").unwrap();
+    fs::set_permissions(policies.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let vetted = policies.path().join("vetted.toml");
+    fs::write(&vetted, test_policy(&BINS, "", "")).unwrap();
+    fs::set_permissions(&vetted, fs::Permissions::from_mode(0o644)).unwrap();
+    let d = TestDaemon::start_configured(
+        None,
+        None,
+        &format!("policy_dir = \"{}\"\n", policies.path().display()),
+    );
+    let secret_dir = tempfile::tempdir_in("/tmp").unwrap();
+    fs::set_permissions(secret_dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(secret_dir.path().join("file"), "").unwrap();
+    fs::create_dir(secret_dir.path().join("dir")).unwrap();
+    let answer = |workspace: &Path| {
+        let args = [
+            "run",
+            "--policy",
+            &vetted.display().to_string(),
+            "--workspace",
+            &workspace.display().to_string(),
+            "--no-tty",
+            "--",
+            "/bin/true",
+        ];
+        let out = finish(d.agentd_as(STRANGER, &[RUN_GID], &args));
+        let message = out.stderr.replace(&workspace.display().to_string(), "WS");
+        (out.status, message)
+    };
+    let answers: Vec<_> = ["file", "dir", "nothing"]
+        .iter()
+        .map(|n| answer(&secret_dir.path().join(n)))
+        .collect();
+    assert_eq!(answers[0].0, 77, "{answers:?}");
+    assert!(
+        answers.iter().all(|a| a == &answers[0]),
+        "the answers differ: {answers:?}"
+    );
+    // Someone else's directory, with a vetted policy: refused too.
+    let (status, message) = answer(secret_dir.path());
+    assert_eq!(status, 77, "{message}");
+}

@@ -785,3 +785,42 @@ fn a_writable_subtree_leaves_the_rest_of_the_workspace_read_only() {
     );
     assert_eq!(fs::read_to_string(ws.join("out/new")).unwrap(), "made\n");
 }
+
+/// A symlink an agent planted in an earlier session, on the way to a path
+/// the policy names inside the workspace (`out/cache -> ..` for a writable
+/// `{workspace}/out/cache/sub`), would make the next session's rules grant
+/// another directory (`{workspace}/sub`, or any directory the link names).
+/// The session is refused instead.
+#[test]
+fn policy_paths_inside_the_workspace_are_not_reached_through_symlinks() {
+    require_sessions!();
+    let policy = test_policy(&BINS, "", "")
+        .replace(
+            "read_write = [\"{workspace}\", \"{tmp}\"]",
+            "read_write = [\"{workspace}/out\", \"{workspace}/out/cache/sub\", \"{tmp}\"]",
+        )
+        .replace("read = [", "read = [\"{workspace}\", ");
+    let sb = Sandbox::new(&policy);
+    let ws = sb.workspace();
+    fs::create_dir_all(ws.join("out")).unwrap();
+    fs::create_dir_all(ws.join("sub")).unwrap();
+    fs::write(ws.join("sub/g"), "kept\n").unwrap();
+    std::os::unix::fs::symlink("..", ws.join("out/cache")).unwrap();
+    let run = sb.run(&BINS, &["/bin/sh", "-c", "echo PWNED > sub/g"]);
+    assert_eq!(run.status, 125, "{run:?}");
+    assert!(run.stderr.contains("is a symlink"), "{run:?}");
+    assert_eq!(fs::read_to_string(ws.join("sub/g")).unwrap(), "kept\n");
+    // Without the link the session runs, and `sub` stays read-only.
+    fs::remove_file(ws.join("out/cache")).unwrap();
+    fs::create_dir_all(ws.join("out/cache/sub")).unwrap();
+    let run = sb.run(
+        &BINS,
+        &[
+            "/bin/sh",
+            "-c",
+            "echo ok > out/cache/sub/f && cat out/cache/sub/f",
+        ],
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(fs::read_to_string(ws.join("sub/g")).unwrap(), "kept\n");
+}

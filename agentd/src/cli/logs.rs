@@ -58,8 +58,8 @@ fn details(r: &Map<String, Value>) -> String {
             get("address"),
             get("port"),
             r.get("domain")
-                .and_then(Value::as_str)
-                .map(|d| format!(" [{d}]"))
+                .filter(|d| d.is_string())
+                .map(|d| format!(" [{}]", text(Some(d))))
                 .unwrap_or_default(),
             get("rule")
         ),
@@ -78,8 +78,8 @@ fn details(r: &Map<String, Value>) -> String {
                     .join(", "))
                 .unwrap_or_default(),
             r.get("rule")
-                .and_then(Value::as_str)
-                .map(|rule| format!(" ({rule})"))
+                .filter(|rule| rule.is_string())
+                .map(|rule| format!(" ({})", text(Some(rule))))
                 .unwrap_or_default()
         ),
         "deny" => {

@@ -27,9 +27,29 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 pub struct Admission {
     /// Connections of callers other than root and admins, by uid.
     held: Mutex<HashMap<u32, usize>>,
-    /// Per uid: when its current interval began, and the refusals since
-    /// the last record.
-    refused: Mutex<HashMap<u32, (Instant, u64)>>,
+    /// Per uid: the refusals since its last record.
+    refused: Mutex<HashMap<u32, Refusals>>,
+}
+
+/// Refusals of one uid not recorded yet.
+#[derive(Debug)]
+struct Refusals {
+    /// When the uid's last record was written.
+    since: Instant,
+    count: u64,
+    /// The requests refused (each name once).
+    requests: Vec<&'static str>,
+}
+
+/// What one `deny` record stands for: how many refusals of which requests.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The caller.
+    pub uid: u32,
+    /// How many refusals.
+    pub count: u64,
+    /// The requests refused, each once.
+    pub requests: Vec<&'static str>,
 }
 
 /// A served connection's slot, given back when dropped.
@@ -81,31 +101,53 @@ impl Admission {
         })
     }
 
-    /// Notes one refusal of `uid` at `now`; the number of refusals the
-    /// record to write now stands for, or `None` when this one is only
-    /// counted (a record for `uid` was written less than
-    /// [`REFUSAL_INTERVAL`] ago; the next record includes it).
-    pub fn refusal(&self, uid: u32, now: Instant) -> Option<u64> {
+    /// Notes one refusal of `request` for `uid` at `now`: the record to
+    /// write now, or `None` when this one is only counted (a record for
+    /// `uid` was written less than [`REFUSAL_INTERVAL`] ago; [`Self::due`]
+    /// or its next refusal writes it).
+    pub fn refusal(&self, uid: u32, request: &'static str, now: Instant) -> Option<Refused> {
         let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
-        // Forget callers quiet for a whole interval (their count was
-        // recorded with their last record or is at most one interval old).
-        refused.retain(|_, (start, n)| now.duration_since(*start) < REFUSAL_INTERVAL || *n > 0);
-        match refused.get_mut(&uid) {
-            Some((start, n)) if now.duration_since(*start) < REFUSAL_INTERVAL => {
-                *n += 1;
-                None
-            }
-            Some((start, n)) => {
-                let count = *n + 1;
-                *start = now;
-                *n = 0;
-                Some(count)
-            }
-            None => {
-                refused.insert(uid, (now, 0));
-                Some(1)
-            }
+        let new = !refused.contains_key(&uid);
+        let entry = refused.entry(uid).or_insert(Refusals {
+            since: now,
+            count: 0,
+            requests: Vec::new(),
+        });
+        entry.count += 1;
+        if !entry.requests.contains(&request) {
+            entry.requests.push(request);
         }
+        if new || now.duration_since(entry.since) >= REFUSAL_INTERVAL {
+            entry.since = now;
+            return Some(Refused {
+                uid,
+                count: std::mem::take(&mut entry.count),
+                requests: std::mem::take(&mut entry.requests),
+            });
+        }
+        None
+    }
+
+    /// The refusals counted and not recorded whose interval has passed:
+    /// written by a timer, so that a caller who stops trying is recorded
+    /// too. Callers quiet for a whole interval are forgotten.
+    pub fn due(&self, now: Instant) -> Vec<Refused> {
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        refused.retain(|uid, r| {
+            let over = now.duration_since(r.since) >= REFUSAL_INTERVAL;
+            if over && r.count > 0 {
+                out.push(Refused {
+                    uid: *uid,
+                    count: std::mem::take(&mut r.count),
+                    requests: std::mem::take(&mut r.requests),
+                });
+                r.since = now;
+                return true;
+            }
+            !over
+        });
+        out
     }
 }
 
@@ -142,17 +184,27 @@ mod tests {
     fn refusals_are_recorded_once_per_interval_with_their_count() {
         let a = Admission::default();
         let t0 = Instant::now();
-        assert_eq!(a.refusal(7, t0), Some(1));
+        let first = a.refusal(7, "ps", t0).expect("the first is recorded");
+        assert_eq!((first.count, first.requests), (1, vec!["ps"]));
         for i in 1..=1880 {
-            assert_eq!(a.refusal(7, t0 + Duration::from_millis(i * 20)), None);
+            let request = if i == 9 { "disable" } else { "ps" };
+            let at = t0 + Duration::from_millis(i * 20);
+            assert_eq!(a.refusal(7, request, at), None);
         }
-        assert_eq!(a.refusal(8, t0), Some(1), "per uid");
+        assert!(a.refusal(8, "ps", t0).is_some(), "per uid");
+        // The caller stops; the timer records what was counted.
+        assert!(a.due(t0 + Duration::from_secs(1)).is_empty());
         let later = t0 + REFUSAL_INTERVAL + Duration::from_millis(1);
+        let due = a.due(later);
         assert_eq!(
-            a.refusal(7, later),
-            Some(1881),
-            "the suppressed ones and this one"
+            due,
+            vec![Refused {
+                uid: 7,
+                count: 1880,
+                requests: vec!["ps", "disable"],
+            }]
         );
-        assert_eq!(a.refusal(7, later), None);
+        assert!(a.due(later).is_empty());
+        assert_eq!(a.refusal(7, "ps", later), None, "within the new interval");
     }
 }

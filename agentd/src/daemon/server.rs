@@ -23,7 +23,7 @@ use std::{
 use nix::sys::signal::{SigSet, Signal};
 
 use super::{
-    admission::{Admission, REQUEST_DEADLINE},
+    admission::{Admission, REQUEST_DEADLINE, Refused},
     auth::{Peer, Role, gid_of},
     config::{Config, OnStop},
     metrics::Metrics,
@@ -147,6 +147,7 @@ pub fn serve(config: Config, socket: &Path) -> Result<(), DaemonError> {
         super::metrics::serve(listen, Arc::clone(&shared).metrics_source());
     }
     spawn_stopper(stop, Arc::clone(&shared), socket.to_path_buf(), collector);
+    spawn_refusal_flusher(Arc::clone(&shared));
     super::notify_ready(&format!("serving {}", socket.display()));
     tracing::info!(socket = %socket.display(), "ready");
 
@@ -387,7 +388,7 @@ fn serve_connection(conn: &UnixStream, peer: &Peer, role: Role, shared: &Shared)
 /// Refuses a request (`request`: its name, or `any` for a caller refused
 /// before it said anything) that the caller's groups do not allow, and
 /// records it: at most one record per uid per interval, with the count.
-fn refuse(conn: &UnixStream, peer: &Peer, request: &str, shared: &Shared, needed: Role) {
+fn refuse(conn: &UnixStream, peer: &Peer, request: &'static str, shared: &Shared, needed: Role) {
     let config = &shared.config;
     let group = if needed == Role::Admin {
         &config.admin_group
@@ -395,15 +396,8 @@ fn refuse(conn: &UnixStream, peer: &Peer, request: &str, shared: &Shared, needed
         &config.run_group
     };
     let why = format!("uid {} is not in group {group}", peer.uid);
-    if let Some(count) = shared.admission.refusal(peer.uid, Instant::now()) {
-        let _ = audit::Log::default_path().append(&[Event::now(&Context::default(), "deny")
-            .with("what", "request")
-            .with("request", request)
-            .with("caller_uid", peer.uid)
-            .with("caller_pid", peer.pid)
-            .with("count", count)
-            .with("rule", "daemon.authorization")
-            .with("reason", why.clone())]);
+    if let Some(refused) = shared.admission.refusal(peer.uid, request, Instant::now()) {
+        record_refused(&refused, Some(peer.pid), &why);
     }
     reply_error(
         conn,
@@ -411,6 +405,48 @@ fn refuse(conn: &UnixStream, peer: &Peer, request: &str, shared: &Shared, needed
         Some(format!("ask an admin to add you to group {group}")),
         EXIT_DENIED,
     );
+}
+
+/// The `deny` record for `refused` (one or more refusals of one uid).
+fn record_refused(refused: &Refused, pid: Option<i32>, why: &str) {
+    let mut ev = Event::now(&Context::default(), "deny")
+        .with("what", "request")
+        .with(
+            "request",
+            refused.requests.first().copied().unwrap_or("any"),
+        )
+        .with("requests", refused.requests.clone())
+        .with("caller_uid", refused.uid)
+        .with("count", refused.count);
+    if let Some(pid) = pid {
+        ev = ev.with("caller_pid", pid);
+    }
+    let ev = ev
+        .with("rule", "daemon.authorization")
+        .with("reason", why.to_owned());
+    let _ = audit::Log::default_path().append(&[ev]);
+}
+
+/// Records, every few seconds, the refusals counted but not recorded
+/// whose interval has passed (a caller that stopped trying).
+fn spawn_refusal_flusher(shared: Arc<Shared>) {
+    let _ = std::thread::Builder::new()
+        .name("refusals".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                for refused in shared.admission.due(Instant::now()) {
+                    record_refused(
+                        &refused,
+                        None,
+                        &format!(
+                            "uid {} was refused {} more times",
+                            refused.uid, refused.count
+                        ),
+                    );
+                }
+            }
+        });
 }
 
 /// Sessions the caller may see: all for admins, its own otherwise.
@@ -426,8 +462,9 @@ fn visible(peer: &Peer, role: Role) -> Vec<state::SessionState> {
 /// The policy a run uses, and where its text came from.
 struct Vetted {
     text: String,
-    /// The client's text (the daemon did not read it from a file).
-    from_client: bool,
+    /// The file in the policy directory the daemon read it from (its real
+    /// path); `None`: the client's text.
+    from_file: Option<PathBuf>,
 }
 
 /// Checks a run request against the caller's role and the daemon's
@@ -435,6 +472,9 @@ struct Vetted {
 fn vet_run(peer: &Peer, role: Role, run: &RunRequest, config: &Config) -> Result<Vetted, String> {
     if run.argv.is_empty() {
         return Err("no program to run".into());
+    }
+    if role != Role::Root {
+        workspace_is_callers(peer, run.workspace.as_ref().unwrap_or(&run.cwd))?;
     }
     // A policy the daemon reads itself: a file in the policy directory.
     // A claimed path there that is no such file is refused: the trail
@@ -445,39 +485,27 @@ fn vet_run(peer: &Peer, role: Role, run: &RunRequest, config: &Config) -> Result
         .filter(|p| dir.as_ref().is_some_and(|d| p.starts_with(d)));
     let claims_dir = run.policy_path.starts_with(&config.policy_dir)
         || dir.as_ref().is_some_and(|d| run.policy_path.starts_with(d));
-    let trusted_text = in_dir.and_then(|p| std::fs::read_to_string(p).ok());
-    if claims_dir && trusted_text.is_none() {
+    let trusted = in_dir.and_then(|p| Some((std::fs::read_to_string(&p).ok()?, p)));
+    if claims_dir && trusted.is_none() {
         return Err(format!(
             "{} is not a policy file the daemon can read",
             run.policy_path.display()
         ));
     }
     // Root may run its own text under that name; it is then the client's.
-    if let Some(text) = trusted_text
+    if let Some((text, path)) = trusted
         && (role != Role::Root || text == run.policy)
     {
         return Ok(Vetted {
             text,
-            from_client: false,
+            from_file: Some(path),
         });
     }
     if role == Role::Root {
         return Ok(Vetted {
             text: run.policy.clone(),
-            from_client: true,
+            from_file: None,
         });
-    }
-    let workspace = run.workspace.as_ref().unwrap_or(&run.cwd);
-    match std::fs::metadata(workspace) {
-        Ok(m) if m.uid() == peer.uid => {}
-        Ok(_) => {
-            return Err(format!(
-                "workspace {} is not yours (uid {})",
-                workspace.display(),
-                peer.uid
-            ));
-        }
-        Err(e) => return Err(format!("workspace {}: {e}", workspace.display())),
     }
     // Only policies in the policy directory may name a user or receive
     // secrets.
@@ -504,8 +532,31 @@ fn vet_run(peer: &Peer, role: Role, run: &RunRequest, config: &Config) -> Result
     }
     Ok(Vetted {
         text: run.policy.clone(),
-        from_client: true,
+        from_file: None,
     })
+}
+
+/// The workspace must be a directory the caller owns, looked up with the
+/// caller's own permissions: what only root can see answers like what does
+/// not exist, so a caller learns nothing of root's files.
+fn workspace_is_callers(peer: &Peer, workspace: &Path) -> Result<(), String> {
+    let meta = crate::sandbox::sys::with_fs_ids((peer.uid, peer.gid), || {
+        std::fs::metadata(workspace).ok()
+    })
+    .ok()
+    .flatten();
+    match meta {
+        Some(m) if m.uid() == peer.uid && m.is_dir() => Ok(()),
+        Some(m) if m.is_dir() => Err(format!(
+            "workspace {} is not yours (uid {})",
+            workspace.display(),
+            peer.uid
+        )),
+        _ => Err(format!(
+            "workspace {} is not a directory you can reach",
+            workspace.display()
+        )),
+    }
 }
 
 fn handle_run(
@@ -528,9 +579,13 @@ fn handle_run(
         );
     }
     let policy_from_client = match vet_run(peer, role, &run, &shared.config) {
-        Ok(Vetted { text, from_client }) => {
+        Ok(Vetted { text, from_file }) => {
             run.policy = text;
-            from_client
+            // The trail names the file read, not the client's spelling.
+            if let Some(path) = &from_file {
+                run.policy_path.clone_from(path);
+            }
+            from_file.is_none()
         }
         Err(why) => {
             shared.metrics.refused.fetch_add(1, Ordering::Relaxed);

@@ -75,6 +75,18 @@ impl Diagnostic {
     ///   = hint: did you mean `read`?
     /// ```
     pub fn render(&self, file: &str, source: &str) -> String {
+        // The source line and the message quote the file, which may hold
+        // escape sequences: each line is shown with them escaped.
+        let raw = self.render_raw(file, source);
+        let mut out = String::with_capacity(raw.len());
+        for line in raw.lines() {
+            out.push_str(&crate::text::printable(line));
+            out.push('\n');
+        }
+        out
+    }
+
+    fn render_raw(&self, file: &str, source: &str) -> String {
         let severity = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",

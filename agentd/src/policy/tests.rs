@@ -639,3 +639,26 @@ fn argument_patterns_and_allowed_asks_are_refused() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn diagnostics_show_the_policy_text_with_controls_escaped() {
+    for (src, shown) in [
+        ("version = 1\n[agent]\nname = \"a\u{1b}[31m\"\n", "a\\e[31m"),
+        (
+            "version = 1\n# x \u{1b}]0;PWNED\u{7}\u{1b}[2K\rFAKE LINE\n",
+            "\\e]0;PWNED\\x07\\e[2K\\rFAKE LINE",
+        ),
+    ] {
+        let c = parse(src);
+        let rendered: String = c
+            .diagnostics
+            .iter()
+            .map(|d| d.render("p.toml", &c.source))
+            .collect();
+        assert!(
+            !rendered.chars().any(|ch| ch.is_control() && ch != '\n'),
+            "{rendered:?}"
+        );
+        assert!(rendered.contains(shown), "{rendered}");
+    }
+}

@@ -128,6 +128,25 @@ pub enum Access {
     Writable,
 }
 
+/// The first symlink on the way from `root` down to `path` (below
+/// `root`), if any. Policy paths inside the workspace are resolved at each
+/// session's start, and an agent may have planted a symlink there in an
+/// earlier session: `{workspace}/out/cache/x` with `cache -> /home/user`
+/// would grant `/home/user/x`.
+pub fn symlink_on_the_way(root: &Path, path: &Path) -> Option<PathBuf> {
+    let rest = path.strip_prefix(root).ok()?;
+    let mut at = root.to_path_buf();
+    for part in rest.components() {
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => return Some(at),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 /// The paths of a workspace the policy makes writable, when it does not
 /// make the whole workspace writable: bound read-write over the workspace's
 /// read-only mount ([`idmapped_workspace`]). Paths missing at start are

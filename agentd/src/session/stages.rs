@@ -58,14 +58,24 @@ const SYSTEM_TREES: &[&str] = &[
     "/var/log",
 ];
 
-fn check_workspace(path: &Path) -> Result<PathBuf, SessionError> {
+/// The workspace, canonical. `owner`: a daemon caller other than root,
+/// who must own it; the caller runs this with its own file permissions
+/// ([`sandbox::sys::with_fs_ids`]), so that nothing only root can see is
+/// looked at (or answered about) on its behalf.
+fn check_workspace(path: &Path, owner: Option<u32>) -> Result<PathBuf, SessionError> {
     let err = |why: String| SessionError::Workspace {
         path: path.to_path_buf(),
         why,
     };
     let real = fs::canonicalize(path).map_err(|e| err(e.to_string()))?;
-    if !real.is_dir() {
+    let meta = fs::metadata(&real).map_err(|e| err(e.to_string()))?;
+    if !meta.is_dir() {
         return Err(err("not a directory".into()));
+    }
+    if let Some(uid) = owner
+        && std::os::unix::fs::MetadataExt::uid(&meta) != uid
+    {
+        return Err(err(format!("not yours (uid {uid})")));
     }
     if real == Path::new("/") || SYSTEM_TREES.iter().any(|t| real.starts_with(t)) {
         return Err(err(format!("{} is a system tree", real.display())));
@@ -101,7 +111,18 @@ pub(super) fn preflight(
         Some(c) => c.clone(),
         None => std::env::current_dir().at("getcwd", Path::new("."))?,
     };
-    let workspace = check_workspace(opts.workspace.as_deref().unwrap_or(&cwd))?;
+    let path = opts.workspace.as_deref().unwrap_or(&cwd);
+    let workspace = match opts.caller {
+        Some((uid, gid)) if uid != 0 => {
+            sandbox::sys::with_fs_ids((uid, gid), || check_workspace(path, Some(uid))).map_err(
+                |errno| SessionError::Workspace {
+                    path: path.to_path_buf(),
+                    why: std::io::Error::from_raw_os_error(errno).to_string(),
+                },
+            )??
+        }
+        _ => check_workspace(path, None)?,
+    };
     Ok(Preflight {
         workspace,
         caller: opts.caller.unwrap_or_else(crate::identity::caller),
@@ -457,6 +478,20 @@ pub(super) fn filesystem(
         rules.devices.push(p.slave_path.clone());
     }
     let workspace = &plan.placeholders.workspace;
+    // Policy paths inside the workspace must be reached without symlinks,
+    // which the agent may have planted (fail closed).
+    let fs = &plan.fs;
+    for p in fs.read.iter().chain(&fs.read_write).chain(&fs.execute) {
+        if let Some(link) = mounts::symlink_on_the_way(workspace, p) {
+            return Err(SessionError::Workspace {
+                path: p.clone(),
+                why: format!(
+                    "{} is a symlink; paths the policy names inside the workspace are not reached through symlinks",
+                    link.display()
+                ),
+            });
+        }
+    }
     let workspace_c = mounts::cstring(workspace)?;
     // Read-only unless the policy makes the whole workspace writable; its
     // writable subtrees are bound read-write over it (`workspace_binds`).
