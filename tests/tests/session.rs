@@ -824,3 +824,64 @@ fn policy_paths_inside_the_workspace_are_not_reached_through_symlinks() {
     assert_eq!(run.status, 0, "{run:?}");
     assert_eq!(fs::read_to_string(ws.join("sub/g")).unwrap(), "kept\n");
 }
+
+/// The git metadata that makes the caller's git run commands, present at
+/// start in other forms than `.git/config`: a worktree checkout whose
+/// `.git` is a file (`gitdir: …`), a submodule's `.git/modules/<sub>/config`
+/// and hooks, a linked worktree's `commondir`, `.git/info` and
+/// `config.worktree`. The attack rewrites each; all stay as they were, and
+/// the repository itself stays usable.
+#[test]
+fn worktree_and_submodule_git_metadata_is_protected() {
+    require_sessions!();
+    let sb = sandbox();
+    let ws = sb.workspace();
+    for dir in [
+        ".git/hooks",
+        ".git/info",
+        ".git/modules/sub/hooks",
+        ".git/worktrees/w",
+        "checkout",
+    ] {
+        fs::create_dir_all(ws.join(dir)).unwrap();
+    }
+    let files = [
+        (".git/config", "[core]\n"),
+        (".git/config.worktree", "[core]\n"),
+        (".git/info/exclude", "\n"),
+        (".git/modules/sub/config", "[core]\n"),
+        (".git/worktrees/w/commondir", "../..\n"),
+        ("checkout/.git", "gitdir: ../.git/worktrees/w\n"),
+    ];
+    for (path, text) in files {
+        fs::write(ws.join(path), text).unwrap();
+    }
+    let w = |p: &str| ws.join(p).display().to_string();
+    for (path, _) in files {
+        let verdict = sb.probe(&BINS, &["write", &w(path)]).verdict();
+        assert_eq!(verdict, Err("EROFS".into()), "{path}");
+    }
+    for hook in [
+        ".git/modules/sub/hooks/post-checkout",
+        ".git/info/attributes",
+    ] {
+        let verdict = sb.probe(&BINS, &["write", &w(hook)]).verdict();
+        assert_eq!(verdict, Err("EROFS".into()), "{hook}");
+    }
+    for (from, to) in [
+        (".git/modules/sub", ".git/modules/other"),
+        ("checkout/.git", "checkout/old"),
+    ] {
+        let verdict = sb.probe(&BINS, &["rename", &w(from), &w(to)]).verdict();
+        assert_eq!(verdict, Err("EBUSY".into()), "{from}");
+    }
+    for (path, text) in files {
+        assert_eq!(fs::read_to_string(ws.join(path)).unwrap(), text, "{path}");
+    }
+    // New worktrees and the rest of the repository stay writable.
+    assert_eq!(
+        sb.probe(&BINS, &["write", &w(".git/worktrees/new-one")])
+            .verdict(),
+        Ok(())
+    );
+}

@@ -208,11 +208,14 @@ impl FilesystemSection {
             .iter()
             .map(|p| format!("{p} (at each writable root)"))
             .collect();
-        protected.extend(
-            BUILTIN_PROTECT_GIT
-                .iter()
-                .map(|p| format!("{p} (in each git repository present at start)")),
-        );
+        protected.extend(BUILTIN_PROTECT_GIT.iter().map(|p| {
+            format!("{p} (in each git repository present at start, and of its submodules)")
+        }));
+        protected.extend([
+            "commondir, gitdir, config.worktree of each linked worktree (.git/worktrees/*)".to_owned(),
+            ".git files (worktree and submodule checkouts) at a writable root and one level below".to_owned(),
+            "only paths present at start: names created later (.envrc, .git/commondir, ...) are not protected yet".to_owned(),
+        ]);
         protected.extend(policy.filesystem.protect.iter().map(ToString::to_string));
         Self {
             read: strings(&policy.filesystem.read),

@@ -46,8 +46,21 @@ pub const BUILTIN_PROTECT: &[&str] = &[
     ".gitmodules",
 ];
 
-/// Paths protected inside every git repository present at session start.
-pub const BUILTIN_PROTECT_GIT: &[&str] = &[".git/hooks", ".git/config"];
+/// Paths protected inside every git repository present at session start
+/// (and, without the `.git/` prefix, inside each of its submodules'
+/// `.git/modules/*` directories): what makes the caller's git run commands
+/// or read another configuration.
+pub const BUILTIN_PROTECT_GIT: &[&str] = &[
+    ".git/hooks",
+    ".git/config",
+    ".git/config.worktree",
+    ".git/commondir",
+    ".git/info",
+];
+
+/// Files protected in each linked worktree's `.git/worktrees/*` directory
+/// (where it finds the shared repository and its own configuration).
+pub const BUILTIN_PROTECT_WORKTREE: &[&str] = &["commondir", "gitdir", "config.worktree"];
 
 /// The sha256 of the exact bytes of a policy file, as lowercase hex.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]

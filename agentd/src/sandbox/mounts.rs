@@ -14,7 +14,7 @@ use std::{
 };
 
 use super::{SandboxError, sys};
-use crate::policy::{BUILTIN_PROTECT, BUILTIN_PROTECT_GIT, ProtectPath};
+use crate::policy::{BUILTIN_PROTECT, BUILTIN_PROTECT_GIT, BUILTIN_PROTECT_WORKTREE, ProtectPath};
 
 /// A path as a C string (paths never contain NUL on Linux).
 pub fn cstring(path: &Path) -> Result<CString, SandboxError> {
@@ -187,11 +187,7 @@ pub fn protect_binds(roots: &[PathBuf], extra: &[ProtectPath]) -> Result<Vec<Bin
         for name in names {
             targets.push(root.join(name));
         }
-        for repo in git_repositories(root) {
-            for name in BUILTIN_PROTECT_GIT {
-                targets.push(repo.join(name));
-            }
-        }
+        targets.extend(git_metadata(root));
     }
     let mut pins: Vec<PathBuf> = Vec::new();
     let mut protected: Vec<PathBuf> = Vec::new();
@@ -241,6 +237,56 @@ pub fn protect_binds(roots: &[PathBuf], extra: &[ProtectPath]) -> Result<Vec<Bin
 
 /// Git repositories directly at `root` or one level below it (a workspace
 /// holding several checkouts), found by their `.git` directory.
+/// The git metadata under `root` (in the repositories [`git_repositories`]
+/// finds) that makes the caller's git run commands or read another
+/// configuration: [`BUILTIN_PROTECT_GIT`] of each repository and of each
+/// submodule kept in `.git/modules` (nested ones too), each linked
+/// worktree's [`BUILTIN_PROTECT_WORKTREE`], and `.git` files (a worktree
+/// or submodule checkout's `gitdir:` pointer).
+fn git_metadata(root: &Path) -> Vec<PathBuf> {
+    let subdirs = |dir: &Path| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for repo in git_repositories(root) {
+        let git = repo.join(".git");
+        out.extend(BUILTIN_PROTECT_GIT.iter().map(|n| repo.join(n)));
+        for worktree in subdirs(&git.join("worktrees")) {
+            out.extend(BUILTIN_PROTECT_WORKTREE.iter().map(|n| worktree.join(n)));
+        }
+        // Submodules' repositories, nested ones included (bounded depth).
+        let mut modules = subdirs(&git.join("modules"));
+        let mut depth = 0;
+        while !modules.is_empty() && depth < 8 {
+            let mut next = Vec::new();
+            for module in modules {
+                let names = BUILTIN_PROTECT_GIT
+                    .iter()
+                    .filter_map(|n| n.strip_prefix(".git/"));
+                out.extend(names.map(|n| module.join(n)));
+                next.extend(subdirs(&module.join("modules")));
+            }
+            modules = next;
+            depth += 1;
+        }
+    }
+    // `.git` files at the root and one level below.
+    out.extend(
+        std::iter::once(root.to_path_buf())
+            .chain(subdirs(root))
+            .map(|d| d.join(".git"))
+            .filter(|g| fs::symlink_metadata(g).is_ok_and(|m| m.is_file())),
+    );
+    out
+}
+
 fn git_repositories(root: &Path) -> Vec<PathBuf> {
     let mut repos = Vec::new();
     if root.join(".git").is_dir() {
