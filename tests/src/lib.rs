@@ -392,6 +392,36 @@ fn stale_registrations() -> Vec<u64> {
         .collect()
 }
 
+/// A session started in the background, once it has said its id.
+#[derive(Debug)]
+pub struct Started {
+    /// The `agentd run` process.
+    pub child: std::process::Child,
+    /// The rest of its stderr.
+    pub stderr: std::io::BufReader<std::process::ChildStderr>,
+    /// The session id (from the first line of stderr).
+    pub id: String,
+}
+
+/// Spawns `cmd` (an `agentd run`; stderr piped, stdout as `cmd` has it)
+/// and waits for the line that names its session.
+pub fn start(cmd: &mut Command) -> Started {
+    use std::io::BufRead as _;
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let Some(pipe) = child.stderr.take() else {
+        panic!("stderr is piped")
+    };
+    let mut stderr = std::io::BufReader::new(pipe);
+    let mut first = String::new();
+    let _ = stderr.read_line(&mut first);
+    let id = session_id_from(&first)
+        .unwrap_or_else(|| panic!("no session id first on stderr: {first:?}"));
+    Started { child, stderr, id }
+}
+
 /// Every process of live session `id` (its cgroup2 leaf's).
 pub fn session_pids(id: &str) -> Vec<u32> {
     let procs = agentd::cgroup::cgroup2_root()

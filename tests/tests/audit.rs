@@ -372,19 +372,14 @@ fn terminal_escapes_and_newlines_never_reach_logs_or_ps() {
     let row = "arg\nFAKE-ROW 1 2 3";
     // A file named with colour escapes, then a pause for `ps`.
     let script = "touch \"$TMPDIR/$(printf '\\033[31mred')\"; sleep 2";
-    let mut child = sb
-        .command(&BINS, &["/bin/sh", "-c", script, forged, row])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    let id = agentd_tests::session_id_from(&first).expect("session id");
+    let agentd_tests::Started {
+        mut child,
+        id,
+        stderr: _stderr,
+    } = agentd_tests::start(
+        sb.command(&BINS, &["/bin/sh", "-c", script, forged, row])
+            .stdout(std::process::Stdio::null()),
+    );
     let _kill = agentd_tests::KillOnDrop {
         agentd: BINS.agentd,
         id: id.clone(),

@@ -744,16 +744,14 @@ fn sigterm_spares_sessions_the_daemon_did_not_start() {
     d.wait_running(&daemon_id);
     // Embedded: this process is root and no daemon answers on the default
     // socket.
-    let mut embedded = sb
-        .command(&BINS, &[BINS.probe, "sleep", "60"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(embedded.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    let embedded_id = session_id_from(&first).expect("session id first on stderr");
+    let agentd_tests::Started {
+        child: mut embedded,
+        id: embedded_id,
+        stderr: _embedded_stderr,
+    } = agentd_tests::start(
+        sb.command(&BINS, &[BINS.probe, "sleep", "60"])
+            .stdout(Stdio::null()),
+    );
     assert!(eventually(Duration::from_secs(10), || {
         fs::read_to_string(
             Path::new("/run/agentd/sessions")
@@ -1078,15 +1076,11 @@ fn members_sessions_run_within_the_daemons_limits() {
             Some(uid) => d.agentd_as(uid, &[RUN_GID], &strs(&args)),
             None => d.agentd(&strs(&args)),
         };
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut first = String::new();
-        stderr.read_line(&mut first).unwrap();
-        let id = session_id_from(&first).unwrap_or_else(|| panic!("{first}{}", d.log()));
+        let agentd_tests::Started {
+            mut child,
+            id,
+            stderr: _stderr,
+        } = agentd_tests::start(cmd.stdout(Stdio::piped()));
         // pids.max where the host keeps it (cgroup2, or v1 on hybrid hosts).
         let layout = agentd::cgroup::Layout::discover().unwrap();
         let dir = match layout.locate(agentd::cgroup::Controller::Pids) {

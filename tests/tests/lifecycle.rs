@@ -52,16 +52,14 @@ type Started = (
 /// Starts `probe spawn-tree n` and returns once the tree is up, with the
 /// pids of the session's cgroup.
 fn start_tree(sb: &Sandbox, n: &str) -> (Started, Vec<u32>) {
-    let mut child = sb
-        .command(&BINS, &[BINS.probe, "spawn-tree", n])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    let id = agentd_tests::session_id_from(&first).expect("session id first on stderr");
+    let agentd_tests::Started {
+        mut child,
+        stderr,
+        id,
+    } = agentd_tests::start(
+        sb.command(&BINS, &[BINS.probe, "spawn-tree", n])
+            .stdout(Stdio::piped()),
+    );
     let mut ready = String::new();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     stdout.read_line(&mut ready).unwrap();

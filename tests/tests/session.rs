@@ -414,16 +414,14 @@ fn daemonized_grandchild_dies_with_the_session() {
 fn kill_ends_a_1000_process_tree() {
     require_sessions!();
     let sb = Sandbox::new(&test_policy(&BINS, "", "[limits]\nmax_processes = 2000\n"));
-    let mut child = sb
-        .command(&BINS, &[BINS.probe, "spawn-tree", "1000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    let id = agentd_tests::session_id_from(&first).expect("session id first on stderr");
+    let agentd_tests::Started {
+        mut child,
+        mut stderr,
+        id,
+    } = agentd_tests::start(
+        sb.command(&BINS, &[BINS.probe, "spawn-tree", "1000"])
+            .stdout(Stdio::piped()),
+    );
     let _cleanup = agentd_tests::KillOnDrop {
         agentd: BINS.agentd,
         id: id.clone(),
@@ -481,16 +479,14 @@ fn kill_ends_a_1000_process_tree() {
 fn killed_supervisor_does_not_leave_the_session_running() {
     require_sessions!();
     let sb = sandbox();
-    let mut child = sb
-        .command(&BINS, &[BINS.probe, "spawn-tree", "10"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    let id = agentd_tests::session_id_from(&first).unwrap();
+    let agentd_tests::Started {
+        mut child,
+        stderr: _stderr,
+        id,
+    } = agentd_tests::start(
+        sb.command(&BINS, &[BINS.probe, "spawn-tree", "10"])
+            .stdout(Stdio::piped()),
+    );
     let _cleanup = agentd_tests::KillOnDrop {
         agentd: BINS.agentd,
         id: id.clone(),
