@@ -8,6 +8,7 @@ pub mod exec;
 pub mod landlock;
 pub mod mounts;
 pub mod notify;
+pub mod protect;
 pub mod seccomp;
 pub mod sys;
 

@@ -235,8 +235,6 @@ pub fn protect_binds(roots: &[PathBuf], extra: &[ProtectPath]) -> Result<Vec<Bin
         .collect()
 }
 
-/// Git repositories directly at `root` or one level below it (a workspace
-/// holding several checkouts), found by their `.git` directory.
 /// The git metadata under `root` (in the repositories [`git_repositories`]
 /// finds) that makes the caller's git run commands or read another
 /// configuration: [`BUILTIN_PROTECT_GIT`] of each repository and of each
@@ -287,7 +285,9 @@ fn git_metadata(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn git_repositories(root: &Path) -> Vec<PathBuf> {
+/// Git repositories directly at `root` or one level below it (a workspace
+/// holding several checkouts), found by their `.git` directory.
+pub fn git_repositories(root: &Path) -> Vec<PathBuf> {
     let mut repos = Vec::new();
     if root.join(".git").is_dir() {
         repos.push(root.to_path_buf());

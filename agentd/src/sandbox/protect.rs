@@ -1,0 +1,349 @@
+//! Protected names that may not be created during a session: what the
+//! session's broker checks before it creates a name for the agent
+//! ([`super::broker`], creating calls held by the gate).
+//!
+//! Protected paths that exist at session start are bound read-only
+//! ([`super::mounts::protect_binds`]); this covers the ones that do not
+//! exist yet (`.envrc`, `.vscode/tasks.json`, `.git/commondir`, the hooks of
+//! a submodule added later). The decision is made on the directory the name
+//! is created in, by identity (device, inode), and the name itself:
+//! - every directory that can hold a protected name has a *kind*: a writable
+//!   root, a `.git` directory of a repository present at start, its
+//!   `modules` directory, a submodule's repository, a linked worktree's
+//!   metadata, or an intermediate directory such as `.vscode`;
+//! - a kind says, for a name, whether creating it is refused, or allowed
+//!   only as a `mkdir` whose new directory then gets a kind of its own
+//!   (`.vscode` at a root, a new submodule under `.git/modules`). Renaming,
+//!   linking or symlinking something *to* such a name is refused: a
+//!   directory prepared elsewhere could carry protected names with it.
+//!
+//! The broker performs the call relative to the directory it checked, so a
+//! rename or symlink swap of the path after the check changes nothing.
+//! Repositories the agent creates during the session are its own (SPEC.md
+//! guarantee 2): only repositories present at start are known here.
+use std::{
+    fs,
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+    path::{Component, Path, PathBuf},
+};
+
+use super::mounts;
+use crate::policy::{BUILTIN_PROTECT, BUILTIN_PROTECT_GIT, BUILTIN_PROTECT_WORKTREE};
+
+/// What creating a name in a directory of some kind leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    /// Refused, whatever the call.
+    Refuse,
+    /// Allowed only as `mkdir`; the new directory gets this kind.
+    Dir(u16),
+}
+
+/// One name of a kind: `name` empty means any name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// The name, or empty for any.
+    pub name: Vec<u8>,
+    /// What creating it leads to.
+    pub then: Then,
+}
+
+/// A directory with a kind, by identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Dir {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// Index into [`Tree::kinds`].
+    pub kind: u16,
+}
+
+/// The protected names of a session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tree {
+    /// Each kind's rules.
+    pub kinds: Vec<Vec<Rule>>,
+    /// The directories with a kind at session start.
+    pub dirs: Vec<Dir>,
+}
+
+/// How many directories with a kind a session may have (those present at
+/// start plus those the broker creates): the broker keeps them in a fixed
+/// table, as it may not allocate. A `mkdir` that would need one more is
+/// refused (ENOSPC).
+pub const MAX_DIRS: usize = 2048;
+
+impl Tree {
+    /// The rule for creating `name` in a directory of kind `kind`: an exact
+    /// name first, then "any name".
+    pub fn rule(&self, kind: u16, name: &[u8]) -> Option<Then> {
+        let rules = self.kinds.get(usize::from(kind))?;
+        rules
+            .iter()
+            .find(|r| r.name == name)
+            .or_else(|| rules.iter().find(|r| r.name.is_empty()))
+            .map(|r| r.then)
+    }
+
+    /// The protected names under the writable `roots`: the built-in names
+    /// and `names` at each root, the `exact` paths under the root holding
+    /// them, and the git metadata of repositories present now.
+    pub fn build(roots: &[PathBuf], names: &[String], exact: &[PathBuf]) -> Self {
+        let mut tree = Self::default();
+        let git = tree.git_kinds();
+        for root in roots {
+            let mut paths: Vec<PathBuf> = BUILTIN_PROTECT
+                .iter()
+                .map(PathBuf::from)
+                .chain(names.iter().map(PathBuf::from))
+                .collect();
+            paths.extend(
+                exact
+                    .iter()
+                    .filter_map(|p| p.strip_prefix(root).ok())
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map(Path::to_path_buf),
+            );
+            let kind = tree.trie(&paths);
+            tree.register(root, kind);
+            for repo in mounts::git_repositories(root) {
+                tree.register_git(&repo.join(".git"), git);
+            }
+        }
+        tree
+    }
+
+    /// A new kind for `paths` (relative, normalised), and the kinds of
+    /// their intermediate directories; returns the first.
+    fn trie(&mut self, paths: &[PathBuf]) -> u16 {
+        let kind = self.new_kind();
+        let mut firsts: Vec<Vec<u8>> = Vec::new();
+        for path in paths {
+            let mut parts = path.components().filter_map(|c| match c {
+                Component::Normal(n) => Some(n.as_bytes().to_vec()),
+                _ => None,
+            });
+            if let Some(first) = parts.next()
+                && !firsts.contains(&first)
+            {
+                firsts.push(first);
+            }
+        }
+        for first in firsts {
+            // The rest of every path starting with this name.
+            let rests: Vec<PathBuf> = paths
+                .iter()
+                .filter_map(|p| {
+                    let mut c = p.components();
+                    match c.next() {
+                        Some(Component::Normal(n)) if n.as_bytes() == first.as_slice() => {
+                            Some(c.as_path().to_path_buf())
+                        }
+                        _ => None,
+                    }
+                })
+                .collect();
+            // The name itself protected: everything below it is too.
+            let then = if rests.iter().any(|r| r.as_os_str().is_empty()) {
+                Then::Refuse
+            } else {
+                Then::Dir(self.trie(&rests))
+            };
+            self.kinds[usize::from(kind)].push(Rule { name: first, then });
+        }
+        kind
+    }
+
+    fn new_kind(&mut self) -> u16 {
+        self.kinds.push(Vec::new());
+        u16::try_from(self.kinds.len() - 1).unwrap_or(u16::MAX)
+    }
+
+    /// The kinds of git metadata: (`.git`, `modules`, a submodule's
+    /// repository, `worktrees`, a linked worktree's metadata).
+    fn git_kinds(&mut self) -> GitKinds {
+        let kinds = GitKinds {
+            git: self.new_kind(),
+            modules: self.new_kind(),
+            module: self.new_kind(),
+            worktrees: self.new_kind(),
+            worktree: self.new_kind(),
+        };
+        let refuse = |name: &str| Rule {
+            name: name.as_bytes().to_vec(),
+            then: Then::Refuse,
+        };
+        let names: Vec<&str> = BUILTIN_PROTECT_GIT
+            .iter()
+            .filter_map(|n| n.strip_prefix(".git/"))
+            .collect();
+        let repo = |modules: u16| -> Vec<Rule> {
+            let mut rules: Vec<Rule> = names.iter().map(|n| refuse(n)).collect();
+            rules.push(Rule {
+                name: b"modules".to_vec(),
+                then: Then::Dir(modules),
+            });
+            rules
+        };
+        let mut git = repo(kinds.modules);
+        git.push(Rule {
+            name: b"worktrees".to_vec(),
+            then: Then::Dir(kinds.worktrees),
+        });
+        self.kinds[usize::from(kinds.git)] = git;
+        self.kinds[usize::from(kinds.modules)] = vec![Rule {
+            name: Vec::new(),
+            then: Then::Dir(kinds.module),
+        }];
+        self.kinds[usize::from(kinds.module)] = repo(kinds.modules);
+        // New linked worktrees are the agent's own, like new repositories:
+        // only those present at start are protected.
+        self.kinds[usize::from(kinds.worktree)] =
+            BUILTIN_PROTECT_WORKTREE.iter().map(|n| refuse(n)).collect();
+        kinds
+    }
+
+    /// Registers `dir` with `kind` if it is a directory (not a symlink),
+    /// and, below it, every existing directory the kind's rules name.
+    fn register(&mut self, dir: &Path, kind: u16) {
+        let Ok(meta) = fs::symlink_metadata(dir) else {
+            return;
+        };
+        if !meta.is_dir() {
+            return;
+        }
+        let entry = Dir {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            kind,
+        };
+        if self.dirs.contains(&entry) {
+            return;
+        }
+        self.dirs.push(entry);
+        let rules = self.kinds[usize::from(kind)].clone();
+        for rule in rules {
+            let Then::Dir(sub) = rule.then else { continue };
+            if rule.name.is_empty() {
+                let children = fs::read_dir(dir).into_iter().flatten().flatten();
+                for child in children {
+                    self.register(&child.path(), sub);
+                }
+            } else {
+                self.register(&dir.join(std::ffi::OsStr::from_bytes(&rule.name)), sub);
+            }
+        }
+    }
+
+    /// Registers a repository's `.git` directory with its submodules and
+    /// linked worktrees.
+    fn register_git(&mut self, git: &Path, kinds: GitKinds) {
+        self.register(git, kinds.git);
+        let worktrees = git.join("worktrees");
+        let children = fs::read_dir(&worktrees).into_iter().flatten().flatten();
+        for child in children {
+            self.register(&child.path(), kinds.worktree);
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct GitKinds {
+    git: u16,
+    modules: u16,
+    module: u16,
+    worktrees: u16,
+    worktree: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_of(tree: &Tree, path: &Path) -> Option<u16> {
+        let m = fs::symlink_metadata(path).ok()?;
+        tree.dirs
+            .iter()
+            .find(|d| d.dev == m.dev() && d.ino == m.ino())
+            .map(|d| d.kind)
+    }
+
+    #[test]
+    fn names_at_roots_are_refused_and_their_directories_get_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let exact = vec![root.join("ci/deploy.sh")];
+        let tree = Tree::build(
+            std::slice::from_ref(&root),
+            &[".github/workflows".into()],
+            &exact,
+        );
+        let k = kind_of(&tree, &root).expect("the root has a kind");
+        assert_eq!(tree.rule(k, b".envrc"), Some(Then::Refuse));
+        assert_eq!(tree.rule(k, b".idea"), Some(Then::Refuse));
+        assert_eq!(tree.rule(k, b"src"), None);
+        let Some(Then::Dir(vscode)) = tree.rule(k, b".vscode") else {
+            panic!(".vscode is a directory of protected names");
+        };
+        assert_eq!(tree.rule(vscode, b"tasks.json"), Some(Then::Refuse));
+        assert_eq!(tree.rule(vscode, b"launch.json"), None);
+        let Some(Then::Dir(github)) = tree.rule(k, b".github") else {
+            panic!("extra names nest too");
+        };
+        assert_eq!(tree.rule(github, b"workflows"), Some(Then::Refuse));
+        let Some(Then::Dir(ci)) = tree.rule(k, b"ci") else {
+            panic!("exact paths under the root")
+        };
+        assert_eq!(tree.rule(ci, b"deploy.sh"), Some(Then::Refuse));
+    }
+
+    #[test]
+    fn git_metadata_of_repositories_present_at_start_has_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        for d in [
+            ".git/modules/sub/modules/inner",
+            ".git/worktrees/w",
+            "other/.git",
+            ".vscode",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let tree = Tree::build(std::slice::from_ref(&root), &[], &[]);
+        let git = kind_of(&tree, &root.join(".git")).unwrap();
+        assert_eq!(
+            kind_of(&tree, &root.join("other/.git")),
+            Some(git),
+            "a repository one level below"
+        );
+        for name in ["hooks", "config", "config.worktree", "commondir", "info"] {
+            assert_eq!(tree.rule(git, name.as_bytes()), Some(Then::Refuse), "{name}");
+        }
+        assert_eq!(tree.rule(git, b"objects"), None);
+        let module = kind_of(&tree, &root.join(".git/modules/sub")).unwrap();
+        let inner = kind_of(&tree, &root.join(".git/modules/sub/modules/inner")).unwrap();
+        assert_eq!(module, inner, "nested submodules");
+        assert_eq!(tree.rule(module, b"config"), Some(Then::Refuse));
+        let modules = kind_of(&tree, &root.join(".git/modules")).unwrap();
+        assert_eq!(
+            tree.rule(modules, b"new"),
+            Some(Then::Dir(module)),
+            "a new submodule's repository"
+        );
+        let worktree = kind_of(&tree, &root.join(".git/worktrees/w")).unwrap();
+        assert_eq!(tree.rule(worktree, b"commondir"), Some(Then::Refuse));
+        assert!(kind_of(&tree, &root.join(".vscode")).is_some());
+    }
+
+    #[test]
+    fn symlinks_are_not_followed_when_registering() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+        fs::create_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), root.join(".vscode")).unwrap();
+        let tree = Tree::build(std::slice::from_ref(&root), &[], &[]);
+        assert_eq!(kind_of(&tree, &dir.path().join("elsewhere")), None);
+    }
+}
