@@ -814,6 +814,8 @@ mod tests {
                 broker: broker::Plan {
                     chan: fd(),
                     uid: 61_184,
+                    gid: 61_184,
+                    protected: protect::Tree::default(),
                     listed: Vec::new(),
                     own: vec![c("/tmp/s")],
                     filter: seccomp::broker_program().unwrap(),

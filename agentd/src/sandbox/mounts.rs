@@ -14,7 +14,7 @@ use std::{
 };
 
 use super::{SandboxError, sys};
-use crate::policy::{BUILTIN_PROTECT, BUILTIN_PROTECT_GIT, BUILTIN_PROTECT_WORKTREE, ProtectPath};
+use crate::policy::{BUILTIN_PROTECT, BUILTIN_PROTECT_GIT, BUILTIN_PROTECT_WORKTREE};
 
 /// A path as a C string (paths never contain NUL on Linux).
 pub fn cstring(path: &Path) -> Result<CString, SandboxError> {
@@ -174,16 +174,17 @@ pub fn writable_subtrees(
 /// start, as binds: each protected path read-only, and each directory
 /// between the root and it pinned (bound onto itself) so that it cannot be
 /// renamed away and replaced.
-pub fn protect_binds(roots: &[PathBuf], extra: &[ProtectPath]) -> Result<Vec<Bind>, SandboxError> {
-    let mut targets: Vec<PathBuf> = Vec::new();
+pub fn protect_binds(
+    roots: &[PathBuf],
+    names: &[String],
+    exact: &[PathBuf],
+) -> Result<Vec<Bind>, SandboxError> {
+    let mut targets: Vec<PathBuf> = exact.to_vec();
     for root in roots {
         let names = BUILTIN_PROTECT
             .iter()
-            .map(|s| (*s).to_owned())
-            .chain(extra.iter().filter_map(|p| match p {
-                ProtectPath::AtEachRoot(name) => Some(name.clone()),
-                ProtectPath::Exact(_) => None,
-            }));
+            .copied()
+            .chain(names.iter().map(String::as_str));
         for name in names {
             targets.push(root.join(name));
         }

@@ -113,6 +113,25 @@ impl Listener {
     }
 }
 
+impl Listener {
+    /// Answers the held call `id` with a copy of `fd` installed in the
+    /// caller (close-on-exec if `cloexec`): the call returns its number.
+    /// Installing and answering are one step (`SECCOMP_ADDFD_FLAG_SEND`).
+    pub fn respond_fd(&self, id: u64, fd: BorrowedFd<'_>, cloexec: bool) -> Result<i32, i32> {
+        let addfd = libc::seccomp_notif_addfd {
+            id,
+            flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
+            srcfd: u32::try_from(fd.as_raw_fd()).map_err(|_| libc::EBADF)?,
+            newfd: 0,
+            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+        };
+        // SAFETY: the ioctl reads one seccomp_notif_addfd.
+        let r =
+            unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) };
+        if r < 0 { Err(errno()) } else { Ok(r) }
+    }
+}
+
 impl AsFd for Listener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -159,6 +178,36 @@ pub fn read_memory(tid: u32, addr: u64, buf: &mut [u8]) -> Result<usize, i32> {
     // the target's address space.
     let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
     usize::try_from(n).map_err(|_| errno())
+}
+
+/// Copies the NUL-terminated string at `addr` of thread `tid`'s memory (at
+/// most `max` bytes before the NUL: ENAMETOOLONG beyond). Reads page by
+/// page, so a string ending just before an unmapped page is read whole.
+pub fn read_string(tid: u32, addr: u64, max: usize) -> Result<Vec<u8>, i32> {
+    const PAGE: u64 = 4096;
+    if addr == 0 {
+        return Err(libc::EFAULT);
+    }
+    let mut out = Vec::new();
+    let mut at = addr;
+    loop {
+        let chunk = usize::try_from(PAGE - at % PAGE).unwrap_or(4096);
+        let start = out.len();
+        out.resize(start + chunk, 0);
+        let n = read_memory(tid, at, &mut out[start..])?;
+        out.truncate(start + n);
+        if let Some(end) = out[start..].iter().position(|b| *b == 0) {
+            out.truncate(start + end);
+            return Ok(out);
+        }
+        if n < chunk {
+            return Err(libc::EFAULT);
+        }
+        if out.len() > max {
+            return Err(libc::ENAMETOOLONG);
+        }
+        at += chunk as u64;
+    }
 }
 
 /// (family, type) of a socket: both fixed when it was created.

@@ -318,7 +318,11 @@ mod tests {
             "a repository one level below"
         );
         for name in ["hooks", "config", "config.worktree", "commondir", "info"] {
-            assert_eq!(tree.rule(git, name.as_bytes()), Some(Then::Refuse), "{name}");
+            assert_eq!(
+                tree.rule(git, name.as_bytes()),
+                Some(Then::Refuse),
+                "{name}"
+            );
         }
         assert_eq!(tree.rule(git, b"objects"), None);
         let module = kind_of(&tree, &root.join(".git/modules/sub")).unwrap();

@@ -476,6 +476,31 @@ pub fn gate_program() -> Result<Program, SandboxError> {
         };
         r.map(drop).map_err(scmp_err(name))
     };
+    // Calls that create or move a name: the broker performs them, after
+    // checking the protected names. `open`/`openat` only with O_CREAT (a
+    // register: ordinary opens never leave the kernel); openat2 fails
+    // with ENOSYS in sessions (its flags are in memory), so libc falls
+    // back to openat.
+    let creat = u64::from(libc::O_CREAT as u32);
+    notify(
+        "open",
+        &[ScmpArgCompare::new(
+            1,
+            ScmpCompareOp::MaskedEqual(creat),
+            creat,
+        )],
+    )?;
+    notify(
+        "openat",
+        &[ScmpArgCompare::new(
+            2,
+            ScmpCompareOp::MaskedEqual(creat),
+            creat,
+        )],
+    )?;
+    for name in CREATING {
+        notify(name, &[])?;
+    }
     notify("connect", &[])?;
     notify(
         "sendto",
@@ -514,8 +539,25 @@ pub fn gate_program() -> Result<Program, SandboxError> {
     export(&ctx)
 }
 
-/// What the unix socket broker may do: receive a request, resolve and
-/// inspect a path, connect or send, answer, exit. Anything else kills it.
+/// Calls that create or move a name, always held by the gate (with `open`
+/// and `openat` when they carry O_CREAT).
+const CREATING: &[&str] = &[
+    "creat",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+];
+
+/// What the broker may do: receive a request, resolve and inspect a path,
+/// connect or send, create a name, answer, exit. Anything else kills it.
 const BROKER_ALLOW: &[&str] = &[
     "recvmsg",
     "sendmsg",
@@ -523,10 +565,19 @@ const BROKER_ALLOW: &[&str] = &[
     "openat",
     "fstat",
     "newfstatat",
+    "fstatfs",
+    "fcntl",
     "readlink",
     "readlinkat",
     "connect",
     "sendto",
+    "umask",
+    "mkdirat",
+    "mknodat",
+    "renameat2",
+    "linkat",
+    "symlinkat",
+    "unlinkat",
     "close",
     "exit",
     "exit_group",
@@ -942,6 +993,34 @@ mod tests {
                     call(&f, "socket", &[16, 3, protocol]),
                     DENIED,
                     "netlink {protocol}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn creating_calls_go_to_the_supervisor_and_ordinary_opens_do_not() {
+        const HELD: Action = Action::Other(libc::SECCOMP_RET_USER_NOTIF);
+        let creat = u64::from(libc::O_CREAT as u32);
+        let rdwr = u64::from(libc::O_RDWR as u32);
+        for extra in ["", STRICT] {
+            let mut f = filters(extra);
+            f.insert(0, gate_program().unwrap());
+            assert_eq!(call(&f, "openat", &[0, 0, rdwr]), Action::Allow, "{extra}");
+            assert_eq!(call(&f, "openat", &[0, 0, rdwr | creat]), HELD, "{extra}");
+            assert_eq!(
+                call(&f, "openat", &[0, 0, 0xffff_0000_0000_0000 | creat]),
+                HELD,
+                "high bits ({extra})"
+            );
+            assert_eq!(call(&f, "open", &[0, creat | rdwr]), HELD, "{extra}");
+            assert_eq!(call(&f, "open", &[0, rdwr]), Action::Allow, "{extra}");
+            for name in CREATING {
+                // Or denied outright: the strict profile has no mknod.
+                let action = call(&f, name, &[0, 0, 0, 0, 0]);
+                assert!(
+                    action == HELD || (extra == STRICT && action == DENIED),
+                    "{name} ({extra}): {action:?}"
                 );
             }
         }

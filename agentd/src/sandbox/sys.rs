@@ -263,6 +263,26 @@ pub fn set_gids(gid: libc::gid_t) -> Result<(), i32> {
     check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(drop)
 }
 
+/// The broker's group ids: `broker` as real and effective group id (the
+/// one the kernel's unix socket hooks let through), `session` as saved and
+/// file-system group id (the group of the files it creates for the agent).
+/// Each is one the process already has (the setup child's saved and real
+/// group ids), so no privilege is needed.
+pub fn set_broker_gids(broker: libc::gid_t, session: libc::gid_t) -> Result<(), i32> {
+    // SAFETY: integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_setresgid, broker, broker, session) })?;
+    // setfsgid returns the previous id, never an error: read it back.
+    // SAFETY: integer arguments.
+    unsafe { libc::syscall(libc::SYS_setfsgid, session) };
+    // SAFETY: an invalid id (-1) only queries.
+    let now = unsafe { libc::syscall(libc::SYS_setfsgid, u32::MAX) };
+    if now == i64::from(session) {
+        Ok(())
+    } else {
+        Err(libc::EPERM)
+    }
+}
+
 /// Runs `f` on a thread of its own whose file-system ids are `ids` (uid,
 /// gid) with no supplementary groups, so that paths are looked up with
 /// that user's permissions (and none of root's file capabilities, which

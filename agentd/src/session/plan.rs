@@ -12,13 +12,13 @@ use crate::{
     ebpf::rules::Resolved,
     policy::{
         Env, FileEvents, HostPattern, NetRule, PathBase, PathTemplate, Placeholders, Policy,
-        Secret, UserSpec,
+        ProtectPath, Secret, UserSpec,
     },
     sandbox::{
         SandboxError,
         landlock::FsRules,
         mounts::{self, Bind},
-        seccomp,
+        protect, seccomp,
     },
 };
 
@@ -60,6 +60,8 @@ pub struct SessionPlan {
     pub fs: FsRules,
     /// Protected paths under writable roots, as binds (pins first).
     pub binds: Vec<Bind>,
+    /// Protected names the broker refuses to create.
+    pub protected: protect::Tree,
     /// (rule text, absolute glob) of `[exec] allow`, for attribution.
     pub exec_rules: Vec<(String, String)>,
     /// Whether `[exec]` restricts what runs.
@@ -112,9 +114,13 @@ fn filesystem(policy: &Policy, ph: &Placeholders) -> (FsRules, Vec<(String, Stri
     (rules, grants.rules)
 }
 
-/// Protected paths that exist now under the writable roots in the
-/// workspace (or anywhere, for absolute roots).
-fn protected(policy: &Policy, ph: &Placeholders) -> Result<Vec<Bind>, SandboxError> {
+/// Protected paths under the writable roots in the workspace (or
+/// anywhere, for absolute roots): those that exist now as binds, and all
+/// of them as names the broker refuses to create.
+fn protected(
+    policy: &Policy,
+    ph: &Placeholders,
+) -> Result<(Vec<Bind>, protect::Tree), SandboxError> {
     let writable_roots: Vec<PathBuf> = policy
         .filesystem
         .read_write
@@ -123,7 +129,17 @@ fn protected(policy: &Policy, ph: &Placeholders) -> Result<Vec<Bind>, SandboxErr
         .map(|p| p.resolve(ph))
         .filter(|p| p.is_dir())
         .collect();
-    mounts::protect_binds(&writable_roots, &policy.filesystem.protect)
+    let mut names = Vec::new();
+    let mut exact = Vec::new();
+    for p in &policy.filesystem.protect {
+        match p {
+            ProtectPath::AtEachRoot(name) => names.push(name.clone()),
+            ProtectPath::Exact(path) => exact.push(path.resolve(ph)),
+        }
+    }
+    let binds = mounts::protect_binds(&writable_roots, &names, &exact)?;
+    let tree = protect::Tree::build(&writable_roots, &names, &exact);
+    Ok((binds, tree))
 }
 
 impl SessionPlan {
@@ -131,7 +147,7 @@ impl SessionPlan {
     /// filesystem (exec allowlist, protected paths) but changes nothing.
     pub fn compile(policy: &Policy, placeholders: Placeholders) -> Result<Self, SandboxError> {
         let (fs, exec_rules) = filesystem(policy, &placeholders);
-        let binds = protected(policy, &placeholders)?;
+        let (binds, protected) = protected(policy, &placeholders)?;
         let seccomp = seccomp::for_policy(policy)?;
         let unix = (policy.network.unix.iter())
             .map(|p| (p.to_string(), p.resolve(&placeholders)))
@@ -151,6 +167,7 @@ impl SessionPlan {
             placeholders,
             fs,
             binds,
+            protected,
             exec_rules,
             exec_enforced: policy.exec.enforced,
             seccomp,

@@ -690,7 +690,12 @@ pub(super) fn child_plan(
         .collect();
     let hidden = mounts::hidden_socket_dirs(&keep)?;
     let ph = &plan.placeholders;
-    let (gate, pending) = super::gate::prepare(&plan.unix, [&ph.tmp, &ph.home], ident.uid)?;
+    let (gate, pending) = super::gate::prepare(
+        &plan.unix,
+        [&ph.tmp, &ph.home],
+        (ident.uid, ident.gid),
+        plan.protected.clone(),
+    )?;
     let child = ChildPlan {
         cgroup_dir: cgroup_dir_fd,
         cgroup_v2_procs,

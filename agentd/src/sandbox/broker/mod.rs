@@ -1,6 +1,7 @@
-//! The session's unix socket broker: a process inside the session (the
-//! agent's uid, mount namespace, Landlock domain and cgroup) that connects
-//! the agent's own sockets for the supervisor.
+//! The session's broker: a process inside the session (the agent's uid,
+//! mount namespace, Landlock domain and cgroup) that connects the agent's
+//! own sockets and creates names for the supervisor ([`names`]: creating
+//! calls, checked against the protected names).
 //!
 //! Landlock does not cover `connect(2)` on pathname unix sockets, and a
 //! seccomp filter cannot see the family of a socket or the address behind a
@@ -34,12 +35,29 @@ use std::{
     os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
 };
 
-use super::{seccomp, sys};
+use super::{protect, seccomp, sys};
+
+mod names;
+
+pub use names::Known;
 
 /// Connect the socket to the address.
 pub const OP_CONNECT: u32 = 1;
 /// Send the data to the address (`sendto`).
 pub const OP_SENDTO: u32 = 2;
+/// `openat(dir, path, flags, mode)` with `O_CREAT`; the reply carries the
+/// new descriptor.
+pub const OP_OPEN: u32 = 3;
+/// `mkdirat(dir, path, mode)`.
+pub const OP_MKDIR: u32 = 4;
+/// `mknodat(dir, path, mode, dev)`.
+pub const OP_MKNOD: u32 = 5;
+/// `renameat2(dir, path, dir2, path2, flags)`.
+pub const OP_RENAME: u32 = 6;
+/// `linkat(dir, path, dir2, path2, flags)`.
+pub const OP_LINK: u32 = 7;
+/// `symlinkat(path, dir2, path2)`.
+pub const OP_SYMLINK: u32 = 8;
 /// `sizeof(struct sockaddr_un)`: the kernel refuses longer addresses.
 pub const ADDR_MAX: usize = 110;
 /// Largest datagram the broker sends for the agent.
@@ -58,9 +76,14 @@ pub const LISTED: u32 = 2;
 pub const REFUSED: u32 = 3;
 /// The path did not resolve to a socket (the error is the kernel's).
 pub const UNRESOLVED: u32 = 4;
+/// A creating call refused: the name is protected (EPERM); `path` says
+/// which.
+pub const PROTECTED: u32 = 5;
 
-/// One request, followed in the same message by `data_len` bytes of data;
-/// the agent's socket and working directory travel as `SCM_RIGHTS`.
+/// One request, followed in the same message by `data_len` bytes of data
+/// (for creating calls: the paths, each NUL-terminated); the agent's socket
+/// and working directory (for creating calls: the two directories the
+/// paths are relative to) travel as `SCM_RIGHTS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Request {
@@ -69,8 +92,14 @@ pub struct Request {
     pub id: u64,
     /// [`OP_CONNECT`] or [`OP_SENDTO`].
     pub op: u32,
-    /// `sendto` flags.
+    /// `sendto`, open, rename or link flags.
     pub flags: u32,
+    /// The mode of a created file.
+    pub mode: u32,
+    /// The agent's umask, applied to `mode`.
+    pub umask: u32,
+    /// `mknod`'s device number.
+    pub dev: u64,
     /// Bytes of `addr` in use.
     pub addr_len: u32,
     /// Bytes of data following the request.
@@ -87,6 +116,9 @@ impl Request {
             id: 0,
             op,
             flags,
+            mode: 0,
+            umask: 0o077,
+            dev: 0,
             addr_len: 0,
             data_len: u32::try_from(data_len.min(DATA_MAX)).unwrap_or(0),
             addr: [0; ADDR_MAX],
@@ -107,16 +139,18 @@ pub struct Reply {
     pub id: u64,
     /// The syscall's result: >= 0, or a negated errno.
     pub ret: i64,
-    /// [`PASSED`], [`OWN`], [`LISTED`], [`REFUSED`] or [`UNRESOLVED`].
+    /// [`PASSED`], [`OWN`], [`LISTED`], [`REFUSED`], [`UNRESOLVED`] or
+    /// [`PROTECTED`].
     pub outcome: u32,
     /// Bytes of `path` in use.
     pub path_len: u32,
-    /// The socket's real path, as the session sees it.
+    /// The socket's real path, as the session sees it; for a refused
+    /// creating call, the name refused.
     pub path: [u8; PATH_MAX],
 }
 
 impl Reply {
-    const fn new(ret: i64, outcome: u32) -> Self {
+    pub(crate) const fn new(ret: i64, outcome: u32) -> Self {
         Self {
             id: 0,
             ret,
@@ -140,6 +174,10 @@ pub struct Plan {
     pub chan: OwnedFd,
     /// The session's uid: the owner of the sockets it created itself.
     pub uid: libc::uid_t,
+    /// The session's gid: the group of the files it creates.
+    pub gid: libc::gid_t,
+    /// The protected names.
+    pub protected: protect::Tree,
     /// Real paths of the sockets (or directories of sockets) the policy lists.
     pub listed: Vec<CString>,
     /// Real paths of the session's `{tmp}` and `{home}`.
@@ -208,17 +246,18 @@ pub fn channel() -> Result<(OwnedFd, Client), i32> {
 
 impl Client {
     /// Sends `req` with `data`, the agent's socket and its working
-    /// directory, and waits for the reply (at most [`TIMEOUT`] for each:
-    /// then `ErrorKind::TimedOut`, and a late reply is skipped by the next
-    /// call). Any other error means the broker is gone: the caller refuses
-    /// the call.
+    /// directory (or the two directories of a creating call), and waits for
+    /// the reply and the descriptor it carries, if any (at most [`TIMEOUT`]
+    /// for each: then `ErrorKind::TimedOut`, and a late reply is skipped by
+    /// the next call). Any other error means the broker is gone: the caller
+    /// refuses the call.
     pub fn call(
         &self,
         req: &Request,
         data: &[u8],
         sock: BorrowedFd<'_>,
         cwd: BorrowedFd<'_>,
-    ) -> std::io::Result<Reply> {
+    ) -> std::io::Result<(Reply, Option<OwnedFd>)> {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let req = &Request { id, ..*req };
         let fds = [sock.as_raw_fd(), cwd.as_raw_fd()];
@@ -239,34 +278,44 @@ impl Client {
             let mut msg: libc::msghdr = std::mem::zeroed();
             msg.msg_iov = iov.as_mut_ptr();
             msg.msg_iovlen = iov.len();
-            control.put_fds(&mut msg, &fds);
+            control.put_fds(&mut msg, &fds[..]);
             libc::sendmsg(self.chan.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
         };
         if sent < 0 {
             return Err(timed_out(std::io::Error::last_os_error()));
         }
         loop {
-            let reply = self.receive()?;
+            let (reply, fd) = self.receive()?;
             if reply.id == id {
-                return Ok(reply);
+                return Ok((reply, fd));
             }
         }
     }
 
-    /// Receives one reply.
-    fn receive(&self) -> std::io::Result<Reply> {
+    /// Receives one reply, and the descriptor sent with it.
+    fn receive(&self) -> std::io::Result<(Reply, Option<OwnedFd>)> {
         let mut reply = Box::new(Reply::new(0, 0));
-        // SAFETY: reading at most size_of::<Reply>() bytes into `reply`.
-        let n = unsafe {
-            libc::recv(
-                self.chan.as_raw_fd(),
-                std::ptr::from_mut(&mut *reply).cast(),
-                size_of::<Reply>(),
-                0,
-            )
+        let mut iov = libc::iovec {
+            iov_base: std::ptr::from_mut(&mut *reply).cast(),
+            iov_len: size_of::<Reply>(),
+        };
+        let mut control = Control::new();
+        // SAFETY: the message points at `iov` (the reply) and `control`,
+        // alive for the call; the kernel writes at most their lengths.
+        let (n, fd) = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.buf.as_mut_ptr().cast();
+            msg.msg_controllen = control.buf.len();
+            let n = libc::recvmsg(self.chan.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+            let fd = control
+                .take_fds::<1>(&msg)
+                .map(|[fd]| OwnedFd::from_raw_fd(fd));
+            (n, fd)
         };
         match usize::try_from(n) {
-            Ok(n) if n == size_of::<Reply>() => Ok(*reply),
+            Ok(n) if n == size_of::<Reply>() => Ok((*reply, fd)),
             Ok(_) => Err(std::io::ErrorKind::UnexpectedEof.into()),
             Err(_) => Err(timed_out(std::io::Error::last_os_error())),
         }
@@ -282,7 +331,7 @@ fn timed_out(e: std::io::Error) -> std::io::Error {
     }
 }
 
-/// A control buffer for two descriptors, aligned for `cmsghdr`.
+/// A control buffer for one or two descriptors, aligned for `cmsghdr`.
 #[repr(C, align(8))]
 struct Control {
     buf: [u8; 64],
@@ -293,43 +342,44 @@ impl Control {
         Self { buf: [0; 64] }
     }
 
-    /// Attaches `fds` to `msg` as one `SCM_RIGHTS` message.
+    /// Attaches `fds` (one or two) to `msg` as one `SCM_RIGHTS` message.
     ///
     /// # Safety
     /// `msg` must be used while `self` is alive and not moved.
-    unsafe fn put_fds(&mut self, msg: &mut libc::msghdr, fds: &[RawFd; 2]) {
-        // SAFETY: CMSG_SPACE of two ints (24) fits the 64-byte buffer;
-        // CMSG_FIRSTHDR is non-null for a buffer that large.
+    unsafe fn put_fds(&mut self, msg: &mut libc::msghdr, fds: &[RawFd]) {
+        let n = fds.len().min(2);
+        let bytes = (n * size_of::<RawFd>()) as u32;
+        // SAFETY: CMSG_SPACE of at most two ints (24) fits the 64-byte
+        // buffer; CMSG_FIRSTHDR is non-null for a buffer that large.
         unsafe {
-            let len = libc::CMSG_SPACE(size_of::<[RawFd; 2]>() as u32) as usize;
             msg.msg_control = self.buf.as_mut_ptr().cast();
-            msg.msg_controllen = len;
+            msg.msg_controllen = libc::CMSG_SPACE(bytes) as usize;
             let cmsg = libc::CMSG_FIRSTHDR(msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
             (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<[RawFd; 2]>() as u32) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), 2);
+            (*cmsg).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), n);
         }
     }
 
-    /// The two descriptors of a received `SCM_RIGHTS` message, if that is
+    /// The `N` descriptors of a received `SCM_RIGHTS` message, if that is
     /// what came.
     ///
     /// # Safety
     /// `msg` must have been filled by `recvmsg` with this buffer.
-    unsafe fn take_fds(&self, msg: &libc::msghdr) -> Option<[RawFd; 2]> {
+    unsafe fn take_fds<const N: usize>(&self, msg: &libc::msghdr) -> Option<[RawFd; N]> {
         // SAFETY: the kernel wrote the control messages into `buf`.
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(msg);
             if cmsg.is_null()
                 || (*cmsg).cmsg_level != libc::SOL_SOCKET
                 || (*cmsg).cmsg_type != libc::SCM_RIGHTS
-                || (*cmsg).cmsg_len != libc::CMSG_LEN(size_of::<[RawFd; 2]>() as u32) as usize
+                || (*cmsg).cmsg_len != libc::CMSG_LEN((N * size_of::<RawFd>()) as u32) as usize
             {
                 return None;
             }
-            let mut fds = [-1; 2];
-            std::ptr::copy_nonoverlapping(libc::CMSG_DATA(cmsg).cast(), fds.as_mut_ptr(), 2);
+            let mut fds = [-1; N];
+            std::ptr::copy_nonoverlapping(libc::CMSG_DATA(cmsg).cast(), fds.as_mut_ptr(), N);
             Some(fds)
         }
     }
@@ -360,9 +410,11 @@ fn serve(plan: &Plan) -> ! {
         sys::exit_now(1);
     }
     sys::close_all_from(1, 0);
-    // The group the kernel's unix socket hooks let through; the setup
-    // child left it as the saved group id.
-    if sys::set_gids(agentd_common::BROKER_GID).is_err()
+    // The group the kernel's unix socket hooks let through (the real
+    // group id they read; the setup child left it as the saved one); the
+    // session's group stays the saved and file-system group id, which
+    // files it creates get.
+    if sys::set_broker_gids(agentd_common::BROKER_GID, plan.gid).is_err()
         || sys::prctl(libc::PR_SET_DUMPABLE, 0).is_err()
     {
         sys::exit_now(1);
@@ -383,20 +435,42 @@ fn serve(plan: &Plan) -> ! {
     }
     let mut req = Request::new(0, 0, &[], 0);
     let mut data = [0u8; DATA_MAX];
+    let mut known = Known::new(&plan.protected.dirs);
+    // The same Reply for every answer: 4 KiB, on the stack once.
+    let mut reply = Reply::new(0, PASSED);
     loop {
         let Some((fds, n)) = receive(0, &mut req, &mut data) else {
             sys::exit_now(0);
         };
-        let mut reply = if n < size_of::<Request>() {
-            Reply::new(-i64::from(libc::EINVAL), PASSED)
+        let mut fd = -1;
+        if n < size_of::<Request>() {
+            reply = Reply::new(-i64::from(libc::EINVAL), PASSED);
         } else {
             let len = (req.data_len as usize).min(n - size_of::<Request>());
-            handle(plan, &req, &data[..len], fds[0], fds[1])
-        };
+            match req.op {
+                OP_CONNECT | OP_SENDTO => {
+                    reply = handle(plan, &req, &data[..len], fds[0], fds[1]);
+                }
+                _ => {
+                    reply.ret = 0;
+                    reply.outcome = PASSED;
+                    reply.path_len = 0;
+                    let ctx = names::Ctx {
+                        tree: &plan.protected,
+                        known: &mut known,
+                    };
+                    fd = names::handle(ctx, &req, &data[..len], fds, &mut reply);
+                }
+            }
+        }
         reply.id = req.id;
         sys::close(fds[0]);
         sys::close(fds[1]);
-        if send_reply(0, &reply).is_err() {
+        let sent = send_reply(0, &reply, fd);
+        if fd >= 0 {
+            sys::close(fd);
+        }
+        if sent.is_err() {
             sys::exit_now(0);
         }
     }
@@ -426,7 +500,7 @@ fn receive(chan: RawFd, req: &mut Request, data: &mut [u8]) -> Option<([RawFd; 2
             msg.msg_control = control.buf.as_mut_ptr().cast();
             msg.msg_controllen = control.buf.len();
             let n = libc::recvmsg(chan, &mut msg, libc::MSG_CMSG_CLOEXEC);
-            (n, control.take_fds(&msg))
+            (n, control.take_fds::<2>(&msg))
         };
         match usize::try_from(n) {
             Ok(0) => return None,
@@ -437,12 +511,30 @@ fn receive(chan: RawFd, req: &mut Request, data: &mut [u8]) -> Option<([RawFd; 2
     }
 }
 
-fn send_reply(chan: RawFd, reply: &Reply) -> Result<(), i32> {
-    // SAFETY: `reply` is a plain struct of size_of::<Reply>() bytes.
-    let bytes = unsafe {
-        std::slice::from_raw_parts(std::ptr::from_ref(reply).cast::<u8>(), size_of::<Reply>())
+/// Sends `reply`, with descriptor `fd` when it is one (>= 0).
+fn send_reply(chan: RawFd, reply: &Reply, fd: RawFd) -> Result<(), i32> {
+    let mut iov = libc::iovec {
+        iov_base: std::ptr::from_ref(reply).cast_mut().cast(),
+        iov_len: size_of::<Reply>(),
     };
-    sys::write_all(chan, bytes)
+    let mut control = Control::new();
+    // SAFETY: the message points at `iov` (the reply) and `control`, alive
+    // for the call. A seqpacket channel sends the reply whole or not at
+    // all.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if fd >= 0 {
+            control.put_fds(&mut msg, &[fd]);
+        }
+        libc::sendmsg(chan, &msg, libc::MSG_NOSIGNAL)
+    };
+    if sent < 0 {
+        Err(sys::last_errno())
+    } else {
+        Ok(())
+    }
 }
 
 /// Performs one request; see the module documentation for why the inode

@@ -1,6 +1,8 @@
-//! The session's gate for pathname unix sockets: the supervisor's end of
-//! the seccomp listener, deciding on each held `connect`, `sendto` with an
-//! address, `sendmsg` and `sendmmsg`.
+//! The session's gate: the supervisor's end of the seccomp listener,
+//! deciding on each held `connect`, `sendto` with an address, `sendmsg` and
+//! `sendmmsg` (pathname unix sockets, below), and on each creating call
+//! (`open` with `O_CREAT`, `mkdir`, `rename`, `link`, `symlink` …: the
+//! broker performs them, refusing protected names; see [`names`]).
 //!
 //! Why it holds: the decision never rests on the agent's memory at the time
 //! the kernel runs the call.
@@ -39,6 +41,8 @@ use std::{
     path::{Path, PathBuf},
     thread::JoinHandle,
 };
+
+mod names;
 
 use crate::{
     audit::{Context, Event, Log},
@@ -97,7 +101,8 @@ impl Ready {
 pub(super) fn prepare(
     unix: &[(String, PathBuf)],
     own: [&Path; 2],
-    uid: libc::uid_t,
+    (uid, gid): (libc::uid_t, libc::gid_t),
+    protected: crate::sandbox::protect::Tree,
 ) -> Result<(GateChild, Pending), super::SessionError> {
     use crate::error::AtPath as _;
     let io = |e: i32| std::io::Error::from_raw_os_error(e);
@@ -117,6 +122,8 @@ pub(super) fn prepare(
         broker: broker::Plan {
             chan,
             uid,
+            gid,
+            protected,
             listed: rules.iter().filter_map(|(_, p)| c(p.clone())).collect(),
             own: own.iter().filter_map(|p| c(real(p))).collect(),
             filter: seccomp::broker_program()?,
@@ -152,7 +159,13 @@ impl Gate {
     ) -> std::io::Result<Self> {
         let (stop_read, stop_write) =
             crate::sandbox::sys::pipe().map_err(std::io::Error::from_raw_os_error)?;
+        let root = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open("/")
+            .map(OwnedFd::from)?;
         let deciding = Deciding {
+            root,
             listener: Listener::new(listener),
             client,
             rules,
@@ -180,6 +193,9 @@ impl Drop for Gate {
 
 /// The gate's thread state.
 struct Deciding {
+    /// A directory descriptor sent for absolute paths, which the broker
+    /// resolves from its own root whatever descriptor it gets.
+    root: OwnedFd,
     listener: Listener,
     client: Client,
     rules: Vec<(String, PathBuf)>,
@@ -287,8 +303,19 @@ impl Deciding {
                     return;
                 }
             };
-            let response = self.decide(&n);
             // ENOENT: the caller died meanwhile.
+            if let Some(call) = names::Creating::of(&n) {
+                match self.create(&n, call) {
+                    Ok(fd) => {
+                        let _ = self.listener.respond_fd(n.id, fd.as_fd(), call.cloexec());
+                    }
+                    Err(response) => {
+                        let _ = self.listener.respond(n.id, response);
+                    }
+                }
+                continue;
+            }
+            let response = self.decide(&n);
             let _ = self.listener.respond(n.id, response);
         }
     }
@@ -397,7 +424,7 @@ impl Deciding {
         );
         let dir = cwd.as_ref().map_or(sock.as_fd(), AsFd::as_fd);
         let reply = match self.client.call(&req, &payload, sock.as_fd(), dir) {
-            Ok(r) => r,
+            Ok((r, _)) => r,
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 tracing::warn!(
                     pid = n.pid,
@@ -417,6 +444,55 @@ impl Deciding {
             Response::Error(i32::try_from(-reply.ret).unwrap_or(libc::EIO))
         } else {
             Response::Value(reply.ret)
+        }
+    }
+
+    /// A creating call: the broker performs it on a copy of the paths,
+    /// refusing protected names. An open's new descriptor, or the answer.
+    fn create(&self, n: &Notification, call: names::Creating) -> Result<OwnedFd, Response> {
+        let copied = names::copy(n.pid, call).map_err(Response::Error)?;
+        // What was read belongs to the caller only if it still waits.
+        if !self.listener.valid(n.id) {
+            return Err(Response::Error(libc::EPERM));
+        }
+        let [first, second] = names::dir_fds(&copied, self.root.as_fd());
+        let (reply, fd) = match self
+            .client
+            .call(&copied.request, &copied.data, first, second)
+        {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::warn!(
+                    pid = n.pid,
+                    "the session's broker did not answer in {:?}",
+                    broker::TIMEOUT
+                );
+                return Err(Response::Error(libc::ETIMEDOUT));
+            }
+            Err(e) => {
+                tracing::warn!(pid = n.pid, error = %e, "the session's broker is gone");
+                return Err(Response::Error(libc::EACCES));
+            }
+        };
+        if reply.outcome == broker::PROTECTED {
+            let ev = Event::now(&self.context, "deny")
+                .with("what", "file")
+                .with("op", call.name())
+                .with("pid", n.pid)
+                .with("path", reply.path())
+                .with("asked", copied.shown)
+                .with("rule", "protect")
+                .with(
+                    "reason",
+                    "a protected name: the caller's tools run or trust it (SPEC guarantee 2)",
+                );
+            self.append(ev);
+        }
+        match (reply.ret, fd) {
+            (r, _) if r < 0 => Err(Response::Error(i32::try_from(-r).unwrap_or(libc::EIO))),
+            (_, Some(fd)) => Ok(fd),
+            (_, None) if call.op == broker::OP_OPEN => Err(Response::Error(libc::EIO)),
+            (r, None) => Err(Response::Value(r)),
         }
     }
 
