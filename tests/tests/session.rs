@@ -12,7 +12,7 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader},
-    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
     path::Path,
     process::Stdio,
     time::Duration,
@@ -660,6 +660,153 @@ fn protected_paths_cannot_be_changed() {
     assert!(!ws.join(".git/hooks/pre-commit").exists());
 }
 
+/// Protected names that do not exist at session start cannot be created
+/// either: not by open, mkdir, rename, link or symlink, not through a
+/// symlink, not with a path another thread swaps during the call. The
+/// attacks of a repository hijack (a new `.git/commondir`, a submodule's
+/// `config`, a prepared directory renamed into place) and their
+/// legitimate neighbours.
+#[test]
+fn protected_names_cannot_be_created_during_the_session() {
+    require_sessions!();
+    let policy = test_policy(
+        &BINS,
+        "protect = [\"{workspace}/ci/deploy.sh\", \"{workspace}/ci/keep.sh\"]",
+        "",
+    );
+    let sb = Sandbox::new(&policy);
+    let ws = sb.workspace();
+    // A repository present at start, without the optional names.
+    fs::create_dir_all(ws.join(".git/objects")).unwrap();
+    fs::write(ws.join(".git/config"), "[core]\n").unwrap();
+    fs::write(ws.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    fs::create_dir_all(ws.join("ci")).unwrap();
+    fs::write(ws.join("ci/keep.sh"), "true\n").unwrap();
+    let w = |p: &str| ws.join(p).display().to_string();
+    let refused = |action: &[&str]| {
+        assert_eq!(
+            sb.probe(&BINS, action).verdict(),
+            Err("EPERM".into()),
+            "{action:?}"
+        );
+    };
+    let allowed = |action: &[&str]| {
+        assert_eq!(sb.probe(&BINS, action).verdict(), Ok(()), "{action:?}");
+    };
+    // Names at the root, absolute and relative.
+    refused(&["write", &w(".envrc")]);
+    refused(&["write", ".bashrc"]);
+    refused(&["mkdir", &w(".claude")]);
+    refused(&["mkfifo", &w(".mcp.json")]);
+    // A directory of protected names may be made; the names in it not.
+    allowed(&["mkdir", &w(".vscode")]);
+    refused(&["write", &w(".vscode/tasks.json")]);
+    allowed(&["write", &w(".vscode/launch.json")]);
+    // A directory prepared elsewhere cannot be renamed or linked into place.
+    allowed(&["mkdir", &w("prep")]);
+    allowed(&["write", &w("prep/tasks.json")]);
+    refused(&["rename", &w("prep"), &w(".idea")]);
+    refused(&["rename", &w("prep"), &w(".vscode")]);
+    refused(&["symlink", &w("prep"), &w(".codex")]);
+    // Through a symlink, a hard link, a rename of a file.
+    allowed(&["symlink", ".envrc", &w("dangling")]);
+    refused(&["write", &w("dangling")]);
+    allowed(&["write", &w("plain")]);
+    refused(&["hardlink", &w("plain"), &w(".zshrc")]);
+    refused(&["rename", &w("plain"), &w(".profile")]);
+    // The repository: what makes the caller's git run something.
+    refused(&["write", &w(".git/commondir")]);
+    refused(&["write", &w(".git/config.worktree")]);
+    refused(&["mkdir", &w(".git/hooks")]);
+    refused(&["mkdir", &w(".git/info")]);
+    allowed(&["write", &w(".git/e-config")]);
+    refused(&["rename", &w(".git/e-config"), &w(".git/commondir")]);
+    refused(&["symlink", "e", &w(".git/commondir")]);
+    // A submodule's repository added later: its directory may be made,
+    // its configuration and hooks not.
+    allowed(&["mkdir", &w(".git/modules")]);
+    allowed(&["mkdir", &w(".git/modules/sub")]);
+    refused(&["write", &w(".git/modules/sub/config")]);
+    refused(&["mkdir", &w(".git/modules/sub/hooks")]);
+    allowed(&["mkdir", &w("prep2")]);
+    allowed(&["write", &w("prep2/config")]);
+    refused(&["rename", &w("prep2"), &w(".git/modules/other")]);
+    // [filesystem] protect paths: one missing at start, one present.
+    allowed(&["write", &w("ci/build.sh")]);
+    refused(&["write", &w("ci/deploy.sh")]);
+    assert_eq!(
+        sb.probe(&BINS, &["write", &w("ci/keep.sh")]).verdict(),
+        Err("EROFS".into())
+    );
+    // Another thread swapping the path during the call.
+    allowed(&["create-race", "3000", ".envrc", "racy"]);
+    assert!(ws.join("racy").exists(), "the decoy was created");
+    for name in [
+        ".envrc",
+        ".bashrc",
+        ".claude",
+        ".mcp.json",
+        ".vscode/tasks.json",
+        ".idea",
+        ".codex",
+        ".zshrc",
+        ".profile",
+        ".git/commondir",
+        ".git/config.worktree",
+        ".git/hooks",
+        ".git/info",
+        ".git/modules/sub/config",
+        ".git/modules/sub/hooks",
+        ".git/modules/other",
+        "ci/deploy.sh",
+    ] {
+        assert!(
+            fs::symlink_metadata(ws.join(name)).is_err(),
+            "{name} was created"
+        );
+    }
+    assert_eq!(fs::read_to_string(ws.join("ci/keep.sh")).unwrap(), "true\n");
+}
+
+/// The broker creates files as the agent would: the agent's umask, its
+/// FIFOs, its standard streams by name, a new repository of its own.
+#[test]
+fn files_created_for_the_agent_keep_their_usual_meaning() {
+    require_sessions!();
+    let sb = sandbox();
+    let ws = sb.workspace();
+    let w = |p: &str| ws.join(p).display().to_string();
+    let ok = |action: &[&str]| {
+        assert_eq!(sb.probe(&BINS, action).verdict(), Ok(()), "{action:?}");
+    };
+    ok(&["umask-write", "077", &w("private")]);
+    ok(&["umask-write", "022", &w("shared")]);
+    let mode = |p: &str| fs::metadata(ws.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode("private"), mode("shared")), (0o600, 0o644));
+    ok(&["mkfifo", &w("fifo")]);
+    assert!(fs::symlink_metadata(ws.join("fifo")).unwrap().file_type().is_fifo());
+    // A repository made in the session is the agent's own: its
+    // configuration and hooks may be written (in that session; the next
+    // one finds it present at start).
+    let run = sb.run(
+        &BINS,
+        &[
+            "/bin/sh",
+            "-c",
+            "echo out > /dev/null && echo err > fromsh && cat fromsh && mkdir -p a/b/c && echo deep > a/b/c/f && mv a/b/c/f a/g && ln -s g a/h && cat a/h \
+             && mkdir -p new/.git/hooks && echo '[core]' > new/.git/config && echo true > new/.git/hooks/pre-commit",
+        ],
+    );
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "err\ndeep\n");
+    assert!(ws.join("new/.git/hooks/pre-commit").exists());
+    assert_eq!(
+        sb.probe(&BINS, &["write", &w("new/.git/commondir")]).verdict(),
+        Err("EPERM".into()),
+        "present at the next session's start"
+    );
+}
+
 #[test]
 fn strict_profile_runs_a_shell_python_and_git_but_not_the_dangerous_set() {
     require_sessions!();
@@ -864,12 +1011,15 @@ fn worktree_and_submodule_git_metadata_is_protected() {
         let verdict = sb.probe(&BINS, &["write", &w(hook)]).verdict();
         assert_eq!(verdict, Err("EROFS".into()), "{hook}");
     }
-    for (from, to) in [
-        (".git/modules/sub", ".git/modules/other"),
-        ("checkout/.git", "checkout/old"),
+    // Pinned (a mount point: EXDEV, EBUSY), or a submodule's repository put in place
+    // by a rename (refused: only mkdir may make one).
+    for (from, to, errno) in [
+        (".git/modules/sub", ".git/modules/other", "EPERM"),
+        (".git/modules/sub", "elsewhere", "EXDEV"),
+        ("checkout/.git", "checkout/old", "EBUSY"),
     ] {
         let verdict = sb.probe(&BINS, &["rename", &w(from), &w(to)]).verdict();
-        assert_eq!(verdict, Err("EBUSY".into()), "{from}");
+        assert_eq!(verdict, Err(errno.into()), "{from} -> {to}");
     }
     for (path, text) in files {
         assert_eq!(fs::read_to_string(ws.join(path)).unwrap(), text, "{path}");

@@ -574,6 +574,7 @@ const BROKER_ALLOW: &[&str] = &[
     "umask",
     "mkdirat",
     "mknodat",
+    "renameat",
     "renameat2",
     "linkat",
     "symlinkat",

@@ -99,6 +99,58 @@ fn identity() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Opens with O_CREAT `n` times a path that another thread flips, in the
+/// same buffer, between `decoy` and `name`: a check made on the memory
+/// and a call reading it again would be fooled some of the time. Reports
+/// ok when every open was answered (whatever the answers).
+fn create_race(n: &str, name: &str, decoy: &str) -> ExitCode {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Ok(n) = n.parse::<u32>() else {
+        return usage("bad count");
+    };
+    if name.len() >= 255 || decoy.len() >= 255 {
+        return usage("names too long");
+    }
+    let fill = |text: &str| {
+        let mut b = [0u8; 256];
+        b[..text.len()].copy_from_slice(text.as_bytes());
+        b
+    };
+    let (a, b) = (fill(decoy), fill(name));
+    let buf: &'static mut [u8; 256] = Box::leak(Box::new(a));
+    let ptr = buf.as_mut_ptr() as usize;
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let flipper = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let src = if i % 2 == 0 { &b } else { &a };
+            for (k, byte) in src.iter().enumerate() {
+                // SAFETY: `ptr` points at the leaked 256-byte buffer; the
+                // race with the main thread's syscall is the point.
+                unsafe { std::ptr::write_volatile((ptr as *mut u8).add(k), *byte) };
+            }
+            i += 1;
+        }
+    });
+    for _ in 0..n {
+        // SAFETY: the buffer is NUL-terminated whichever name it holds.
+        let fd = unsafe {
+            libc::open(
+                ptr as *const libc::c_char,
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: a descriptor we own.
+            unsafe { libc::close(fd) };
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = flipper.join();
+    report(Ok(()))
+}
+
 fn sleep_forever() -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -154,6 +206,19 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
         ["hardlink", src, dst] => report(io(fs::hard_link(src, dst))),
         ["rename", src, dst] => report(io(fs::rename(src, dst))),
         ["unlink", path] => report(io(fs::remove_file(path))),
+        ["mkfifo", path] => report(nix::unistd::mkfifo(
+            *path,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )),
+        ["umask-write", mask, path] => {
+            let Ok(mask) = u32::from_str_radix(mask, 8) else {
+                return usage("bad umask");
+            };
+            // SAFETY: umask cannot fail.
+            unsafe { libc::umask(mask) };
+            report(io(File::create(path)))
+        }
+        ["create-race", n, name, decoy] => create_race(n, name, decoy),
         ["chmod", path, mode] => {
             let Ok(mode) = u32::from_str_radix(mode, 8) else {
                 return usage("bad mode");

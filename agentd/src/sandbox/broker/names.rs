@@ -314,7 +314,12 @@ fn create_at(
 ) -> Result<i64, i32> {
     let p = parent(dir, path)?;
     if rule(ctx, &p)?.is_some() {
-        return refuse(&p, reply);
+        // A name present at start: the call would fail anyway.
+        return if exists(&p).is_some() {
+            Err(libc::EEXIST)
+        } else {
+            refuse(&p, reply)
+        };
     }
     match call(p.fd, p.c_name()) {
         r if r < 0 && r != -1 => Err(-r),
@@ -333,6 +338,7 @@ fn mkdir(
     let p = parent(dir, path)?;
     let kind = match rule(&ctx, &p)? {
         None => None,
+        Some(Then::Refuse) if exists(&p).is_some() => return Err(libc::EEXIST),
         Some(Then::Refuse) => return refuse(&p, reply),
         Some(Then::Dir(kind)) => Some(kind),
     };
@@ -425,7 +431,28 @@ fn open(
             return Err(libc::EISDIR);
         }
         if rule(ctx, &p)?.is_some() {
-            return refuse(&p, reply).map(|_| -1);
+            // A protected name present at start (bound read-only) is
+            // opened, not created: reading it works, writing fails as
+            // without the broker.
+            return match exists(&p) {
+                Some(false) if flags & libc::O_EXCL != 0 => Err(libc::EEXIST),
+                // SAFETY: the name is NUL-terminated; no O_CREAT, so
+                // nothing can be created.
+                Some(false) => finish(
+                    unsafe {
+                        libc::openat(
+                            p.fd,
+                            p.c_name().as_ptr().cast(),
+                            (flags & !libc::O_CREAT)
+                                | libc::O_NOFOLLOW
+                                | libc::O_NONBLOCK
+                                | libc::O_CLOEXEC,
+                        )
+                    },
+                    flags,
+                ),
+                _ => refuse(&p, reply).map(|_| -1),
+            };
         }
         // SAFETY: the name is NUL-terminated. O_NONBLOCK: a FIFO without
         // a reader must not hold the broker (cleared below).
@@ -461,9 +488,6 @@ fn open(
                     req.mode,
                 )
             };
-            if fd < 0 {
-                return Err(sys::last_errno());
-            }
             return finish(fd, flags);
         }
         // SAFETY: the name is NUL-terminated; at most PATH_MAX bytes.
@@ -489,6 +513,21 @@ fn open(
     Err(libc::ELOOP)
 }
 
+/// Whether `p`'s name exists: `Some(is a symlink)`, or `None`.
+fn exists(p: &Parent) -> Option<bool> {
+    // SAFETY: `st` is a valid out-pointer; the name is NUL-terminated.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstatat(
+            p.fd,
+            p.c_name().as_ptr().cast(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        ) == 0)
+            .then_some(st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+    }
+}
+
 /// Whether `fd` is on procfs (or cannot be told).
 fn on_procfs(fd: RawFd) -> bool {
     // SAFETY: `fs` is a valid out-pointer.
@@ -500,8 +539,11 @@ fn on_procfs(fd: RawFd) -> bool {
 
 /// Refuses a descriptor on procfs (the broker's own `/proc/self/mem`
 /// reached through a symlink must not go to the agent), and clears the
-/// `O_NONBLOCK` the agent did not ask for.
+/// `O_NONBLOCK` the agent did not ask for. `fd` < 0: the open's error.
 fn finish(fd: RawFd, flags: libc::c_int) -> Result<RawFd, i32> {
+    if fd < 0 {
+        return Err(sys::last_errno());
+    }
     if on_procfs(fd) {
         sys::close(fd);
         return Err(libc::EACCES);
