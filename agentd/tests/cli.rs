@@ -161,7 +161,7 @@ fn explain_lists_what_the_policy_grants() {
         "review by     2027-05-01",
         "read-write    {workspace}",
         ".git/hooks (in each git repository present at start, and of its submodules)",
-        "names created later (.envrc, .git/commondir, ...) are not protected yet",
+        "missing at start: cannot be created (open, mkdir, rename, link, symlink)",
         "need approval *:22",
         "api.anthropic.com:443",
         "169.254.0.0/16",

@@ -768,6 +768,44 @@ fn protected_names_cannot_be_created_during_the_session() {
     assert_eq!(fs::read_to_string(ws.join("ci/keep.sh")).unwrap(), "true\n");
 }
 
+/// A protected name that is a symlink at start (a dotfile manager's
+/// `.bashrc`) protects what it leads to, present or not: writing through
+/// the link, or to its target directly, fails.
+#[test]
+fn protected_symlinks_protect_their_targets() {
+    require_sessions!();
+    let sb = sandbox();
+    let ws = sb.workspace();
+    fs::create_dir_all(ws.join("dotfiles")).unwrap();
+    fs::write(ws.join("dotfiles/bashrc"), "alias ll='ls -l'\n").unwrap();
+    std::os::unix::fs::symlink("dotfiles/bashrc", ws.join(".bashrc")).unwrap();
+    std::os::unix::fs::symlink("dotfiles/envrc", ws.join(".envrc")).unwrap();
+    let w = |p: &str| ws.join(p).display().to_string();
+    for (action, errno) in [
+        (vec!["truncate", &w(".bashrc")], "EROFS"),
+        (vec!["write", &w("dotfiles/bashrc")], "EROFS"),
+        (vec!["truncate", &w("dotfiles/bashrc")], "EROFS"),
+        (vec!["write", &w(".envrc")], "EPERM"),
+        (vec!["write", &w("dotfiles/envrc")], "EPERM"),
+    ] {
+        assert_eq!(
+            sb.probe(&BINS, &action).verdict(),
+            Err(errno.into()),
+            "{action:?}"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(ws.join("dotfiles/bashrc")).unwrap(),
+        "alias ll='ls -l'\n"
+    );
+    assert!(!ws.join("dotfiles/envrc").exists());
+    // The rest of the directory stays writable.
+    assert_eq!(
+        sb.probe(&BINS, &["write", &w("dotfiles/other")]).verdict(),
+        Ok(())
+    );
+}
+
 /// The broker creates files as the agent would: the agent's umask, its
 /// FIFOs, its standard streams by name, a new repository of its own.
 #[test]
@@ -784,7 +822,12 @@ fn files_created_for_the_agent_keep_their_usual_meaning() {
     let mode = |p: &str| fs::metadata(ws.join(p)).unwrap().permissions().mode() & 0o777;
     assert_eq!((mode("private"), mode("shared")), (0o600, 0o644));
     ok(&["mkfifo", &w("fifo")]);
-    assert!(fs::symlink_metadata(ws.join("fifo")).unwrap().file_type().is_fifo());
+    assert!(
+        fs::symlink_metadata(ws.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
     // A repository made in the session is the agent's own: its
     // configuration and hooks may be written (in that session; the next
     // one finds it present at start).
@@ -800,8 +843,21 @@ fn files_created_for_the_agent_keep_their_usual_meaning() {
     assert_eq!(run.status, 0, "{}", run.stderr);
     assert_eq!(run.stdout, "err\ndeep\n");
     assert!(ws.join("new/.git/hooks/pre-commit").exists());
+    // session_end tells the caller about it before they run git there.
+    let id = run.session_id().unwrap();
+    let end = agentd_tests::audit_records(&id)
+        .into_iter()
+        .find(|r| r["kind"] == "session_end")
+        .unwrap();
+    let repos = end["new_repositories"]
+        .as_array()
+        .expect("new_repositories");
+    assert_eq!(repos.len(), 1, "{end:?}");
+    assert_eq!(repos[0]["path"], w("new"));
+    assert_eq!(repos[0]["hooks"], serde_json::json!(["pre-commit"]));
     assert_eq!(
-        sb.probe(&BINS, &["write", &w("new/.git/commondir")]).verdict(),
+        sb.probe(&BINS, &["write", &w("new/.git/commondir")])
+            .verdict(),
         Err("EPERM".into()),
         "present at the next session's start"
     );

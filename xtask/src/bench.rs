@@ -198,6 +198,9 @@ pub fn run() -> Result<()> {
     step("syscall-heavy: stat + open + read + close loop");
     let (bare_ns, confined_ns) = stat_loop(&agentd, &probe, &ws, &minimal)?;
 
+    step("creating calls: open with O_CREAT + close loop (held by the gate, made by the broker)");
+    let create = create_loop(&agentd, &probe, &ws, &minimal)?;
+
     step("per-connect cost: loopback connect loop (in a network namespace)");
     let (bare_connect, confined_connect) = connect_loop(&agentd, &probe, &dir, &release, &ws)?;
 
@@ -252,6 +255,7 @@ pub fn run() -> Result<()> {
     drop(daemon);
 
     let report = render(&launch, &phases, bare_ns, confined_ns, kill_ms)
+        + &render_create(create)
         + &render_network((bare_connect, confined_connect), unix_connect, &events)
         + &render_daemon(&daemon_figures)
         + &render_resolver(&resolver);
@@ -876,6 +880,61 @@ fn stat_loop(agentd: &Path, probe: &Path, ws: &Path, minimal: &Path) -> Result<(
         confined.push(ns_per_iteration(&out, "confined stat-loop")?);
     }
     Ok((median(bare), median(confined)))
+}
+
+/// ns per creating open (`open(O_CREAT|O_TRUNC)` + close), bare and in a
+/// session.
+fn create_loop(agentd: &Path, probe: &Path, ws: &Path, minimal: &Path) -> Result<(f64, f64)> {
+    let dir = ws.join("create");
+    fs::create_dir_all(&dir)?;
+    let d = dir.display().to_string();
+    let iterations = "20000";
+    let (mut bare, mut confined) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let out = Command::new(probe)
+            .args(["create-loop", iterations, &d])
+            .output()?;
+        bare.push(
+            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration")
+                .context("bare create-loop")?,
+        );
+        let out = Command::new(agentd)
+            .args(["run", "--policy"])
+            .arg(minimal)
+            .arg("--workspace")
+            .arg(ws)
+            .args(["--no-tty", "--"])
+            .arg(probe)
+            .args(["create-loop", iterations, &d])
+            .output()?;
+        confined.push(ns_per_iteration(&out, "confined create-loop")?);
+    }
+    Ok((median(bare), median(confined)))
+}
+
+fn render_create((bare, confined): (f64, f64)) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n## Creating calls (20 000 `open(O_CREAT|O_TRUNC)` + close per run, median of 5)\n"
+    );
+    let _ = writeln!(s, "| where | per open | opens/s | added | ratio |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(s, "| bare | {bare:.0} ns | {:.0} | | |", 1e9 / bare);
+    let _ = writeln!(
+        s,
+        "| in a session (the gate holds it, the broker checks the protected names and creates) | {confined:.0} ns | {:.0} | {:+.0} ns | {:.2}× |",
+        1e9 / confined,
+        confined - bare,
+        confined / bare
+    );
+    let _ = writeln!(
+        s,
+        "\nOnly creating calls pay this (`open`/`openat` with O_CREAT, `creat`, `mkdir`, `mknod`, \
+         `rename`, `link`, `symlink`): the filter compares the flags in a register, so other \
+         opens never leave the kernel (the stat + open loop above).\n"
+    );
+    s
 }
 
 /// ns per unix socket connect to a listener of the process's own, bare and

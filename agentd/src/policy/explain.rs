@@ -214,7 +214,8 @@ impl FilesystemSection {
         protected.extend([
             "commondir, gitdir, config.worktree of each linked worktree (.git/worktrees/*)".to_owned(),
             ".git files (worktree and submodule checkouts) at a writable root and one level below".to_owned(),
-            "only paths present at start: names created later (.envrc, .git/commondir, ...) are not protected yet".to_owned(),
+            "present at start: read-only; missing at start: cannot be created (open, mkdir, rename, link, symlink), nor written through a protected name that is a symlink".to_owned(),
+            "repositories created during the session, and linked worktrees added in it, are the agent's own".to_owned(),
         ]);
         protected.extend(policy.filesystem.protect.iter().map(ToString::to_string));
         Self {

@@ -192,8 +192,14 @@ pub fn protect_binds(
     }
     let mut pins: Vec<PathBuf> = Vec::new();
     let mut protected: Vec<PathBuf> = Vec::new();
+    // A protected name that is a symlink (a dotfile manager's `.bashrc`)
+    // protects what it leads to: writing through it changes what the
+    // caller's tools read.
+    let linked: Vec<PathBuf> = targets.iter().filter_map(|t| link_target(t)).collect();
+    targets.extend(linked);
     for target in targets {
-        // Only what exists can be bound over; symlinks are not followed.
+        // Only what exists can be bound over; a symlink itself cannot be
+        // written through a bind, its target is bound above.
         let Ok(meta) = fs::symlink_metadata(&target) else {
             continue;
         };
@@ -234,6 +240,28 @@ pub fn protect_binds(
             })
         })
         .collect()
+}
+
+/// Where `path` leads when it is a symlink (followed to the end, the last
+/// component possibly missing): `None` when it is not one, or loops.
+pub fn link_target(path: &Path) -> Option<PathBuf> {
+    let mut at = path.to_path_buf();
+    let mut followed = false;
+    for _ in 0..40 {
+        let Ok(text) = fs::read_link(&at) else {
+            return followed.then_some(at);
+        };
+        let parent = at.parent().unwrap_or(Path::new("/"));
+        let next = parent.join(text);
+        // The directories on the way resolved; the last name as written.
+        let dir = next.parent().and_then(|d| fs::canonicalize(d).ok());
+        at = match (dir, next.file_name()) {
+            (Some(d), Some(name)) => d.join(name),
+            _ => next,
+        };
+        followed = true;
+    }
+    None
 }
 
 /// The git metadata under `root` (in the repositories [`git_repositories`]

@@ -248,6 +248,172 @@ impl Tree {
     }
 }
 
+/// The repositories under the writable roots at session start, to tell
+/// the ones the agent created at its end (SPEC.md guarantee 2: they are its
+/// own, and the caller is told before running git there).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Repositories {
+    roots: Vec<PathBuf>,
+    at_start: Vec<PathBuf>,
+}
+
+/// A repository created during a session, with what in it would run a
+/// command when the caller uses git there.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NewRepository {
+    /// The repository's working tree.
+    pub path: String,
+    /// Hooks in `.git/hooks` (not the `.sample` ones git installs).
+    pub hooks: Vec<String>,
+    /// Configuration keys of `.git/config` that name a command.
+    pub commands: Vec<String>,
+}
+
+/// Configuration keys (lowercase; `*` any subsection) whose value git
+/// runs as a command.
+const COMMAND_KEYS: &[&str] = &[
+    "core.fsmonitor",
+    "core.hookspath",
+    "core.sshcommand",
+    "core.pager",
+    "core.editor",
+    "core.askpass",
+    "credential.helper",
+    "diff.external",
+    "diff.*.textconv",
+    "diff.*.command",
+    "filter.*.clean",
+    "filter.*.smudge",
+    "filter.*.process",
+    "merge.*.driver",
+    "gpg.program",
+    "sequence.editor",
+    "uploadpack.packobjectshook",
+    "alias.*",
+];
+
+impl Repositories {
+    /// The repositories at the root or one level below each of `roots`
+    /// now.
+    pub fn at_start(roots: &[PathBuf]) -> Self {
+        Self {
+            roots: roots.to_vec(),
+            at_start: roots.iter().flat_map(|r| repositories(r)).collect(),
+        }
+    }
+
+    /// The repositories there now that were not at start. Reads what the
+    /// agent wrote: no symlink is followed, and only key names are kept.
+    pub fn created(&self) -> Vec<NewRepository> {
+        self.roots
+            .iter()
+            .flat_map(|r| repositories(r))
+            .filter(|r| !self.at_start.contains(r))
+            .map(|repo| {
+                let git = repo.join(".git");
+                let mut hooks: Vec<String> = fs::read_dir(git.join("hooks"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.ends_with(".sample"))
+                    .collect();
+                hooks.sort();
+                NewRepository {
+                    path: repo.display().to_string(),
+                    hooks,
+                    commands: command_keys(&read_no_follow(&git.join("config"))),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Repositories (`.git` directories, not symlinks) at `root` and one level
+/// below.
+fn repositories(root: &Path) -> Vec<PathBuf> {
+    let is_repo = |d: &Path| fs::symlink_metadata(d.join(".git")).is_ok_and(|m| m.is_dir());
+    let mut out: Vec<PathBuf> = Vec::new();
+    if is_repo(root) {
+        out.push(root.to_path_buf());
+    }
+    let children = fs::read_dir(root).into_iter().flatten().flatten();
+    for child in children {
+        let path = child.path();
+        if child.file_type().is_ok_and(|t| t.is_dir()) && is_repo(&path) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// At most 64 KiB of a regular file, not through a symlink.
+fn read_no_follow(path: &Path) -> String {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut text = Vec::new();
+    if let Ok(f) = file
+        && f.metadata().is_ok_and(|m| m.is_file())
+    {
+        let _ = f.take(64 * 1024).read_to_end(&mut text);
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// The keys of a git configuration text that name a command
+/// ([`COMMAND_KEYS`]), as `section.sub.key`.
+fn command_keys(config: &str) -> Vec<String> {
+    let mut section = String::new();
+    let mut sub: Option<String> = None;
+    let mut out: Vec<String> = Vec::new();
+    for line in config.lines() {
+        let line = line.trim();
+        if let Some(head) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            let mut parts = head.splitn(2, char::is_whitespace);
+            section = parts.next().unwrap_or("").to_ascii_lowercase();
+            sub = parts.next().map(|s| s.trim().trim_matches('"').to_owned());
+            // [section.sub] (the old form).
+            if sub.is_none()
+                && let Some((s, rest)) = section.clone().split_once('.')
+            {
+                section = s.to_owned();
+                sub = Some(rest.to_owned());
+            }
+            continue;
+        }
+        if line.is_empty() || line.starts_with(['#', ';']) {
+            continue;
+        }
+        let key = line
+            .split(['=', ' ', '\t'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let pattern = match &sub {
+            Some(_) => format!("{section}.*.{key}"),
+            None => format!("{section}.{key}"),
+        };
+        let wild = format!("{section}.*");
+        if COMMAND_KEYS
+            .iter()
+            .any(|k| *k == pattern || (sub.is_none() && *k == wild))
+        {
+            let shown = match &sub {
+                Some(s) => format!("{section}.{s}.{key}"),
+                None => format!("{section}.{key}"),
+            };
+            if !out.contains(&shown) {
+                out.push(shown);
+            }
+        }
+    }
+    out
+}
+
 #[derive(Clone, Copy, Debug)]
 struct GitKinds {
     git: u16,
@@ -338,6 +504,42 @@ mod tests {
         let worktree = kind_of(&tree, &root.join(".git/worktrees/w")).unwrap();
         assert_eq!(tree.rule(worktree, b"commondir"), Some(Then::Refuse));
         assert!(kind_of(&tree, &root.join(".vscode")).is_some());
+    }
+
+    #[test]
+    fn configuration_keys_that_run_commands_are_found() {
+        let config = "[core]\n\tbare = false\n\tfsmonitor = \"touch /tmp/x\"\n\
+                      [filter \"lfs\"]\n\tsmudge = evil\n\trequired = true\n\
+                      [alias]\n\tst = !sh -c x\n# core.pager = commented\n\
+                      [diff.foo]\n\ttextconv = y\n";
+        assert_eq!(
+            command_keys(config),
+            [
+                "core.fsmonitor",
+                "filter.lfs.smudge",
+                "alias.st",
+                "diff.foo.textconv"
+            ]
+        );
+    }
+
+    #[test]
+    fn repositories_created_later_are_listed_with_their_hooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        fs::create_dir_all(root.join("old/.git")).unwrap();
+        let repos = Repositories::at_start(std::slice::from_ref(&root));
+        fs::create_dir_all(root.join("new/.git/hooks")).unwrap();
+        fs::write(root.join("new/.git/hooks/pre-commit"), "x").unwrap();
+        fs::write(root.join("new/.git/hooks/update.sample"), "x").unwrap();
+        fs::write(root.join("new/.git/config"), "[core]\nsshCommand = x\n").unwrap();
+        fs::create_dir_all(root.join("linked")).unwrap();
+        std::os::unix::fs::symlink(root.join("new/.git"), root.join("linked/.git")).unwrap();
+        let created = repos.created();
+        assert_eq!(created.len(), 1, "{created:?}");
+        assert_eq!(created[0].hooks, ["pre-commit"]);
+        assert_eq!(created[0].commands, ["core.sshcommand"]);
+        assert!(created[0].path.ends_with("/new"));
     }
 
     #[test]

@@ -651,7 +651,16 @@ fn supervise(
         duration: start.elapsed(),
         leftovers,
     };
-    let end = outcome.end_record(ready.trail);
+    let mut end = outcome.end_record(ready.trail);
+    // Repositories the agent created are its own; the caller is told what
+    // in them would run when they use git there.
+    let created = ready.plan.repositories.created();
+    if !created.is_empty() {
+        end = end.with(
+            "new_repositories",
+            serde_json::to_value(created).unwrap_or_default(),
+        );
+    }
     Ok((outcome, end))
 }
 /// Every live session (for `agentd ps`), after sweeping orphans.

@@ -62,6 +62,8 @@ pub struct SessionPlan {
     pub binds: Vec<Bind>,
     /// Protected names the broker refuses to create.
     pub protected: protect::Tree,
+    /// Repositories under the writable roots at start.
+    pub repositories: protect::Repositories,
     /// (rule text, absolute glob) of `[exec] allow`, for attribution.
     pub exec_rules: Vec<(String, String)>,
     /// Whether `[exec]` restricts what runs.
@@ -120,7 +122,7 @@ fn filesystem(policy: &Policy, ph: &Placeholders) -> (FsRules, Vec<(String, Stri
 fn protected(
     policy: &Policy,
     ph: &Placeholders,
-) -> Result<(Vec<Bind>, protect::Tree), SandboxError> {
+) -> Result<(Vec<Bind>, protect::Tree, protect::Repositories), SandboxError> {
     let writable_roots: Vec<PathBuf> = policy
         .filesystem
         .read_write
@@ -137,9 +139,29 @@ fn protected(
             ProtectPath::Exact(path) => exact.push(path.resolve(ph)),
         }
     }
+    // Protected names that are symlinks at start protect their targets,
+    // existing (bound) or not (refused when created).
+    let linked: Vec<PathBuf> = writable_roots
+        .iter()
+        .flat_map(|root| {
+            crate::policy::BUILTIN_PROTECT
+                .iter()
+                .copied()
+                .chain(names.iter().map(String::as_str))
+                .map(|n| root.join(n))
+                .collect::<Vec<_>>()
+        })
+        .chain(exact.iter().cloned())
+        .filter_map(|p| mounts::link_target(&p))
+        .collect();
+    exact.extend(linked);
     let binds = mounts::protect_binds(&writable_roots, &names, &exact)?;
     let tree = protect::Tree::build(&writable_roots, &names, &exact);
-    Ok((binds, tree))
+    Ok((
+        binds,
+        tree,
+        protect::Repositories::at_start(&writable_roots),
+    ))
 }
 
 impl SessionPlan {
@@ -147,7 +169,7 @@ impl SessionPlan {
     /// filesystem (exec allowlist, protected paths) but changes nothing.
     pub fn compile(policy: &Policy, placeholders: Placeholders) -> Result<Self, SandboxError> {
         let (fs, exec_rules) = filesystem(policy, &placeholders);
-        let (binds, protected) = protected(policy, &placeholders)?;
+        let (binds, protected, repositories) = protected(policy, &placeholders)?;
         let seccomp = seccomp::for_policy(policy)?;
         let unix = (policy.network.unix.iter())
             .map(|p| (p.to_string(), p.resolve(&placeholders)))
@@ -168,6 +190,7 @@ impl SessionPlan {
             fs,
             binds,
             protected,
+            repositories,
             exec_rules,
             exec_enforced: policy.exec.enforced,
             seccomp,

@@ -394,6 +394,22 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
             let _ = std::io::stdout().flush();
             sleep_forever()
         }
+        ["create-loop", n, dir] => {
+            // Creating calls: open with O_CREAT|O_TRUNC + close of 100
+            // files in turn (created on the first round, truncated after).
+            let n: u64 = n.parse().unwrap_or(0);
+            let names: Vec<String> = (0..100).map(|i| format!("{dir}/c{i}")).collect();
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                let name = &names[usize::try_from(i % 100).unwrap_or(0)];
+                if let Err(e) = File::create(name) {
+                    return report(io(Err::<(), _>(e)));
+                }
+            }
+            let ns = start.elapsed().as_nanos() / u128::from(n.max(1));
+            println!("ns_per_iteration={ns}");
+            report(Ok(()))
+        }
         ["stat-loop", n, path] => {
             // The syscall-heavy benchmark: stat + open + read + close.
             let n: u64 = n.parse().unwrap_or(0);
