@@ -89,7 +89,10 @@ impl Feature {
             Self::Root => "every session: agentd needs root to create users, cgroups and load BPF",
             Self::Landlock => "filesystem confinement (guarantee 2)",
             Self::Seccomp => "the syscall filter (guarantee 3)",
-            Self::SeccompUserNotif => "approval gates on syscalls (guarantee 9)",
+            Self::SeccompUserNotif => {
+                "the gate: pathname unix socket rules (guarantee 4), protected names created \
+                 during a session (guarantee 2), approval gates (guarantee 9)"
+            }
             Self::BpfLsm => {
                 "nothing today: agentd enforces exec with Landlock and traces with tracepoints"
             }
@@ -109,10 +112,7 @@ impl Feature {
 
     /// Whether a session cannot be enforced without it.
     pub const fn required(self) -> bool {
-        !matches!(
-            self,
-            Self::Bpffs | Self::CgroupKill | Self::SeccompUserNotif | Self::PingSockets
-        )
+        !matches!(self, Self::Bpffs | Self::CgroupKill | Self::PingSockets)
     }
 }
 
@@ -434,6 +434,21 @@ fn probe_seccomp(notify: bool) -> Check {
     } else {
         &["errno", "kill_process"]
     };
+    // The gate takes a held thread's descriptors (pidfd_open with
+    // PIDFD_THREAD, 6.9) and answers opens with a descriptor
+    // (SECCOMP_ADDFD_FLAG_SEND, 5.14).
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if notify && !at_least(&release, (6, 9)) {
+        return Check::missing(
+            feature,
+            format!(
+                "Linux {release}: the gate needs pidfd_open(PIDFD_THREAD) (6.9) and SECCOMP_ADDFD_FLAG_SEND (5.14)"
+            ),
+            "use Linux >= 6.9",
+        );
+    }
     match needed.iter().find(|a| !has(a)) {
         None => Check::ok(feature, format!("actions: {}", actions.trim())),
         Some(a) => Check::missing(
@@ -442,6 +457,15 @@ fn probe_seccomp(notify: bool) -> Check {
             "use Linux >= 5.5",
         ),
     }
+}
+
+/// Whether a kernel release (`6.18.0-1-amd64`) is at least `(major, minor)`.
+fn at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let have = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    have >= (major, minor)
 }
 
 fn probe_bpf_lsm(mounts: &[mountinfo::Mount], root: bool, actions: &mut Vec<String>) -> Check {
@@ -625,5 +649,20 @@ pub fn secret_file_facts(path: &Path) -> std::io::Result<Option<crate::policy::F
         })),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_are_compared_by_major_and_minor() {
+        assert!(at_least("6.18.0-1-amd64", (6, 9)));
+        assert!(at_least("6.9", (6, 9)));
+        assert!(!at_least("6.8.12", (6, 9)));
+        assert!(!at_least("5.15.0-91-generic", (6, 9)));
+        assert!(at_least("7.0-rc1", (6, 9)));
+        assert!(!at_least("", (6, 9)));
     }
 }

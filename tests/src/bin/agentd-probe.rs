@@ -123,7 +123,7 @@ fn create_race(n: &str, name: &str, decoy: &str) -> ExitCode {
     let flipper = std::thread::spawn(move || {
         let mut i = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let src = if i % 2 == 0 { &b } else { &a };
+            let src = if i.is_multiple_of(2) { &b } else { &a };
             for (k, byte) in src.iter().enumerate() {
                 // SAFETY: `ptr` points at the leaked 256-byte buffer; the
                 // race with the main thread's syscall is the point.

@@ -307,7 +307,13 @@ impl Deciding {
             if let Some(call) = names::Creating::of(&n) {
                 match self.create(&n, call) {
                     Ok(fd) => {
-                        let _ = self.listener.respond_fd(n.id, fd.as_fd(), call.cloexec());
+                        // Installing can fail (the caller's descriptor
+                        // table full): the open fails with that error.
+                        if let Err(e) = self.listener.respond_fd(n.id, fd.as_fd(), call.cloexec())
+                            && e != libc::ENOENT
+                        {
+                            let _ = self.listener.respond(n.id, Response::Error(e));
+                        }
                     }
                     Err(response) => {
                         let _ = self.listener.respond(n.id, response);

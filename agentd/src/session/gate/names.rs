@@ -121,8 +121,7 @@ pub(super) fn copy(tid: u32, call: Creating) -> Result<Copied, i32> {
     let mut data = Vec::new();
     let mut dirs: [Option<OwnedFd>; 2] = [None, None];
     let mut shown = String::new();
-    for i in 0..2 {
-        let addr = call.paths[i];
+    for (i, (&addr, &dirfd)) in call.paths.iter().zip(&call.dirs).enumerate() {
         if addr == 0 {
             if i == 0 || call.op == broker::OP_RENAME || call.op == broker::OP_LINK {
                 return Err(libc::EFAULT);
@@ -141,7 +140,7 @@ pub(super) fn copy(tid: u32, call: Creating) -> Result<Copied, i32> {
             shown = String::from_utf8_lossy(&path).into_owned();
         }
         if !is_text && !path.starts_with(b"/") {
-            dirs[i] = Some(directory(tid, call.dirs[i])?);
+            dirs[i] = Some(directory(tid, dirfd)?);
         }
         data.extend_from_slice(&path);
         data.push(0);
@@ -187,12 +186,12 @@ fn callers_own(path: &[u8], tid: u32) -> Vec<u8> {
             return proc(rest);
         }
     }
-    if let Some(rest) = path.strip_prefix(b"/dev/fd") {
-        if rest.is_empty() || rest.starts_with(b"/") {
-            let mut p = proc(b"/fd");
-            p.extend_from_slice(rest);
-            return p;
-        }
+    if let Some(rest) = path.strip_prefix(b"/dev/fd")
+        && (rest.is_empty() || rest.starts_with(b"/"))
+    {
+        let mut p = proc(b"/fd");
+        p.extend_from_slice(rest);
+        return p;
     }
     path.to_vec()
 }
