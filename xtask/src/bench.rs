@@ -856,30 +856,8 @@ fn stage_times(agentd: &Path, ws: &Path, minimal: &Path) -> Result<Vec<(String, 
 fn stat_loop(agentd: &Path, probe: &Path, ws: &Path, minimal: &Path) -> Result<(f64, f64)> {
     let target = ws.join("target.txt");
     fs::write(&target, "benchmark")?;
-    let iterations = "200000";
     let t = target.display().to_string();
-    let mut bare = Vec::new();
-    let mut confined = Vec::new();
-    for _ in 0..5 {
-        let out = Command::new(probe)
-            .args(["stat-loop", iterations, &t])
-            .output()?;
-        bare.push(
-            value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration")
-                .context("bare stat-loop")?,
-        );
-        let out = Command::new(agentd)
-            .args(["run", "--policy"])
-            .arg(minimal)
-            .arg("--workspace")
-            .arg(ws)
-            .args(["--no-tty", "--"])
-            .arg(probe)
-            .args(["stat-loop", iterations, &t])
-            .output()?;
-        confined.push(ns_per_iteration(&out, "confined stat-loop")?);
-    }
-    Ok((median(bare), median(confined)))
+    probe_loop(agentd, probe, ws, minimal, &["stat-loop", "200000", &t])
 }
 
 /// ns per creating open (`open(O_CREAT|O_TRUNC)` + close), bare and in a
@@ -888,26 +866,35 @@ fn create_loop(agentd: &Path, probe: &Path, ws: &Path, minimal: &Path) -> Result
     let dir = ws.join("create");
     fs::create_dir_all(&dir)?;
     let d = dir.display().to_string();
-    let iterations = "20000";
+    probe_loop(agentd, probe, ws, minimal, &["create-loop", "20000", &d])
+}
+
+/// The median `ns_per_iteration` of 5 runs of the probe with `action`,
+/// bare and in a session under `policy`.
+fn probe_loop(
+    agentd: &Path,
+    probe: &Path,
+    ws: &Path,
+    policy: &Path,
+    action: &[&str],
+) -> Result<(f64, f64)> {
     let (mut bare, mut confined) = (Vec::new(), Vec::new());
     for _ in 0..5 {
-        let out = Command::new(probe)
-            .args(["create-loop", iterations, &d])
-            .output()?;
+        let out = Command::new(probe).args(action).output()?;
         bare.push(
             value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration")
-                .context("bare create-loop")?,
+                .with_context(|| format!("bare {}", action[0]))?,
         );
         let out = Command::new(agentd)
             .args(["run", "--policy"])
-            .arg(minimal)
+            .arg(policy)
             .arg("--workspace")
             .arg(ws)
             .args(["--no-tty", "--"])
             .arg(probe)
-            .args(["create-loop", iterations, &d])
+            .args(action)
             .output()?;
-        confined.push(ns_per_iteration(&out, "confined create-loop")?);
+        confined.push(ns_per_iteration(&out, &format!("confined {}", action[0]))?);
     }
     Ok((median(bare), median(confined)))
 }
