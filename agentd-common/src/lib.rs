@@ -92,6 +92,10 @@ pub mod map {
     /// socket cookie → [`crate::DnsOrigin`]: where redirected DNS sockets
     /// meant to go.
     pub const DNS_ORIGINS: &str = "DNS_ORIGINS";
+    /// Thread id → [`crate::ExecToken`]: the exec the gate allowed.
+    pub const EXEC_TOKENS: &str = "EXEC_TOKENS";
+    /// Per-CPU scratch [`crate::ExecToken`]: what an exec really runs.
+    pub const EXEC_SEEN: &str = "EXEC_SEEN";
 }
 
 /// Capacity of the `SESSIONS` map: the most sessions one host runs at once.
@@ -160,6 +164,47 @@ pub const SESSION_FILE_READS: u32 = 1 << 1;
 /// Kill processes that execute a file of an internal filesystem (memfd),
 /// which Landlock's execute right does not cover.
 pub const SESSION_EXEC_ALLOWLIST: u32 = 1 << 2;
+/// Execs are held by the gate (argument rules): each must carry the
+/// one-shot [`ExecToken`] the supervisor wrote for it, or it is killed
+/// before its first instruction.
+pub const SESSION_EXEC_GATE: u32 = 1 << 5;
+
+/// The `status` of an `ExecDenied` event for an exec killed because it was
+/// not the one the gate allowed (no token, or another file, argv or
+/// environment). 0 is an exec of anonymous memory; others are errnos.
+pub const EXEC_UNBOUND: u32 = u32::MAX;
+
+/// Bytes of argv an [`ExecToken`] binds (gated execs with more fail with
+/// E2BIG).
+pub const TOKEN_ARGV_LEN: usize = 4096;
+/// Bytes of environment an [`ExecToken`] binds.
+pub const TOKEN_ENV_LEN: usize = 16384;
+/// Gated execs waiting for their token to be checked, at once.
+pub const MAX_EXEC_TOKENS: u32 = 4096;
+
+/// What one exec the gate allowed must be, written by the supervisor before
+/// it lets the `execve` continue, keyed by the calling thread's id; checked
+/// and removed by `sched_process_exec`, which sees the new program: its
+/// file and the argv and environment in its new memory, which no other
+/// thread can change any more. Exact bytes, not a hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecToken {
+    /// The executed file's device, as the kernel encodes it
+    /// (`MAJOR << 20 | MINOR`).
+    pub dev: u64,
+    /// Its inode number.
+    pub ino: u64,
+    /// Bytes of `argv` in use (NUL-terminated strings, as in memory).
+    pub argv_len: u32,
+    /// Bytes of `env` in use.
+    pub env_len: u32,
+    /// The argv the new program must have.
+    pub argv: [u8; TOKEN_ARGV_LEN],
+    /// The environment it must have.
+    pub env: [u8; TOKEN_ENV_LEN],
+}
+
 /// The group id a session's unix socket broker runs with: the one task of
 /// a session whose unix `connect` and addressed unix sends the kernel lets
 /// through. No other process of a session can take it: the agent's setup
@@ -288,11 +333,19 @@ pub enum Offset {
     MmArgEnd,
     /// `task_struct.pid`.
     TaskPid,
+    /// `inode.i_ino`.
+    InodeIno,
+    /// `super_block.s_dev`.
+    SuperBlockDev,
+    /// `mm_struct.env_start`.
+    MmEnvStart,
+    /// `mm_struct.env_end`.
+    MmEnvEnd,
 }
 
 impl Offset {
     /// Number of slots in the `OFFSETS` array.
-    pub const LEN: u32 = 12;
+    pub const LEN: u32 = 16;
 }
 
 /// Exec ids of one traced process (as Tetragon's: an exec id names one
@@ -598,6 +651,8 @@ mod user {
     unsafe impl aya::Pod for super::PortRules {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcInfo {}
+    // SAFETY: as above (two u64, two u32, byte arrays: no padding).
+    unsafe impl aya::Pod for super::ExecToken {}
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Maps shared by every hook family, and the helpers that read them.
 //! Userspace fills them by name (see `agentd_common::map`).
 use agentd_common::{
-    Counter, DnsOrigin, EVENTS_BYTES, MAX_DNS_SOCKETS, MAX_EGRESS_ENTRIES, MAX_PROCS, MAX_SESSIONS,
-    Offset, Pending, PortRules, ProcInfo, RuleKeyV4, RuleKeyV6, SessionEntry,
+    Counter, DnsOrigin, EVENTS_BYTES, ExecToken, MAX_DNS_SOCKETS, MAX_EGRESS_ENTRIES,
+    MAX_EXEC_TOKENS, MAX_PROCS, MAX_SESSIONS, Offset, Pending, PortRules, ProcInfo, RuleKeyV4,
+    RuleKeyV6, SessionEntry,
 };
 use aya_ebpf::{
     macros::map,
@@ -49,6 +50,19 @@ pub static PROCS: LruHashMap<u32, ProcInfo> = LruHashMap::with_max_entries(MAX_P
 #[map]
 pub static DNS_ORIGINS: LruHashMap<u64, DnsOrigin> =
     LruHashMap::with_max_entries(MAX_DNS_SOCKETS, 0);
+
+/// The execs the gate allowed, by calling thread (see
+/// `agentd_common::ExecToken`). Not preallocated: each value is 20 KiB.
+#[map]
+pub static EXEC_TOKENS: HashMap<u32, ExecToken> =
+    HashMap::with_max_entries(MAX_EXEC_TOKENS, BPF_F_NO_PREALLOC);
+
+/// Per-CPU scratch space for what an exec really runs.
+#[map]
+pub static EXEC_SEEN: PerCpuArray<ExecToken> = PerCpuArray::with_max_entries(1, 0);
+
+/// `BPF_F_NO_PREALLOC`.
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// Events for userspace.
 #[map]

@@ -1,14 +1,15 @@
 //! Process tracing: exec (with path and argv), fork and exit of session
 //! processes, and the exec ids that tie them together.
 use agentd_common::{
-    ARGV_LEN, Counter, EventKind, Offset, PATH_LEN, ProcInfo, ProcessEvent, SESSION_EXEC_ALLOWLIST,
+    ARGV_LEN, Counter, EXEC_UNBOUND, EventKind, ExecToken, Offset, PATH_LEN, ProcInfo,
+    ProcessEvent, SESSION_EXEC_ALLOWLIST, SESSION_EXEC_GATE,
 };
 use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
     events::{header, reserve},
     kernel::{ctx_u64, read_kernel_str},
-    maps::{PROCS, count, current_session, current_tgid, ktime, read_at},
+    maps::{EXEC_SEEN, EXEC_TOKENS, PROCS, count, current_session, current_tgid, ktime, read_at},
 };
 
 /// The tracked exec start of process `tgid` (0 when untracked).
@@ -34,6 +35,156 @@ fn executes_anonymous_memory(bprm: u64) -> bool {
         .and_then(|sb| read_at::<u64>(sb, Offset::SuperBlockFlags));
     // Unreadable means unknown: fail closed.
     flags.is_none_or(|f| f & SB_NOUSER != 0)
+}
+
+/// Whether the exec `bprm` of thread `tid` is the one the gate allowed:
+/// the token the supervisor wrote for it names this file and the exact
+/// argv and environment now in the new program's memory. The token is
+/// used up either way. At this point the new image is in place and its
+/// thread is the only one left: nothing can change what is compared.
+#[inline(always)]
+fn exec_matches_token(tid: u32, task: u64, bprm: u64) -> bool {
+    // SAFETY: the value is read before it is removed, within this program.
+    let ok = match unsafe { EXEC_TOKENS.get(&tid) } {
+        Some(token) => same_file(token, bprm) && same_memory(token, task),
+        None => false,
+    };
+    let _ = EXEC_TOKENS.remove(&tid);
+    ok
+}
+
+/// The file `bprm` executes (the interpreter, for a script) is the
+/// token's.
+#[inline(always)]
+fn same_file(token: &ExecToken, bprm: u64) -> bool {
+    let Some(inode) =
+        read_at::<u64>(bprm, Offset::BinprmFile).and_then(|f| read_at::<u64>(f, Offset::FileInode))
+    else {
+        return false;
+    };
+    let ino = read_at::<u64>(inode, Offset::InodeIno);
+    let dev = read_at::<u64>(inode, Offset::InodeSb).and_then(|sb| read_at::<u32>(sb, Offset::SuperBlockDev));
+    ino == Some(token.ino) && dev.map(u64::from) == Some(token.dev)
+}
+
+/// The argv and environment in `task`'s new memory are the token's, byte
+/// for byte.
+#[inline(always)]
+fn same_memory(token: &ExecToken, task: u64) -> bool {
+    let Some(mm) = read_at::<u64>(task, Offset::TaskMm) else {
+        return false;
+    };
+    let span = |start: Offset, end: Offset| -> Option<(u64, u64)> {
+        let s = read_at::<u64>(mm, start)?;
+        let e = read_at::<u64>(mm, end)?;
+        Some((s, e.wrapping_sub(s)))
+    };
+    let (Some((arg, arg_len)), Some((env, env_len))) = (
+        span(Offset::MmArgStart, Offset::MmArgEnd),
+        span(Offset::MmEnvStart, Offset::MmEnvEnd),
+    ) else {
+        return false;
+    };
+    if arg_len != u64::from(token.argv_len) || env_len != u64::from(token.env_len) {
+        return false;
+    }
+    let Some(seen) = EXEC_SEEN.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: `seen` is this CPU's scratch slot; the lengths are checked
+    // against the buffers before each read.
+    unsafe {
+        let seen = &mut *seen;
+        let argv_len = token.argv_len as usize;
+        let env_len = token.env_len as usize;
+        if argv_len > seen.argv.len() || env_len > seen.env.len() {
+            return false;
+        }
+        if argv_len > 0
+            && generated::bpf_probe_read_user(
+                seen.argv.as_mut_ptr().cast(),
+                argv_len as u32,
+                arg as *const _,
+            ) != 0
+        {
+            return false;
+        }
+        if env_len > 0
+            && generated::bpf_probe_read_user(
+                seen.env.as_mut_ptr().cast(),
+                env_len as u32,
+                env as *const _,
+            ) != 0
+        {
+            return false;
+        }
+        same_bytes(&token.argv, &seen.argv, argv_len) && same_bytes(&token.env, &seen.env, env_len)
+    }
+}
+
+/// One comparison run by `bpf_loop`: the callback is verified once, not
+/// once per word, whatever the length.
+#[repr(C)]
+struct Compare {
+    a: *const u8,
+    b: *const u8,
+    len: u64,
+    differs: u64,
+}
+
+/// Whether the first `len` (<= N) bytes of `a` and `b` are equal.
+#[inline(always)]
+fn same_bytes<const N: usize>(a: &[u8; N], b: &[u8; N], len: usize) -> bool {
+    if len > N {
+        return false;
+    }
+    let mut c = Compare {
+        a: a.as_ptr(),
+        b: b.as_ptr(),
+        len: len as u64,
+        differs: 0,
+    };
+    let words = len.div_ceil(8) as u32;
+    let callback: extern "C" fn(u64, *mut core::ffi::c_void) -> i64 = compare_word::<N>;
+    // SAFETY: `c` lives on this stack for the whole loop; the callback
+    // reads at most N bytes from each array.
+    let r = unsafe {
+        generated::bpf_loop(
+            words,
+            callback as *mut core::ffi::c_void,
+            core::ptr::addr_of_mut!(c).cast(),
+            0,
+        )
+    };
+    r == i64::from(words) && c.differs == 0
+}
+
+/// Compares word `i` of a [`Compare`] (bytes past its length masked off);
+/// stops the loop at the first difference.
+extern "C" fn compare_word<const N: usize>(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the caller's `Compare`, alive during the loop.
+    let c = unsafe { &mut *ctx.cast::<Compare>() };
+    // N is a power of two: the offset stays inside both arrays.
+    let off = ((i as usize) & (N / 8 - 1)) * 8;
+    // SAFETY: off + 8 <= N; the arrays start 8-aligned in their map values
+    // (`ExecToken` keeps them at offsets 24 and 24 + TOKEN_ARGV_LEN).
+    let (x, y) = unsafe {
+        (
+            core::ptr::read(c.a.add(off).cast::<u64>()),
+            core::ptr::read(c.b.add(off).cast::<u64>()),
+        )
+    };
+    let rest = c.len.wrapping_sub(off as u64);
+    let mask = if rest >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (rest * 8)) - 1
+    };
+    if (x ^ y) & mask != 0 {
+        c.differs = 1;
+        return 1;
+    }
+    0
 }
 
 /// Emits an `ExecDenied` event (`errno` 0: killed at exec); `fill_path`
@@ -66,11 +217,23 @@ pub fn tp_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     };
     let task = ctx_u64(&ctx, 0);
     let bprm = ctx_u64(&ctx, 2);
-    if session.flags & SESSION_EXEC_ALLOWLIST != 0 && executes_anonymous_memory(bprm) {
+    // The thread that called execve, by its id before the exec (the new
+    // program may have taken its leader's).
+    let old_tid = ctx_u64(&ctx, 1) as u32;
+    let refused = if session.flags & SESSION_EXEC_ALLOWLIST != 0
+        && executes_anonymous_memory(bprm)
+    {
+        Some(0)
+    } else if session.flags & SESSION_EXEC_GATE != 0 && !exec_matches_token(old_tid, task, bprm) {
+        Some(EXEC_UNBOUND)
+    } else {
+        None
+    };
+    if let Some(status) = refused {
         // SAFETY: SIGKILL to the current task, which is about to return to
         // the new program's first instruction.
         unsafe { generated::bpf_send_signal(SIGKILL) };
-        report_exec_denied(cgroup_id, 0, |path| {
+        report_exec_denied(cgroup_id, status, |path| {
             if let Some(name) = read_at::<u64>(bprm, Offset::BinprmFilename) {
                 read_kernel_str::<PATH_LEN>(name, path);
             }
@@ -187,6 +350,9 @@ pub fn tp_sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     ) else {
         return 0;
     };
+    // A token of an exec that failed after the gate allowed it goes with
+    // its thread.
+    let _ = EXEC_TOKENS.remove(&(pid as u32));
     if pid != tgid {
         return 0; // a thread ends; the process lives on
     }

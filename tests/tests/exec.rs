@@ -179,3 +179,100 @@ fn refused_execs_and_process_events_are_audited() {
     let rule = field(&root, "rule");
     assert_eq!(rule, BINS.probe, "the exec.allow entry that admitted it");
 }
+
+/// A session whose `[exec]` has argument rules: the probe and the given
+/// entries.
+fn gated(allow: &str, ask: &str) -> Sandbox {
+    let probe = BINS.probe;
+    Sandbox::new(&test_policy(
+        &BINS,
+        "",
+        &format!("[exec]\nallow = [\"{probe}\", {allow}]\nask = [{ask}]\n"),
+    ))
+}
+
+/// Argument rules are enforced: `echo safe*` lets `echo safe` run and
+/// refuses `echo evil` (EACCES, recorded); an `ask` entry comes before the
+/// `allow` entry that also matches, and is refused until approvals exist.
+#[test]
+fn argument_rules_decide_which_commands_run() {
+    require_sessions!();
+    let sb = gated(
+        "\"/usr/bin/echo safe*\", \"/usr/bin/id\"",
+        "\"/usr/bin/id -g*\"",
+    );
+    let run = sb.run(&BINS, &["/usr/bin/echo", "safe", "words"]);
+    assert_eq!((run.status, run.stdout.as_str()), (0, "safe words\n"), "{}", run.stderr);
+    assert_eq!(
+        sb.probe(&BINS, &["exec", "/usr/bin/echo", "evil"]).verdict(),
+        eacces()
+    );
+    let refused = sb.probe(&BINS, &["exec", "/usr/bin/echo", "evil"]);
+    let id = refused.session_id().unwrap();
+    let deny = wait_record(&id, |r| {
+        field(r, "kind") == "deny" && field(r, "what") == "exec"
+    })
+    .expect("a deny record");
+    assert_eq!(field(&deny, "rule"), "exec.allow", "{deny:?}");
+    assert_eq!(deny["argv"], serde_json::json!(["/usr/bin/echo", "evil"]));
+    // ask before allow.
+    assert_eq!(sb.run(&BINS, &["/usr/bin/id", "-u"]).status, 0);
+    let asked = sb.probe(&BINS, &["exec", "/usr/bin/id", "-g"]);
+    assert_eq!(asked.verdict(), eacces());
+    let deny = wait_record(&asked.session_id().unwrap(), |r| {
+        field(r, "kind") == "deny" && field(r, "what") == "exec"
+    })
+    .expect("a deny record");
+    assert_eq!(field(&deny, "rule"), "/usr/bin/id -g*", "{deny:?}");
+    // A program no entry names stays refused.
+    assert_eq!(
+        sb.probe(&BINS, &["exec", "/usr/bin/true"]).verdict(),
+        eacces()
+    );
+}
+
+/// The decision binds what runs: a thread rewriting argv (or the path)
+/// while another execs never gets a command the rules refuse to run; the
+/// kernel kills the exec before its first instruction instead.
+#[test]
+fn a_thread_rewriting_argv_or_the_path_during_exec_never_runs_a_refused_command() {
+    require_sessions!();
+    let sb = gated("\"/usr/bin/echo safe*\", \"/usr/bin/true\"", "");
+    for what in ["argv", "path"] {
+        let run = sb.probe(&BINS, &["exec-race", "300", what]);
+        assert_eq!(run.verdict(), Ok(()), "{what}: {}", run.stderr);
+        assert!(
+            !run.stdout.contains("evil"),
+            "{what}: a refused command ran: {}",
+            run.stdout
+        );
+        let counts = run
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("ran="))
+            .unwrap_or_default()
+            .to_owned();
+        eprintln!("{what}: {counts}");
+        // The race is real: some execs were refused or killed.
+        assert!(!counts.contains("refused=0 killed=0"), "{what}: {counts}");
+    }
+}
+
+/// The environment is bound too: a thread rewriting an environment
+/// variable during an exec gets the exec killed, never run with a value
+/// other than the one checked (the checked one is what the record shows).
+#[test]
+fn the_environment_is_bound_to_the_checked_exec() {
+    require_sessions!();
+    let sb = gated("\"/usr/bin/env\"", "");
+    let run = sb.probe(&BINS, &["exec-race", "300", "env"]);
+    assert_eq!(run.verdict(), Ok(()), "{}", run.stderr);
+    let counts = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("ran="))
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!("env: {counts}");
+    assert!(!counts.contains("killed=0"), "no exec was killed: {counts}");
+}

@@ -71,17 +71,18 @@ const TRACEPOINTS: [(&str, &str); 3] = [
 ];
 
 /// Every map userspace opens by pin.
-const PINNED_MAPS: [&str; 5] = [
+const PINNED_MAPS: [&str; 6] = [
     map::SESSIONS,
     map::COUNTERS,
     map::EGRESS_V4,
     map::EGRESS_V6,
     map::EVENTS,
+    map::EXEC_TOKENS,
 ];
 
 /// The offsets the programs read, from kernel BTF.
 pub fn kernel_offsets(btf: &Btf) -> Result<Vec<(Offset, u64)>, BtfError> {
-    let table: [(Offset, &str, &[&str]); 12] = [
+    let table: [(Offset, &str, &[&str]); 16] = [
         (Offset::BinprmFilename, "linux_binprm", &["filename"]),
         (Offset::BinprmFile, "linux_binprm", &["file"]),
         (Offset::FileInode, "file", &["f_inode"]),
@@ -94,6 +95,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Vec<(Offset, u64)>, BtfError> {
         (Offset::MmArgStart, "mm_struct", &["arg_start"]),
         (Offset::MmArgEnd, "mm_struct", &["arg_end"]),
         (Offset::TaskPid, "task_struct", &["pid"]),
+        (Offset::InodeIno, "inode", &["i_ino"]),
+        (Offset::SuperBlockDev, "super_block", &["s_dev"]),
+        (Offset::MmEnvStart, "mm_struct", &["env_start"]),
+        (Offset::MmEnvEnd, "mm_struct", &["env_end"]),
     ];
     table
         .iter()

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use agentd_common::PortRules;
 use aya::{maps::MapError, programs::ProgramError};
 pub use btf::{Btf, BtfError};
+pub use registry::ExecTokens;
 use ipnet::IpNet;
 
 pub use self::load::{kernel_offsets, pin_dir, verify};

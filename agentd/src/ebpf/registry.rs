@@ -357,9 +357,36 @@ impl Kernel {
             .map_err(map_err(map::EVENTS))
     }
 
+    /// The map the exec gate writes its tokens to.
+    pub fn exec_tokens(&self) -> Result<ExecTokens, EbpfError> {
+        HashMap::try_from(Map::HashMap(open_map(&self.pin_dir, map::EXEC_TOKENS)?))
+            .map(ExecTokens)
+            .map_err(map_err(map::EXEC_TOKENS))
+    }
+
     /// The cgroup ids of every registered session.
     pub fn registered_cgroups(&self) -> Result<Vec<u64>, EbpfError> {
         Ok(self.sessions()?.keys().filter_map(Result::ok).collect())
+    }
+}
+
+/// The exec gate's one-shot tokens, by thread id (see
+/// `agentd_common::ExecToken`).
+pub struct ExecTokens(HashMap<MapData, u32, agentd_common::ExecToken>);
+
+impl std::fmt::Debug for ExecTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExecTokens")
+    }
+}
+
+impl ExecTokens {
+    /// Writes the token for the next exec of thread `tid` (replacing one
+    /// an exec that failed left).
+    pub fn insert(&mut self, tid: u32, token: &agentd_common::ExecToken) -> Result<(), EbpfError> {
+        self.0
+            .insert(&tid, token, 0)
+            .map_err(map_err(map::EXEC_TOKENS))
     }
 }
 

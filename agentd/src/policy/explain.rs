@@ -11,7 +11,6 @@ use super::{
 const NOT_YET_ENFORCED: &[&str] = &[
     "[exec] ask and [network] ask: denied (no approval queue yet)",
     "[network] ask rules: their names are answered but their addresses are not opened",
-    "protected paths that do not exist when the session starts can be created (existing ones are read-only)",
 ];
 
 /// Everything a policy grants, in the terms an auditor uses.
@@ -233,7 +232,16 @@ impl ExecSection {
         Self {
             allow: strings(&policy.exec.allow),
             ask: strings(&policy.exec.ask),
-            otherwise: if policy.exec.enforced {
+            otherwise: if policy.exec.enforced
+                && (!policy.exec.ask.is_empty() || policy.exec.allow.iter().any(|p| p.has_args()))
+            {
+                "denied: only the files allow matches when the session starts may run (copies, \
+                 links to other programs and anonymous memory cannot); {root}/** entries allow \
+                 files created there during the session. Every exec is held by the exec gate: \
+                 argument patterns are matched on argv[1..] joined by spaces, ask entries come \
+                 first and are refused, and the kernel kills an exec whose file, argv or \
+                 environment differ from what was checked"
+            } else if policy.exec.enforced {
                 "denied: only the files allow matches when the session starts may run (copies, \
                  links to other programs and anonymous memory cannot); {root}/** entries allow \
                  files created there during the session"

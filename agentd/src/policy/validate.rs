@@ -529,38 +529,15 @@ fn exec(v: &mut Validator<'_>, raw: &RawPolicy, fs: &Filesystem, agent: Option<&
             );
         }
     }
-    for (pattern, span) in allow.iter().chain(&ask) {
-        if pattern.has_args() {
-            v.error(
-                span.clone(),
-                Invalid {
-                    message: format!(
-                        "{pattern}: argument patterns are not enforced yet; the program would \
-                         run with any arguments"
-                    ),
-                    hint: Some("list the program alone (any arguments), or leave it out".into()),
-                },
-            );
-        }
-    }
+    // Argument rules and asks are decided by the exec gate (every exec of
+    // the session held and bound to what was checked); `ask` comes before
+    // `allow`, and is refused until approvals exist.
     for (asked, span) in &ask {
-        // `ask` is refused until approvals exist; an allowed program runs.
-        let program = Path::new(asked.program_glob());
-        let literal = !asked.program_glob().contains(['*', '?', '[', '{']);
-        if let Some((by, _)) = allow
-            .iter()
-            .find(|(a, _)| literal && asked.base() == PathBase::Root && a.matches_absolute(program))
-        {
-            v.error(
-                span.clone(),
-                Invalid {
-                    message: format!(
-                        "{asked} is also allowed by {by}: it would run without asking"
-                    ),
-                    hint: Some(format!("remove it from ask, or narrow {by}")),
-                },
-            );
-        }
+        v.warn(
+            span.clone(),
+            format!("{asked}: approvals are not available yet, so matching execs are refused"),
+            "move it to allow, or keep it to have such execs refused and recorded",
+        );
     }
     for (pattern, span) in allow.iter().chain(&ask) {
         let dir = literal_dir(pattern);

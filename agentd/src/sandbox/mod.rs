@@ -358,20 +358,26 @@ pub struct GateChild {
 
 /// The agent, started.
 #[derive(Debug)]
-pub struct Spawned {
+pub struct Spawned<G> {
     /// Its pid.
     pub pid: libc::pid_t,
-    /// The gate's listener, when the plan had a gate.
-    pub listener: Option<OwnedFd>,
+    /// What `serve` made of the gate's listener, when the plan had a gate.
+    pub gate: Option<G>,
 }
 
 impl ChildPlan {
     /// Forks the agent into the session cgroup, applies every step in the
-    /// child and executes the program. Returns the pid (and the gate's
-    /// listener, taken from the child before it executes) once execve has
+    /// child and executes the program. Returns the pid once execve has
     /// succeeded, or the failing step and errno. `ack` is the write end of
-    /// the gate's `ack` pipe.
-    pub fn spawn(self, report_read: &OwnedFd, ack: Option<OwnedFd>) -> Result<Spawned, SpawnError> {
+    /// the gate's `ack` pipe; `serve` starts serving the gate's listener,
+    /// taken from the child before it executes, and before the child goes
+    /// on: its exec may be one of the calls the gate holds.
+    pub fn spawn<G>(
+        self,
+        report_read: &OwnedFd,
+        ack: Option<OwnedFd>,
+        serve: impl FnOnce(OwnedFd) -> Option<G>,
+    ) -> Result<Spawned<G>, SpawnError> {
         let (forked, migrate) = match sys::fork_into_cgroup(self.cgroup_dir.as_raw_fd()) {
             Ok(f) => (f, false),
             // Linux < 5.7: fork, and the child writes its own cgroup.procs.
@@ -384,7 +390,8 @@ impl ChildPlan {
                 // Our copy of the report pipe's write end must go: EOF then
                 // means the child's execve succeeded (CLOEXEC closed it).
                 drop(self);
-                let mut listener = None;
+                let mut serve = Some(serve);
+                let mut gate = None;
                 let fail = |step: Step, errno: i32| {
                     sys::kill(pid, libc::SIGKILL);
                     sys::reap(pid);
@@ -395,7 +402,10 @@ impl ChildPlan {
                         Report::Listener(fd) => {
                             match (&ack, notify::take_fd(pid.unsigned_abs(), fd, false)) {
                                 (Some(ack), Ok(l)) => {
-                                    listener = Some(l);
+                                    gate = serve.take().and_then(|s| s(l));
+                                    if gate.is_none() {
+                                        return fail(Step::Listener, libc::EPROTO);
+                                    }
                                     let _ = sys::write_all(ack.as_raw_fd(), b"1");
                                 }
                                 (_, taken) => {
@@ -410,7 +420,7 @@ impl ChildPlan {
                             sys::reap(pid);
                             return Err(SpawnError::Step(step, errno));
                         }
-                        Report::Executed => return Ok(Spawned { pid, listener }),
+                        Report::Executed => return Ok(Spawned { pid, gate }),
                     }
                 }
             }
@@ -820,7 +830,7 @@ mod tests {
                     own: vec![c("/tmp/s")],
                     filter: seccomp::broker_program().unwrap(),
                 },
-                filter: seccomp::gate_program().unwrap(),
+                filter: seccomp::gate_program(false).unwrap(),
                 ack: fd(),
             }),
             seccomp: seccomp::build(&crate::policy::Syscalls::default()).unwrap(),

@@ -51,6 +51,14 @@ impl Listener {
         Self { fd }
     }
 
+    /// Another handle on the same listener (to answer from another
+    /// thread).
+    pub fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(Self {
+            fd: self.fd.try_clone()?,
+        })
+    }
+
     /// Waits for the next held syscall. ENOENT: the caller died before it
     /// could be received (try again).
     pub fn recv(&self) -> Result<Notification, i32> {

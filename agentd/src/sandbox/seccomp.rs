@@ -463,7 +463,10 @@ pub fn build(policy: &Syscalls) -> Result<Vec<Program>, SandboxError> {
 /// `sendto` only with an address (a NULL address is in a register, which
 /// the agent cannot change after the check); `sendmsg` and `sendmmsg`
 /// always (the address is inside the message).
-pub fn gate_program() -> Result<Program, SandboxError> {
+///
+/// With `exec` (the session has an exec gate), `execve` and `execveat`
+/// are held too.
+pub fn gate_program(exec: bool) -> Result<Program, SandboxError> {
     let mut ctx = context(ScmpAction::Allow)?;
     let mut notify = |name: &str, cmp: &[ScmpArgCompare]| {
         let Some(sc) = syscall(name) else {
@@ -500,6 +503,10 @@ pub fn gate_program() -> Result<Program, SandboxError> {
     )?;
     for name in CREATING {
         notify(name, &[])?;
+    }
+    if exec {
+        notify("execve", &[])?;
+        notify("execveat", &[])?;
     }
     notify("connect", &[])?;
     notify(
@@ -970,7 +977,7 @@ mod tests {
         const DENIED: Action = Action::Other(libc::SECCOMP_RET_USER_NOTIF);
         for extra in ["", STRICT] {
             let mut f = filters(extra);
-            f.insert(0, gate_program().unwrap());
+            f.insert(0, gate_program(false).unwrap());
             for (family, protocol) in [(1, 0), (2, 6), (2, 17), (10, 0), (16, 0)] {
                 assert_eq!(
                     call(&f, "socket", &[family, 1, protocol]),
@@ -1006,7 +1013,7 @@ mod tests {
         let rdwr = u64::from(libc::O_RDWR as u32);
         for extra in ["", STRICT] {
             let mut f = filters(extra);
-            f.insert(0, gate_program().unwrap());
+            f.insert(0, gate_program(false).unwrap());
             assert_eq!(call(&f, "openat", &[0, 0, rdwr]), Action::Allow, "{extra}");
             assert_eq!(call(&f, "openat", &[0, 0, rdwr | creat]), HELD, "{extra}");
             assert_eq!(

@@ -64,6 +64,9 @@ pub struct SessionPlan {
     pub protected: protect::Tree,
     /// Repositories under the writable roots at start.
     pub repositories: protect::Repositories,
+    /// `[exec]` entries the exec gate decides on (argument rules or `ask`
+    /// entries present): (allow, ask).
+    pub exec_gate: Option<(Vec<crate::policy::ExecPattern>, Vec<crate::policy::ExecPattern>)>,
     /// (rule text, absolute glob) of `[exec] allow`, for attribution.
     pub exec_rules: Vec<(String, String)>,
     /// Whether `[exec]` restricts what runs.
@@ -191,6 +194,7 @@ impl SessionPlan {
             binds,
             protected,
             repositories,
+            exec_gate: exec_gate(policy),
             exec_rules,
             exec_enforced: policy.exec.enforced,
             seccomp,
@@ -292,6 +296,16 @@ pub fn network_plan(policy: &Policy) -> NetworkPlan {
     plan
 }
 
+/// The entries the exec gate needs: with argument rules or `ask` entries
+/// in an `[exec]` table, every exec of the session is held and decided.
+fn exec_gate(
+    policy: &Policy,
+) -> Option<(Vec<crate::policy::ExecPattern>, Vec<crate::policy::ExecPattern>)> {
+    let e = &policy.exec;
+    let gated = e.enforced && (!e.ask.is_empty() || e.allow.iter().any(|p| p.has_args()));
+    gated.then(|| (e.allow.clone(), e.ask.clone()))
+}
+
 /// Session flags for the kernel.
 pub fn flags(policy: &Policy) -> u32 {
     let files = match policy.audit.file_events {
@@ -309,7 +323,12 @@ pub fn flags(policy: &Policy) -> u32 {
     } else {
         agentd_common::SESSION_DNS_OFF
     };
-    files | exec | dns
+    let gate = if exec_gate(policy).is_some() {
+        agentd_common::SESSION_EXEC_GATE
+    } else {
+        0
+    };
+    files | exec | dns | gate
 }
 
 #[cfg(test)]

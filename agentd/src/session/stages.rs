@@ -695,6 +695,7 @@ pub(super) fn child_plan(
         [&ph.tmp, &ph.home],
         (ident.uid, ident.gid),
         plan.protected.clone(),
+        plan.exec_gate.is_some(),
     )?;
     let child = ChildPlan {
         cgroup_dir: cgroup_dir_fd,

@@ -151,6 +151,74 @@ fn create_race(n: &str, name: &str, decoy: &str) -> ExitCode {
     report(Ok(()))
 }
 
+/// `n` times: a child execs while a second thread of it flips what the
+/// exec reads. `argv`: `/usr/bin/echo safe` <-> `/usr/bin/echo evil`;
+/// `path`: `/usr/bin/true evil` <-> `/usr/bin/echo evil`; `env`:
+/// `/usr/bin/env` with `V=safe` <-> `V=evil`. Prints how the children
+/// ended (`ran=`, `refused=`, `killed=`); what they printed goes to stdout.
+fn exec_race(n: &str, what: &str) -> ExitCode {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Ok(n) = n.parse::<u32>() else {
+        return usage("bad count");
+    };
+    let (a, b): (&[u8], &[u8]) = match what {
+        "argv" => (b"safe\0", b"evil\0"),
+        "path" => (b"/usr/bin/true\0", b"/usr/bin/echo\0"),
+        "env" => (b"V=safe\0", b"V=evil\0"),
+        _ => return usage("exec-race N argv|path|env"),
+    };
+    let (mut ran, mut refused, mut killed) = (0, 0, 0);
+    for _ in 0..n {
+        // SAFETY: the probe is single-threaded here; the child execs or
+        // exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let flip: &'static mut [u8; 32] = Box::leak(Box::new([0u8; 32]));
+            flip[..a.len()].copy_from_slice(a);
+            let ptr = flip.as_mut_ptr() as usize;
+            let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+            let (a2, b2) = (a.to_vec(), b.to_vec());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let src = if i.is_multiple_of(2) { &b2 } else { &a2 };
+                    for (k, byte) in src.iter().enumerate() {
+                        // SAFETY: within the leaked 32-byte buffer.
+                        unsafe { std::ptr::write_volatile((ptr as *mut u8).add(k), *byte) };
+                    }
+                    i += 1;
+                }
+            });
+            std::thread::sleep(Duration::from_micros(200));
+            let echo = c"/usr/bin/echo".as_ptr();
+            let envp_safe = c"V=safe".as_ptr();
+            let flipped = ptr as *const libc::c_char;
+            let (path, argv, envp): (*const libc::c_char, [*const libc::c_char; 3], [*const libc::c_char; 2]) =
+                match what {
+                    "argv" => (echo, [echo, flipped, std::ptr::null()], [envp_safe, std::ptr::null()]),
+                    "path" => (flipped, [echo, c"evil".as_ptr(), std::ptr::null()], [envp_safe, std::ptr::null()]),
+                    _ => (c"/usr/bin/env".as_ptr(), [c"/usr/bin/env".as_ptr(), std::ptr::null(), std::ptr::null()], [flipped, std::ptr::null()]),
+                };
+            // SAFETY: NULL-terminated arrays of NUL-terminated strings.
+            unsafe { libc::execve(path, argv.as_ptr(), envp.as_ptr()) };
+            // SAFETY: leaving the child.
+            unsafe { libc::_exit(126) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL {
+            killed += 1;
+        } else if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 126 {
+            refused += 1;
+        } else {
+            ran += 1;
+        }
+    }
+    eprintln!("ran={ran} refused={refused} killed={killed}");
+    report(Ok(()))
+}
+
 fn sleep_forever() -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -219,6 +287,7 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
             report(io(File::create(path)))
         }
         ["create-race", n, name, decoy] => create_race(n, name, decoy),
+        ["exec-race", n, what] => exec_race(n, what),
         ["chmod", path, mode] => {
             let Ok(mode) = u32::from_str_radix(mode, 8) else {
                 return usage("bad mode");

@@ -62,7 +62,7 @@ fn exec_denied(known: &Known, header: &EventHeader, p: &ProcessEvent, path: &str
         .with("uid", p.uid)
         .with("exec_id", exec_id(header.pid, header.exec_ktime))
         .with("path", known.redactor.scrub(path))
-        .with("errno", p.status)
+        .with("errno", if p.status == agentd_common::EXEC_UNBOUND { 0 } else { p.status })
         .with(
             "rule",
             if known.exec_enforced {
@@ -75,6 +75,10 @@ fn exec_denied(known: &Known, header: &EventHeader, p: &ProcessEvent, path: &str
             "reason",
             if p.status == 0 {
                 "executed anonymous memory (memfd): killed before it ran".to_owned()
+            } else if p.status == agentd_common::EXEC_UNBOUND {
+                "not the exec the gate allowed (its file, arguments or environment changed after \
+                 the check, or it was never checked): killed before it ran"
+                    .to_owned()
             } else {
                 format!(
                     "execve refused ({}): not an allowed program",

@@ -58,6 +58,10 @@ pub const OP_RENAME: u32 = 6;
 pub const OP_LINK: u32 = 7;
 /// `symlinkat(path, dir2, path2)`.
 pub const OP_SYMLINK: u32 = 8;
+/// Open `path` (relative to `dir`) `O_PATH` as exec would find it (flags:
+/// `AT_EMPTY_PATH`, `AT_SYMLINK_NOFOLLOW`); the reply carries the
+/// descriptor and its real path.
+pub const OP_RESOLVE: u32 = 9;
 /// `sizeof(struct sockaddr_un)`: the kernel refuses longer addresses.
 pub const ADDR_MAX: usize = 110;
 /// Largest datagram the broker sends for the agent.
@@ -79,6 +83,10 @@ pub const UNRESOLVED: u32 = 4;
 /// A creating call refused: the name is protected (EPERM); `path` says
 /// which.
 pub const PROTECTED: u32 = 5;
+/// An open of a FIFO with no reader yet (ENXIO without blocking): the
+/// reply carries the FIFO (`O_PATH`) for the supervisor to wait on, so
+/// the broker itself never blocks.
+pub const FIFO_WAIT: u32 = 6;
 
 /// One request, followed in the same message by `data_len` bytes of data
 /// (for creating calls: the paths, each NUL-terminated); the agent's socket

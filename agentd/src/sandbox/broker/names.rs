@@ -29,8 +29,8 @@
 use std::os::fd::RawFd;
 
 use super::{
-    OP_LINK, OP_MKDIR, OP_MKNOD, OP_OPEN, OP_RENAME, OP_SYMLINK, PATH_MAX, PROTECTED, Reply,
-    Request, proc_fd_path,
+    FIFO_WAIT, OP_LINK, OP_MKDIR, OP_MKNOD, OP_OPEN, OP_RENAME, OP_RESOLVE, OP_SYMLINK, PATH_MAX,
+    PROTECTED, Reply, Request, proc_fd_path,
 };
 use crate::sandbox::{
     protect::{Dir, MAX_DIRS, Then, Tree},
@@ -146,6 +146,10 @@ pub fn handle(
             }
         }),
         OP_RENAME => rename(&ctx, req, fds, first, second, reply),
+        OP_RESOLVE => resolve(req, fds[0], first, reply).map(|f| {
+            fd = f;
+            0
+        }),
         _ => Err(libc::EINVAL),
     };
     reply.ret = match result {
@@ -469,6 +473,23 @@ fn open(
             return finish(fd, flags);
         }
         let e = sys::last_errno();
+        // A FIFO nobody reads yet: the open would block, which the broker
+        // may not. Its permission checks passed (ENXIO comes after them):
+        // hand the FIFO to the supervisor, which waits for a reader.
+        if e == libc::ENXIO && flags & libc::O_NONBLOCK == 0 && is_fifo(&p) {
+            // SAFETY: the name is NUL-terminated.
+            let fifo = unsafe {
+                libc::openat(
+                    p.fd,
+                    p.c_name().as_ptr().cast(),
+                    libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                )
+            };
+            if fifo >= 0 {
+                reply.outcome = FIFO_WAIT;
+                return Ok(fifo);
+            }
+        }
         // A final symlink the agent's call would follow: read it and check
         // where it leads.
         if e != libc::ELOOP || flags & (libc::O_NOFOLLOW | libc::O_EXCL) != 0 {
@@ -511,6 +532,62 @@ fn open(
         }
     }
     Err(libc::ELOOP)
+}
+
+/// The program an exec of `path` (relative to `dir`) would run, opened
+/// `O_PATH`, with its real path (as the session sees it) in the reply.
+fn resolve(req: &Request, dir: RawFd, path: &[u8], reply: &mut Reply) -> Result<RawFd, i32> {
+    let flags = req.flags as libc::c_int;
+    let fd = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
+        // SAFETY: integer arguments.
+        unsafe { libc::fcntl(dir, libc::F_DUPFD_CLOEXEC, 0) }
+    } else {
+        let mut buf = [0u8; PATH_MAX + 1];
+        let c = c_path(path, &mut buf).ok_or(libc::ENAMETOOLONG)?;
+        let nofollow = if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+            libc::O_NOFOLLOW
+        } else {
+            0
+        };
+        // SAFETY: `c` is NUL-terminated.
+        unsafe {
+            libc::openat(
+                dir,
+                c.as_ptr().cast(),
+                libc::O_PATH | libc::O_CLOEXEC | nofollow,
+            )
+        }
+    };
+    if fd < 0 {
+        return Err(sys::last_errno());
+    }
+    let mut link = [0u8; 32];
+    proc_fd_path(&mut link, fd);
+    // SAFETY: `link` is NUL-terminated; readlink writes at most PATH_MAX.
+    let n = unsafe {
+        libc::readlink(
+            link.as_ptr().cast(),
+            reply.path.as_mut_ptr().cast(),
+            PATH_MAX,
+        )
+    };
+    reply.path_len = u32::try_from(n).unwrap_or(0).min(PATH_MAX as u32);
+    Ok(fd)
+}
+
+/// Whether `p`'s name is a FIFO.
+fn is_fifo(p: &Parent) -> bool {
+    // SAFETY: `st` is a valid out-pointer; the name is NUL-terminated.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstatat(
+            p.fd,
+            p.c_name().as_ptr().cast(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        ) == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFIFO
+    }
 }
 
 /// Whether `p`'s name exists: `Some(is a symlink)`, or `None`.

@@ -33,6 +33,7 @@
 //! a second wall where those hooks are missing (Linux < 6.7, degraded
 //! mode only).
 use std::{
+    ffi::OsStr,
     fs,
     os::{
         fd::{AsFd, OwnedFd},
@@ -42,6 +43,7 @@ use std::{
     thread::JoinHandle,
 };
 
+pub(super) mod exec;
 mod names;
 
 use crate::{
@@ -84,14 +86,16 @@ impl Pending {
 }
 
 impl Ready {
-    /// Starts serving the listener taken from the agent.
+    /// Starts serving the listener taken from the agent; `exec` is the
+    /// exec gate's rules and token map, when the session has one.
     pub(super) fn start(
         self,
         listener: OwnedFd,
         log: Log,
         context: Context,
+        exec: Option<ExecGate>,
     ) -> std::io::Result<Gate> {
-        Gate::start(listener, self.client, self.rules, log, context)
+        Gate::start(listener, self.client, self.rules, log, context, exec)
     }
 }
 
@@ -103,6 +107,7 @@ pub(super) fn prepare(
     own: [&Path; 2],
     (uid, gid): (libc::uid_t, libc::gid_t),
     protected: crate::sandbox::protect::Tree,
+    exec: bool,
 ) -> Result<(GateChild, Pending), super::SessionError> {
     use crate::error::AtPath as _;
     let io = |e: i32| std::io::Error::from_raw_os_error(e);
@@ -128,7 +133,7 @@ pub(super) fn prepare(
             own: own.iter().filter_map(|p| c(real(p))).collect(),
             filter: seccomp::broker_program()?,
         },
-        filter: seccomp::gate_program()?,
+        filter: seccomp::gate_program(exec)?,
         ack: ack_read,
     };
     Ok((
@@ -139,6 +144,18 @@ pub(super) fn prepare(
             rules,
         },
     ))
+}
+
+/// The exec gate of a session: its rules, where its tokens go, and how
+/// its records are redacted.
+#[derive(Debug)]
+pub(super) struct ExecGate {
+    /// The `[exec]` rules.
+    pub rules: exec::Rules,
+    /// The kernel's token map.
+    pub tokens: crate::ebpf::ExecTokens,
+    /// Redacts argv and paths in records, as the trail does.
+    pub redactor: crate::audit::redact::Redactor,
 }
 
 /// The running gate; stops (and joins its thread) when dropped.
@@ -156,6 +173,7 @@ impl Gate {
         rules: Vec<(String, PathBuf)>,
         log: Log,
         context: Context,
+        exec: Option<ExecGate>,
     ) -> std::io::Result<Self> {
         let (stop_read, stop_write) =
             crate::sandbox::sys::pipe().map_err(std::io::Error::from_raw_os_error)?;
@@ -171,6 +189,7 @@ impl Gate {
             rules,
             log,
             context,
+            exec: exec.map(std::cell::RefCell::new),
         };
         let thread = std::thread::Builder::new()
             .name("gate".into())
@@ -191,6 +210,14 @@ impl Drop for Gate {
     }
 }
 
+/// What a creating call came to, when it did not fail.
+enum Created {
+    /// An open's new descriptor, to install in the caller.
+    Fd(OwnedFd),
+    /// Answered later, by another thread.
+    Later,
+}
+
 /// The gate's thread state.
 struct Deciding {
     /// A directory descriptor sent for absolute paths, which the broker
@@ -201,6 +228,8 @@ struct Deciding {
     rules: Vec<(String, PathBuf)>,
     log: Log,
     context: Context,
+    /// The exec gate (its token map needs `&mut`).
+    exec: Option<std::cell::RefCell<ExecGate>>,
 }
 
 /// A held call, by what it is.
@@ -304,9 +333,15 @@ impl Deciding {
                 }
             };
             // ENOENT: the caller died meanwhile.
+            if let Some(call) = exec::ExecCall::of(&n) {
+                let response = self.exec(&n, call);
+                let _ = self.listener.respond(n.id, response);
+                continue;
+            }
             if let Some(call) = names::Creating::of(&n) {
                 match self.create(&n, call) {
-                    Ok(fd) => {
+                    Ok(Created::Later) => {}
+                    Ok(Created::Fd(fd)) => {
                         // Installing can fail (the caller's descriptor
                         // table full): the open fails with that error.
                         if let Err(e) = self.listener.respond_fd(n.id, fd.as_fd(), call.cloexec())
@@ -453,9 +488,84 @@ impl Deciding {
         }
     }
 
+    /// An exec: decided on a copy of its path, argv and environment, and
+    /// bound to them by a token the kernel checks (see [`exec`]).
+    fn exec(&self, n: &Notification, call: exec::ExecCall) -> Response {
+        let Some(gate) = &self.exec else {
+            return Response::Error(libc::ENOSYS);
+        };
+        let copied = match exec::copy(n.pid, call) {
+            Ok(c) => c,
+            Err(e) => return Response::Error(e),
+        };
+        if !self.listener.valid(n.id) {
+            return Response::Error(libc::EPERM);
+        }
+        let dir = copied.dir.as_ref().map_or(self.root.as_fd(), AsFd::as_fd);
+        let program = match exec::resolve(&self.client, &copied.path, dir, copied.flags) {
+            Ok(p) => p,
+            Err(e) => return Response::Error(e),
+        };
+        let args: Vec<String> = copied
+            .argv
+            .iter()
+            .skip(1)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let called = Path::new(OsStr::from_bytes(&copied.path));
+        let mut names = vec![program.path.as_path()];
+        if exec::root_owned_way(n.pid, called) {
+            names.push(called);
+        }
+        let mut gate = gate.borrow_mut();
+        let (rule, reason) = match gate.rules.verdict(&names, &args) {
+            exec::Verdict::Allow(rule) => match exec::token(&self.client, &copied, &program) {
+                Ok(token) => match gate.tokens.insert(n.pid, &token) {
+                    Ok(()) => return Response::Continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot write an exec token; the exec is refused");
+                        (rule, "the exec gate could not record its decision in the kernel".to_owned())
+                    }
+                },
+                Err(e) => (
+                    rule,
+                    format!(
+                        "the exec cannot be bound to what was checked ({}): argv is limited to {} bytes and the environment to {} bytes for gated programs, and a #! interpreter may not be a script",
+                        nix::errno::Errno::from_raw(e),
+                        agentd_common::TOKEN_ARGV_LEN,
+                        agentd_common::TOKEN_ENV_LEN
+                    ),
+                ),
+            },
+            exec::Verdict::Ask(rule) => (
+                rule,
+                "needs a person's approval, and approvals are not available yet: refused".to_owned(),
+            ),
+            exec::Verdict::Deny => (
+                "exec.allow".to_owned(),
+                "no [exec] allow entry matches this program with these arguments".to_owned(),
+            ),
+        };
+        let argv: Vec<serde_json::Value> = copied
+            .argv
+            .iter()
+            .map(|a| serde_json::Value::String(gate.redactor.scrub(&String::from_utf8_lossy(a))))
+            .collect();
+        let ev = Event::now(&self.context, "deny")
+            .with("what", "exec")
+            .with("pid", n.pid)
+            .with("path", gate.redactor.scrub(&program.path.to_string_lossy()))
+            .with("argv", serde_json::Value::Array(argv))
+            .with("rule", rule)
+            .with("reason", reason);
+        self.append(ev);
+        Response::Error(libc::EACCES)
+    }
+
     /// A creating call: the broker performs it on a copy of the paths,
     /// refusing protected names. An open's new descriptor, or the answer.
-    fn create(&self, n: &Notification, call: names::Creating) -> Result<OwnedFd, Response> {
+    fn create(&self, n: &Notification, call: names::Creating) -> Result<Created, Response> {
         let copied = names::copy(n.pid, call).map_err(Response::Error)?;
         // What was read belongs to the caller only if it still waits.
         if !self.listener.valid(n.id) {
@@ -494,12 +604,53 @@ impl Deciding {
                 );
             self.append(ev);
         }
+        if let (broker::FIFO_WAIT, Some(fifo)) = (reply.outcome, &fd) {
+            self.wait_for_reader(n, call, fifo)?;
+            return Ok(Created::Later);
+        }
         match (reply.ret, fd) {
             (r, _) if r < 0 => Err(Response::Error(i32::try_from(-r).unwrap_or(libc::EIO))),
-            (_, Some(fd)) => Ok(fd),
+            (_, Some(fd)) => Ok(Created::Fd(fd)),
             (_, None) if call.op == broker::OP_OPEN => Err(Response::Error(libc::EIO)),
             (r, None) => Err(Response::Value(r)),
         }
+    }
+
+    /// Opens a FIFO that has no reader yet on a thread of its own, which
+    /// blocks as the agent's open would and then answers it; the gate
+    /// goes on serving. The broker checked the name and its permissions
+    /// (ENXIO comes after them); reopening the checked inode creates
+    /// nothing.
+    fn wait_for_reader(
+        &self,
+        n: &Notification,
+        call: names::Creating,
+        fifo: &OwnedFd,
+    ) -> Result<(), Response> {
+        let listener = self.listener.try_clone().map_err(|_| Response::Error(libc::EMFILE))?;
+        let fifo = fifo.try_clone().map_err(|_| Response::Error(libc::EMFILE))?;
+        let id = n.id;
+        let flags = call.flags as libc::c_int
+            & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOFOLLOW);
+        std::thread::Builder::new()
+            .name("gate-fifo".into())
+            .spawn(move || {
+                use std::os::fd::AsRawFd as _;
+                let opened = fs::OpenOptions::new()
+                    .read(flags & libc::O_ACCMODE != libc::O_WRONLY)
+                    .write(flags & libc::O_ACCMODE != libc::O_RDONLY)
+                    .custom_flags(flags & !libc::O_ACCMODE)
+                    .open(format!("/proc/self/fd/{}", fifo.as_raw_fd()));
+                let answered = match opened {
+                    Ok(f) => listener.respond_fd(id, OwnedFd::from(f).as_fd(), call.cloexec()),
+                    Err(e) => listener
+                        .respond(id, Response::Error(e.raw_os_error().unwrap_or(libc::EIO)))
+                        .map(|()| 0),
+                };
+                let _ = answered;
+            })
+            .map(drop)
+            .map_err(|_| Response::Error(libc::EAGAIN))
     }
 
     fn record(&self, n: &Notification, call: Call, reply: &Reply, address: &[u8]) {

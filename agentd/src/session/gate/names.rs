@@ -198,7 +198,7 @@ fn callers_own(path: &[u8], tid: u32) -> Vec<u8> {
 
 /// The directory descriptor `fd` of thread `tid` (its working directory
 /// for `AT_FDCWD`).
-fn directory(tid: u32, fd: i64) -> Result<OwnedFd, i32> {
+pub(super) fn directory(tid: u32, fd: i64) -> Result<OwnedFd, i32> {
     if fd == i64::from(libc::AT_FDCWD) {
         return fs::OpenOptions::new()
             .read(true)

@@ -1,0 +1,427 @@
+//! The exec gate: `[exec]` argument rules and `ask` entries, decided on
+//! each `execve`/`execveat` of a session whose policy has them.
+//!
+//! Why it holds: the supervisor reads the path, argv and environment once,
+//! has the broker resolve the path as the agent would (same mounts, uid,
+//! Landlock domain), matches the rules on the file's real path and that
+//! argv, and writes a one-shot token (the file that will run, and the exact
+//! argv and environment bytes) keyed by the calling thread before letting
+//! the call continue. The kernel then re-reads everything from the agent's
+//! memory, which another thread may have changed meanwhile; but
+//! `sched_process_exec` (`agentd-ebpf/src/process.rs`) compares the token
+//! with what the new program really got (its file, and the argv and
+//! environment in its new memory, which no other thread can touch any
+//! more) and kills it before its first instruction on any difference. A
+//! thread that execs without a token (the token was used, or never
+//! written) is killed the same way. The environment is bound because
+//! `GIT_CONFIG_*`, `GIT_SSH_COMMAND` or `LD_PRELOAD` change what an
+//! allowed command does while its argv stays the same.
+//!
+//! For a `#!` script the kernel runs the interpreter: the token names the
+//! interpreter's file and the argv the kernel builds (`interpreter [arg]
+//! path argv[1..]`); the rules still match the script's path. A script's
+//! content is not bound (it is read later, by the interpreter).
+use std::{
+    ffi::OsStr,
+    fs,
+    io::Read as _,
+    os::{
+        fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
+        unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+    },
+    path::{Path, PathBuf},
+};
+
+use agentd_common::{ExecToken, TOKEN_ARGV_LEN, TOKEN_ENV_LEN};
+
+use crate::{
+    policy::{ExecPattern, Placeholders},
+    sandbox::{
+        broker::{self, Client},
+        notify::{self, Notification},
+    },
+};
+
+/// Most argv or environment entries copied from a gated exec.
+const MAX_STRINGS: usize = 4096;
+/// Longest path.
+const PATH_MAX: usize = 4096;
+
+/// The rules of a session with an exec gate.
+#[derive(Debug)]
+pub(crate) struct Rules {
+    /// `[exec] allow`.
+    pub allow: Vec<ExecPattern>,
+    /// `[exec] ask`: refused until approvals exist, and before `allow`.
+    pub ask: Vec<ExecPattern>,
+    /// The session's placeholders, for `{workspace}/…` patterns.
+    pub placeholders: Placeholders,
+}
+
+/// What the rules say about one exec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Allowed by this `allow` entry.
+    Allow(String),
+    /// Matches this `ask` entry: a person must decide.
+    Ask(String),
+    /// No entry matches.
+    Deny,
+}
+
+impl Rules {
+    /// The verdict for a program known by `names` (its real path, and the
+    /// absolute path it was called by: `/bin/sh` for `/usr/bin/dash`) run
+    /// with `args` (argv[1..]). `ask` comes first: `allow =
+    /// ["/usr/bin/git"]` with `ask = ["/usr/bin/git push*"]` asks for a
+    /// push. Which file runs is bound by inode either way (the token, and
+    /// Landlock's execute right on the files `allow` named at start).
+    pub(crate) fn verdict(&self, names: &[&Path], args: &[&str]) -> Verdict {
+        let p = &self.placeholders;
+        let matches = |r: &&ExecPattern| names.iter().any(|n| r.matches(p, n, args));
+        if let Some(r) = self.ask.iter().find(matches) {
+            return Verdict::Ask(r.to_string());
+        }
+        match self.allow.iter().find(matches) {
+            Some(r) => Verdict::Allow(r.to_string()),
+            None => Verdict::Deny,
+        }
+    }
+}
+
+/// Whether every step of the absolute path `called` (each directory and
+/// the name itself, symlinks not followed) belongs to root in thread
+/// `tid`'s view: then the name it was called by (`/bin/sh`) was not
+/// planted by the agent, and rules may match it as well as the real path
+/// (`/usr/bin/dash`). A name under a writable directory counts only by
+/// its real path.
+pub(super) fn root_owned_way(tid: u32, called: &Path) -> bool {
+    if !called.is_absolute() {
+        return false;
+    }
+    let root = PathBuf::from(format!("/proc/{tid}/root"));
+    let mut at = root.clone();
+    for part in called.components().skip(1) {
+        match part {
+            std::path::Component::Normal(p) => at.push(p),
+            _ => return false,
+        }
+        // Root's, and (but for a symlink, whose mode means nothing)
+        // writable by no one else.
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.uid() == 0 && (m.file_type().is_symlink() || m.mode() & 0o022 == 0) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A held `execve` or `execveat`, decoded from its registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ExecCall {
+    dirfd: i64,
+    path: u64,
+    argv: u64,
+    envp: u64,
+    flags: u64,
+}
+
+impl ExecCall {
+    /// The call, if `n` is an exec.
+    pub(super) fn of(n: &Notification) -> Option<Self> {
+        let a = n.args;
+        match n.nr {
+            libc::SYS_execve => Some(Self {
+                dirfd: i64::from(libc::AT_FDCWD),
+                path: a[0],
+                argv: a[1],
+                envp: a[2],
+                flags: 0,
+            }),
+            libc::SYS_execveat => Some(Self {
+                dirfd: i64::from(a[0] as i32),
+                path: a[1],
+                argv: a[2],
+                envp: a[3],
+                flags: a[4],
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What was copied from the caller, once.
+#[derive(Debug)]
+pub(super) struct Copied {
+    /// The path as given.
+    pub path: Vec<u8>,
+    /// argv, each without its NUL.
+    pub argv: Vec<Vec<u8>>,
+    /// The environment, as the kernel lays it out (NUL-terminated strings).
+    pub env: Vec<u8>,
+    /// The directory the path is relative to (`None`: absolute).
+    pub dir: Option<OwnedFd>,
+    /// The caller's working directory (a `#!` interpreter is looked up
+    /// from there).
+    pub cwd: OwnedFd,
+    /// `execveat` flags.
+    pub flags: u64,
+    /// The name the kernel gives the program (`bprm->filename`): the path,
+    /// or `/dev/fd/N[/path]` for a descriptor.
+    pub filename: Vec<u8>,
+}
+
+/// Copies the call's path, argv and environment from thread `tid`.
+pub(super) fn copy(tid: u32, call: ExecCall) -> Result<Copied, i32> {
+    let path = notify::read_string(tid, call.path, PATH_MAX)?;
+    let argv = read_strings(tid, call.argv)?;
+    let env = read_strings(tid, call.envp)?;
+    let env: Vec<u8> = env
+        .iter()
+        .flat_map(|e| e.iter().copied().chain([0]))
+        .collect();
+    if env.len() > TOKEN_ENV_LEN {
+        return Err(libc::E2BIG);
+    }
+    let cwd = super::names::directory(tid, i64::from(libc::AT_FDCWD))?;
+    let empty = call.flags & libc::AT_EMPTY_PATH as u64 != 0 && path.is_empty();
+    let dir = if path.starts_with(b"/") {
+        None
+    } else {
+        Some(super::names::directory(tid, call.dirfd)?)
+    };
+    let filename = if call.dirfd == i64::from(libc::AT_FDCWD) || path.starts_with(b"/") {
+        path.clone()
+    } else if empty {
+        format!("/dev/fd/{}", call.dirfd).into_bytes()
+    } else {
+        let mut f = format!("/dev/fd/{}/", call.dirfd).into_bytes();
+        f.extend_from_slice(&path);
+        f
+    };
+    Ok(Copied {
+        path,
+        argv,
+        env,
+        dir,
+        cwd,
+        flags: call.flags,
+        filename,
+    })
+}
+
+/// The NULL-terminated array of strings at `addr` (NULL: none).
+fn read_strings(tid: u32, addr: u64) -> Result<Vec<Vec<u8>>, i32> {
+    let mut out = Vec::new();
+    if addr == 0 {
+        return Ok(out);
+    }
+    let mut total = 0usize;
+    for i in 0..=MAX_STRINGS {
+        if i == MAX_STRINGS {
+            return Err(libc::E2BIG);
+        }
+        let mut ptr = [0u8; 8];
+        if notify::read_memory(tid, addr + 8 * i as u64, &mut ptr)? != 8 {
+            return Err(libc::EFAULT);
+        }
+        let p = u64::from_ne_bytes(ptr);
+        if p == 0 {
+            break;
+        }
+        let s = notify::read_string(tid, p, TOKEN_ENV_LEN)?;
+        total += s.len() + 1;
+        if total > TOKEN_ENV_LEN {
+            return Err(libc::E2BIG);
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// A program resolved by the broker: its descriptor (`O_PATH`) and its
+/// real path as the session sees it.
+pub(super) struct Resolved {
+    fd: OwnedFd,
+    /// The real path.
+    pub path: PathBuf,
+}
+
+impl Resolved {
+    /// (device as the kernel encodes it, inode).
+    fn identity(&self) -> Result<(u64, u64), i32> {
+        let meta = fs::File::from(self.fd.try_clone().map_err(|_| libc::EMFILE)?)
+            .metadata()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EACCES))?;
+        if !meta.is_file() {
+            return Err(libc::EACCES);
+        }
+        let dev = meta.dev();
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        Ok(((u64::from(major) << 20) | u64::from(minor), meta.ino()))
+    }
+
+    /// The first bytes of the file (read by the supervisor through its
+    /// descriptor).
+    fn head(&self) -> Vec<u8> {
+        let mut head = Vec::new();
+        if let Ok(f) = fs::File::open(format!("/proc/self/fd/{}", self.fd.as_raw_fd())) {
+            let _ = f.take(256).read_to_end(&mut head);
+        }
+        head
+    }
+}
+
+/// Has the broker open `path` (relative to `dir`) `O_PATH` as the agent
+/// would for exec.
+pub(super) fn resolve(
+    client: &Client,
+    path: &[u8],
+    dir: BorrowedFd<'_>,
+    flags: u64,
+) -> Result<Resolved, i32> {
+    let mut data = path.to_vec();
+    data.push(0);
+    let req = broker::Request::new(broker::OP_RESOLVE, flags as u32, &[], data.len());
+    let (reply, fd) = client
+        .call(&req, &data, dir, dir)
+        .map_err(|e| if e.kind() == std::io::ErrorKind::TimedOut { libc::ETIMEDOUT } else { libc::EACCES })?;
+    if reply.ret < 0 {
+        return Err(i32::try_from(-reply.ret).unwrap_or(libc::EACCES));
+    }
+    let fd = fd.ok_or(libc::EACCES)?;
+    Ok(Resolved {
+        fd,
+        path: PathBuf::from(OsStr::from_bytes(reply.path().as_bytes())),
+    })
+}
+
+/// A `#!` line: (interpreter, optional argument), as the kernel splits it.
+pub(super) fn shebang(head: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let rest = head.strip_prefix(b"#!")?;
+    let line = rest.split(|b| *b == b'\n').next()?;
+    let line = line.trim_ascii();
+    if line.is_empty() {
+        return None;
+    }
+    let (interp, arg) = match line.iter().position(|b| *b == b' ' || *b == b'\t') {
+        Some(i) => (&line[..i], Some(line[i..].trim_ascii())),
+        None => (line, None),
+    };
+    Some((
+        interp.to_vec(),
+        arg.filter(|a| !a.is_empty()).map(<[u8]>::to_vec),
+    ))
+}
+
+/// The token for an exec the rules allowed: the file that will run (the
+/// interpreter, for a script) and the argv and environment the new program
+/// gets. E2BIG when the argv is longer than a token holds.
+pub(super) fn token(
+    client: &Client,
+    copied: &Copied,
+    program: &Resolved,
+) -> Result<Box<ExecToken>, i32> {
+    let (identity, argv): ((u64, u64), Vec<Vec<u8>>) = match shebang(&program.head()) {
+        Some((interp, arg)) => {
+            let resolved = resolve(client, &interp, copied.cwd.as_fd(), 0)?;
+            if shebang(&resolved.head()).is_some() {
+                // The kernel would go on to the interpreter's interpreter;
+                // one level is what a token binds.
+                return Err(libc::ENOEXEC);
+            }
+            let mut argv = vec![interp];
+            argv.extend(arg);
+            argv.push(copied.filename.clone());
+            argv.extend(copied.argv.iter().skip(1).cloned());
+            (resolved.identity()?, argv)
+        }
+        None => (program.identity()?, copied.argv.clone()),
+    };
+    let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+    build(identity, &argv, &copied.env)
+}
+
+fn build((dev, ino): (u64, u64), argv: &[&[u8]], env: &[u8]) -> Result<Box<ExecToken>, i32> {
+    // An empty argv gets "" from the kernel.
+    let argv: Vec<u8> = if argv.is_empty() {
+        vec![0]
+    } else {
+        argv.iter().flat_map(|a| a.iter().copied().chain([0])).collect()
+    };
+    if argv.len() > TOKEN_ARGV_LEN || env.len() > TOKEN_ENV_LEN {
+        return Err(libc::E2BIG);
+    }
+    let mut t = Box::new(ExecToken {
+        dev,
+        ino,
+        argv_len: u32::try_from(argv.len()).map_err(|_| libc::E2BIG)?,
+        env_len: u32::try_from(env.len()).map_err(|_| libc::E2BIG)?,
+        argv: [0; TOKEN_ARGV_LEN],
+        env: [0; TOKEN_ENV_LEN],
+    });
+    t.argv[..argv.len()].copy_from_slice(&argv);
+    t.env[..env.len()].copy_from_slice(env);
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(allow: &[&str], ask: &[&str]) -> Rules {
+        let parse = |v: &[&str]| v.iter().map(|s| ExecPattern::parse(s).unwrap()).collect();
+        Rules {
+            allow: parse(allow),
+            ask: parse(ask),
+            placeholders: Placeholders {
+                workspace: PathBuf::from("/work/repo"),
+                tmp: PathBuf::from("/tmp/s1"),
+                home: PathBuf::from("/home/s1"),
+            },
+        }
+    }
+
+    #[test]
+    fn argument_rules_decide_and_ask_comes_first() {
+        let git = &[Path::new("/usr/bin/git")][..];
+        let r = rules(&["/usr/bin/git status*", "/usr/bin/ls"], &[]);
+        assert_eq!(
+            r.verdict(git, &["status", "--short"]),
+            Verdict::Allow("/usr/bin/git status*".into())
+        );
+        assert_eq!(r.verdict(git, &["push", "origin"]), Verdict::Deny);
+        assert_eq!(r.verdict(git, &[]), Verdict::Deny);
+        let r = rules(&["/usr/bin/git"], &["/usr/bin/git push*"]);
+        assert_eq!(
+            r.verdict(git, &["push", "origin", "main"]),
+            Verdict::Ask("/usr/bin/git push*".into())
+        );
+        assert_eq!(r.verdict(git, &["log"]), Verdict::Allow("/usr/bin/git".into()));
+    }
+
+    #[test]
+    fn shebang_lines_split_as_the_kernel_does() {
+        assert_eq!(
+            shebang(b"#!/bin/sh\necho"),
+            Some((b"/bin/sh".to_vec(), None))
+        );
+        assert_eq!(
+            shebang(b"#! /usr/bin/env  python3 -u\n"),
+            Some((b"/usr/bin/env".to_vec(), Some(b"python3 -u".to_vec())))
+        );
+        assert_eq!(shebang(b"\x7fELF"), None);
+        assert_eq!(shebang(b"#!\n"), None);
+    }
+
+    #[test]
+    fn tokens_hold_argv_as_the_kernel_lays_it_out() {
+        let t = build((1 << 20 | 3, 42), &[b"git", b"status"], b"A=1\0").unwrap();
+        assert_eq!(&t.argv[..t.argv_len as usize], b"git\0status\0");
+        assert_eq!(&t.env[..t.env_len as usize], b"A=1\0");
+        let t = build((0, 0), &[], b"").unwrap();
+        assert_eq!(&t.argv[..t.argv_len as usize], b"\0");
+        let long = vec![b'a'; TOKEN_ARGV_LEN];
+        assert_eq!(build((0, 0), &[&long], b"").err(), Some(libc::E2BIG));
+    }
+}
