@@ -63,7 +63,8 @@ fn same_file(token: &ExecToken, bprm: u64) -> bool {
         return false;
     };
     let ino = read_at::<u64>(inode, Offset::InodeIno);
-    let dev = read_at::<u64>(inode, Offset::InodeSb).and_then(|sb| read_at::<u32>(sb, Offset::SuperBlockDev));
+    let dev = read_at::<u64>(inode, Offset::InodeSb)
+        .and_then(|sb| read_at::<u32>(sb, Offset::SuperBlockDev));
     ino == Some(token.ino) && dev.map(u64::from) == Some(token.dev)
 }
 
@@ -129,7 +130,6 @@ struct Compare {
     a: *const u8,
     b: *const u8,
     len: u64,
-    differs: u64,
 }
 
 /// Whether the first `len` (<= N) bytes of `a` and `b` are equal.
@@ -142,9 +142,11 @@ fn same_bytes<const N: usize>(a: &[u8; N], b: &[u8; N], len: usize) -> bool {
         a: a.as_ptr(),
         b: b.as_ptr(),
         len: len as u64,
-        differs: 0,
     };
-    let words = len.div_ceil(8) as u32;
+    // One more round than there are words, which compares nothing: the
+    // loop runs to its end only if no word differed (the count `bpf_loop`
+    // returns says so; nothing is read back from `c`).
+    let words = len.div_ceil(8) as u32 + 1;
     let callback: extern "C" fn(u64, *mut core::ffi::c_void) -> i64 = compare_word::<N>;
     // SAFETY: `c` lives on this stack for the whole loop; the callback
     // reads at most N bytes from each array.
@@ -156,14 +158,17 @@ fn same_bytes<const N: usize>(a: &[u8; N], b: &[u8; N], len: usize) -> bool {
             0,
         )
     };
-    r == i64::from(words) && c.differs == 0
+    r == i64::from(words)
 }
 
 /// Compares word `i` of a [`Compare`] (bytes past its length masked off);
 /// stops the loop at the first difference.
 extern "C" fn compare_word<const N: usize>(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `ctx` is the caller's `Compare`, alive during the loop.
-    let c = unsafe { &mut *ctx.cast::<Compare>() };
+    let c = unsafe { &*ctx.cast::<Compare>() };
+    if i.saturating_mul(8) >= c.len {
+        return 0;
+    }
     // N is a power of two: the offset stays inside both arrays.
     let off = ((i as usize) & (N / 8 - 1)) * 8;
     // SAFETY: off + 8 <= N; the arrays start 8-aligned in their map values
@@ -180,11 +185,7 @@ extern "C" fn compare_word<const N: usize>(i: u64, ctx: *mut core::ffi::c_void) 
     } else {
         (1u64 << (rest * 8)) - 1
     };
-    if (x ^ y) & mask != 0 {
-        c.differs = 1;
-        return 1;
-    }
-    0
+    i64::from((x ^ y) & mask != 0)
 }
 
 /// Emits an `ExecDenied` event (`errno` 0: killed at exec); `fill_path`
@@ -220,8 +221,7 @@ pub fn tp_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     // The thread that called execve, by its id before the exec (the new
     // program may have taken its leader's).
     let old_tid = ctx_u64(&ctx, 1) as u32;
-    let refused = if session.flags & SESSION_EXEC_ALLOWLIST != 0
-        && executes_anonymous_memory(bprm)
+    let refused = if session.flags & SESSION_EXEC_ALLOWLIST != 0 && executes_anonymous_memory(bprm)
     {
         Some(0)
     } else if session.flags & SESSION_EXEC_GATE != 0 && !exec_matches_token(old_tid, task, bprm) {

@@ -202,9 +202,15 @@ fn argument_rules_decide_which_commands_run() {
         "\"/usr/bin/id -g*\"",
     );
     let run = sb.run(&BINS, &["/usr/bin/echo", "safe", "words"]);
-    assert_eq!((run.status, run.stdout.as_str()), (0, "safe words\n"), "{}", run.stderr);
     assert_eq!(
-        sb.probe(&BINS, &["exec", "/usr/bin/echo", "evil"]).verdict(),
+        (run.status, run.stdout.as_str()),
+        (0, "safe words\n"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        sb.probe(&BINS, &["exec", "/usr/bin/echo", "evil"])
+            .verdict(),
         eacces()
     );
     let refused = sb.probe(&BINS, &["exec", "/usr/bin/echo", "evil"]);
@@ -264,7 +270,8 @@ fn a_thread_rewriting_argv_or_the_path_during_exec_never_runs_a_refused_command(
 #[test]
 fn the_environment_is_bound_to_the_checked_exec() {
     require_sessions!();
-    let sb = gated("\"/usr/bin/env\"", "");
+    // An argument rule puts the session behind the gate.
+    let sb = gated("\"/usr/bin/env\", \"/usr/bin/echo safe*\"", "");
     let run = sb.probe(&BINS, &["exec-race", "300", "env"]);
     assert_eq!(run.verdict(), Ok(()), "{}", run.stderr);
     let counts = run

@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use agentd_common::PortRules;
 use aya::{maps::MapError, programs::ProgramError};
 pub use btf::{Btf, BtfError};
-pub use registry::ExecTokens;
 use ipnet::IpNet;
+pub use registry::ExecTokens;
 
 pub use self::load::{kernel_offsets, pin_dir, verify};
 use crate::error::PathError;

@@ -616,7 +616,11 @@ fn argument_patterns_are_accepted_and_asks_warn_that_they_are_refused() {
         "ask = [\"/usr/bin/git-upload-pack\"]",
         "ask = [\"/usr/bin/git push*\"]",
     ));
-    assert!(messages(&c, Severity::Error).is_empty(), "{:?}", messages(&c, Severity::Error));
+    assert!(
+        messages(&c, Severity::Error).is_empty(),
+        "{:?}",
+        messages(&c, Severity::Error)
+    );
     let warnings = messages(&c, Severity::Warning);
     assert!(
         warnings

@@ -586,32 +586,34 @@ fn supervise(
     let start = Instant::now();
     // The exec gate binds its decisions in the kernel: without the
     // programs, argument rules and asks cannot be enforced at all.
-    let exec_gate = match &plan.exec_gate {
-        None => None,
-        Some((allow, ask)) => {
-            let kernel = ready.cgroups.enforcement.kernel.as_ref().ok_or_else(|| {
-                SessionError::Host {
-                    feature: crate::host::Feature::Ebpf.name(),
-                    detail: "[exec] argument rules and ask entries need agentd's eBPF programs \
+    let exec_gate =
+        match &plan.exec_gate {
+            None => None,
+            Some((allow, ask)) => {
+                let kernel = ready.cgroups.enforcement.kernel.as_ref().ok_or_else(|| {
+                    SessionError::Host {
+                        feature: crate::host::Feature::Ebpf.name(),
+                        detail:
+                            "[exec] argument rules and ask entries need agentd's eBPF programs \
                              (the exec gate binds each decision in sched_process_exec)"
-                        .to_owned(),
-                }
-            })?;
-            let tokens = kernel.0.exec_tokens().map_err(|e| SessionError::Host {
-                feature: crate::host::Feature::Ebpf.name(),
-                detail: e.to_string(),
-            })?;
-            Some(gate::ExecGate {
-                rules: gate::exec::Rules {
-                    allow: allow.clone(),
-                    ask: ask.clone(),
-                    placeholders: plan.placeholders.clone(),
-                },
-                tokens,
-                redactor: ready.trail.redactor.clone(),
-            })
-        }
-    };
+                                .to_owned(),
+                    }
+                })?;
+                let tokens = kernel.0.exec_tokens().map_err(|e| SessionError::Host {
+                    feature: crate::host::Feature::Ebpf.name(),
+                    detail: e.to_string(),
+                })?;
+                Some(gate::ExecGate {
+                    rules: gate::exec::Rules {
+                        allow: allow.clone(),
+                        ask: ask.clone(),
+                        placeholders: plan.placeholders.clone(),
+                    },
+                    tokens,
+                    redactor: ready.trail.redactor.clone(),
+                })
+            }
+        };
     let (ack, gate) = gate.split();
     // The gate serves before the child goes on: its exec may be held.
     let mut gate_error = None;
@@ -625,14 +627,17 @@ fn supervise(
         .map_err(|e| gate_error = Some(e))
         .ok()
     };
-    let spawned = child.spawn(&report_read, Some(ack), serve).map_err(|e| match gate_error.take() {
-        Some(io) => SessionError::from(PathError::new(
-            "start the gate for",
-            Path::new("the agent"),
-            io,
-        )),
-        None => stages::spawn_error(e, &ready.env.program, cgroups.v2.path()),
-    })?;
+    let spawned =
+        child
+            .spawn(&report_read, Some(ack), serve)
+            .map_err(|e| match gate_error.take() {
+                Some(io) => SessionError::from(PathError::new(
+                    "start the gate for",
+                    Path::new("the agent"),
+                    io,
+                )),
+                None => stages::spawn_error(e, &ready.env.program, cgroups.v2.path()),
+            })?;
     let pid = spawned.pid;
     agent_pid.store(pid, Ordering::SeqCst);
     // Without its listener the agent's held calls would wait forever: the

@@ -66,7 +66,10 @@ pub struct SessionPlan {
     pub repositories: protect::Repositories,
     /// `[exec]` entries the exec gate decides on (argument rules or `ask`
     /// entries present): (allow, ask).
-    pub exec_gate: Option<(Vec<crate::policy::ExecPattern>, Vec<crate::policy::ExecPattern>)>,
+    pub exec_gate: Option<(
+        Vec<crate::policy::ExecPattern>,
+        Vec<crate::policy::ExecPattern>,
+    )>,
     /// (rule text, absolute glob) of `[exec] allow`, for attribution.
     pub exec_rules: Vec<(String, String)>,
     /// Whether `[exec]` restricts what runs.
@@ -300,7 +303,10 @@ pub fn network_plan(policy: &Policy) -> NetworkPlan {
 /// in an `[exec]` table, every exec of the session is held and decided.
 fn exec_gate(
     policy: &Policy,
-) -> Option<(Vec<crate::policy::ExecPattern>, Vec<crate::policy::ExecPattern>)> {
+) -> Option<(
+    Vec<crate::policy::ExecPattern>,
+    Vec<crate::policy::ExecPattern>,
+)> {
     let e = &policy.exec;
     let gated = e.enforced && (!e.ask.is_empty() || e.allow.iter().any(|p| p.has_args()));
     gated.then(|| (e.allow.clone(), e.ask.clone()))

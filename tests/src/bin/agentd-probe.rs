@@ -193,12 +193,27 @@ fn exec_race(n: &str, what: &str) -> ExitCode {
             let echo = c"/usr/bin/echo".as_ptr();
             let envp_safe = c"V=safe".as_ptr();
             let flipped = ptr as *const libc::c_char;
-            let (path, argv, envp): (*const libc::c_char, [*const libc::c_char; 3], [*const libc::c_char; 2]) =
-                match what {
-                    "argv" => (echo, [echo, flipped, std::ptr::null()], [envp_safe, std::ptr::null()]),
-                    "path" => (flipped, [echo, c"evil".as_ptr(), std::ptr::null()], [envp_safe, std::ptr::null()]),
-                    _ => (c"/usr/bin/env".as_ptr(), [c"/usr/bin/env".as_ptr(), std::ptr::null(), std::ptr::null()], [flipped, std::ptr::null()]),
-                };
+            let (path, argv, envp): (
+                *const libc::c_char,
+                [*const libc::c_char; 3],
+                [*const libc::c_char; 2],
+            ) = match what {
+                "argv" => (
+                    echo,
+                    [echo, flipped, std::ptr::null()],
+                    [envp_safe, std::ptr::null()],
+                ),
+                "path" => (
+                    flipped,
+                    [echo, c"evil".as_ptr(), std::ptr::null()],
+                    [envp_safe, std::ptr::null()],
+                ),
+                _ => (
+                    c"/usr/bin/env".as_ptr(),
+                    [c"/usr/bin/env".as_ptr(), std::ptr::null(), std::ptr::null()],
+                    [flipped, std::ptr::null()],
+                ),
+            };
             // SAFETY: NULL-terminated arrays of NUL-terminated strings.
             unsafe { libc::execve(path, argv.as_ptr(), envp.as_ptr()) };
             // SAFETY: leaving the child.

@@ -62,7 +62,14 @@ fn exec_denied(known: &Known, header: &EventHeader, p: &ProcessEvent, path: &str
         .with("uid", p.uid)
         .with("exec_id", exec_id(header.pid, header.exec_ktime))
         .with("path", known.redactor.scrub(path))
-        .with("errno", if p.status == agentd_common::EXEC_UNBOUND { 0 } else { p.status })
+        .with(
+            "errno",
+            if p.status == agentd_common::EXEC_UNBOUND {
+                0
+            } else {
+                p.status
+            },
+        )
         .with(
             "rule",
             if known.exec_enforced {

@@ -283,9 +283,13 @@ pub(super) fn resolve(
     let mut data = path.to_vec();
     data.push(0);
     let req = broker::Request::new(broker::OP_RESOLVE, flags as u32, &[], data.len());
-    let (reply, fd) = client
-        .call(&req, &data, dir, dir)
-        .map_err(|e| if e.kind() == std::io::ErrorKind::TimedOut { libc::ETIMEDOUT } else { libc::EACCES })?;
+    let (reply, fd) = client.call(&req, &data, dir, dir).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            libc::ETIMEDOUT
+        } else {
+            libc::EACCES
+        }
+    })?;
     if reply.ret < 0 {
         return Err(i32::try_from(-reply.ret).unwrap_or(libc::EACCES));
     }
@@ -347,7 +351,9 @@ fn build((dev, ino): (u64, u64), argv: &[&[u8]], env: &[u8]) -> Result<Box<ExecT
     let argv: Vec<u8> = if argv.is_empty() {
         vec![0]
     } else {
-        argv.iter().flat_map(|a| a.iter().copied().chain([0])).collect()
+        argv.iter()
+            .flat_map(|a| a.iter().copied().chain([0]))
+            .collect()
     };
     if argv.len() > TOKEN_ARGV_LEN || env.len() > TOKEN_ENV_LEN {
         return Err(libc::E2BIG);
@@ -397,7 +403,10 @@ mod tests {
             r.verdict(git, &["push", "origin", "main"]),
             Verdict::Ask("/usr/bin/git push*".into())
         );
-        assert_eq!(r.verdict(git, &["log"]), Verdict::Allow("/usr/bin/git".into()));
+        assert_eq!(
+            r.verdict(git, &["log"]),
+            Verdict::Allow("/usr/bin/git".into())
+        );
     }
 
     #[test]

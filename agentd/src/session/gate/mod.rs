@@ -525,7 +525,10 @@ impl Deciding {
                     Ok(()) => return Response::Continue,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot write an exec token; the exec is refused");
-                        (rule, "the exec gate could not record its decision in the kernel".to_owned())
+                        (
+                            rule,
+                            "the exec gate could not record its decision in the kernel".to_owned(),
+                        )
                     }
                 },
                 Err(e) => (
@@ -540,7 +543,8 @@ impl Deciding {
             },
             exec::Verdict::Ask(rule) => (
                 rule,
-                "needs a person's approval, and approvals are not available yet: refused".to_owned(),
+                "needs a person's approval, and approvals are not available yet: refused"
+                    .to_owned(),
             ),
             exec::Verdict::Deny => (
                 "exec.allow".to_owned(),
@@ -627,8 +631,13 @@ impl Deciding {
         call: names::Creating,
         fifo: &OwnedFd,
     ) -> Result<(), Response> {
-        let listener = self.listener.try_clone().map_err(|_| Response::Error(libc::EMFILE))?;
-        let fifo = fifo.try_clone().map_err(|_| Response::Error(libc::EMFILE))?;
+        let listener = self
+            .listener
+            .try_clone()
+            .map_err(|_| Response::Error(libc::EMFILE))?;
+        let fifo = fifo
+            .try_clone()
+            .map_err(|_| Response::Error(libc::EMFILE))?;
         let id = n.id;
         let flags = call.flags as libc::c_int
             & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOFOLLOW);
