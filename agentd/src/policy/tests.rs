@@ -29,9 +29,7 @@ protect = [".github/workflows"]
 
 [exec]
 allow = ["/usr/bin/git", "/usr/bin/python3*"]
-# The spec has `/usr/bin/git push*`: argument patterns are refused until
-# the exec gate enforces them.
-ask = ["/usr/bin/git-upload-pack"]
+ask = ["/usr/bin/git push*"]
 
 [network]
 allow = ["api.example.com:443", "*.github.com:443", "10.1.2.0/24:5432", "[2001:db8::/32]:443"]
@@ -92,8 +90,8 @@ fn spec_example_parses_into_typed_values() {
     assert_eq!(p.agent.review_by, Some(date(2027, 2, 1)));
     assert_eq!(p.identity, UserSpec::Dynamic);
     assert_eq!(p.filesystem.read_write[0].base(), PathBase::Workspace);
-    assert_eq!(p.exec.ask[0].to_string(), "/usr/bin/git-upload-pack");
-    assert!(!p.exec.ask[0].has_args());
+    assert_eq!(p.exec.ask[0].to_string(), "/usr/bin/git push*");
+    assert!(p.exec.ask[0].has_args());
     assert_eq!(p.network.allow.len(), 4);
     assert_eq!(
         p.network.allow[1].host,
@@ -610,24 +608,15 @@ fn unix_entries_warn_about_host_services_and_writable_directories() {
 }
 
 #[test]
-fn argument_patterns_are_accepted_and_asks_warn_that_they_are_refused() {
-    // The exec gate enforces both; asks are refused until approvals exist.
+fn argument_patterns_and_asks_next_to_allow_are_accepted() {
+    // The exec gate enforces both: ask before allow.
     let c = parse(&full_with(
-        "ask = [\"/usr/bin/git-upload-pack\"]",
-        "ask = [\"/usr/bin/git push*\"]",
+        "allow = [\"/usr/bin/git\", \"/usr/bin/python3*\"]",
+        "allow = [\"/usr/bin/git\", \"/usr/bin/git status*\", \"/usr/bin/python3*\"]",
     ));
-    assert!(
-        messages(&c, Severity::Error).is_empty(),
-        "{:?}",
-        messages(&c, Severity::Error)
-    );
-    let warnings = messages(&c, Severity::Warning);
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("git push*: approvals are not available yet")),
-        "{warnings:?}"
-    );
+    assert_eq!(messages(&c, Severity::Error), Vec::<String>::new());
+    let p = c.policy.expect("valid");
+    assert!(p.exec.allow[1].has_args());
 }
 
 #[test]

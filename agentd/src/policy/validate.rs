@@ -531,14 +531,8 @@ fn exec(v: &mut Validator<'_>, raw: &RawPolicy, fs: &Filesystem, agent: Option<&
     }
     // Argument rules and asks are decided by the exec gate (every exec of
     // the session held and bound to what was checked); `ask` comes before
-    // `allow`, and is refused until approvals exist.
-    for (asked, span) in &ask {
-        v.warn(
-            span.clone(),
-            format!("{asked}: approvals are not available yet, so matching execs are refused"),
-            "move it to allow, or keep it to have such execs refused and recorded",
-        );
-    }
+    // `allow`, and is refused until approvals exist (`policy explain`
+    // says so).
     for (pattern, span) in allow.iter().chain(&ask) {
         let dir = literal_dir(pattern);
         let covered = fs.execute.iter().any(|root| {
