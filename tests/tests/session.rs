@@ -806,6 +806,101 @@ fn protected_symlinks_protect_their_targets() {
     );
 }
 
+/// Repositories git finds in other ways are protected too: a submodule
+/// named with a slash (`.git/modules/libs/foo`, its checkout's `.git`
+/// file two levels down), a `.git` file pointing at a git directory in the
+/// workspace (`.bare`), a `.git` symlink that could be replaced, and
+/// symlinks on the way to protected names.
+#[test]
+fn git_layouts_and_symlinks_present_at_start_are_protected() {
+    require_sessions!();
+    let sb = sandbox();
+    let ws = sb.workspace();
+    let write = |p: &str, text: &str| {
+        let path = ws.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    };
+    // A repository at the root with a submodule named libs/foo.
+    write(".git/HEAD", "ref: refs/heads/main\n");
+    write(".git/config", "[core]\n");
+    write(
+        ".gitmodules",
+        "[submodule \"libs/foo\"]\n\tpath = libs/foo\n\turl = x\n",
+    );
+    write(".git/modules/libs/foo/HEAD", "ref: refs/heads/main\n");
+    write(".git/modules/libs/foo/config", "[core]\n");
+    write("libs/foo/.git", "gitdir: ../../.git/modules/libs/foo\n");
+    // A bare-style checkout one level down, and a .git symlink.
+    write("b/.git", "gitdir: .bare\n");
+    write("b/.bare/HEAD", "ref: refs/heads/main\n");
+    write("b/.bare/config", "[core]\n");
+    write("gd/HEAD", "ref: refs/heads/main\n");
+    write("gd/config", "[core]\n");
+    fs::create_dir_all(ws.join("p")).unwrap();
+    std::os::unix::fs::symlink("../gd", ws.join("p/.git")).unwrap();
+    // Symlinks on the way to protected names.
+    write("real/zshrc", "alias x=y\n");
+    std::os::unix::fs::symlink("real", ws.join("d")).unwrap();
+    std::os::unix::fs::symlink("d/zshrc", ws.join(".zshrc")).unwrap();
+    fs::create_dir_all(ws.join("shared/vscode")).unwrap();
+    std::os::unix::fs::symlink("shared/vscode", ws.join(".vscode")).unwrap();
+    let w = |p: &str| ws.join(p).display().to_string();
+    for (action, errno) in [
+        (vec!["write", &w(".git/modules/libs/foo/config")], "EROFS"),
+        (vec!["mkdir", &w(".git/modules/libs/foo/hooks")], "EPERM"),
+        (vec!["write", &w("libs/foo/.git")], "EROFS"),
+        (vec!["write", &w("b/.bare/config")], "EROFS"),
+        (vec!["write", &w("b/.bare/commondir")], "EPERM"),
+        (vec!["write", &w("b/.git")], "EROFS"),
+        (vec!["write", &w("gd/config")], "EROFS"),
+        (vec!["write", &w(".vscode/tasks.json")], "EPERM"),
+        (vec!["write", &w("shared/vscode/tasks.json")], "EPERM"),
+        (vec!["write", &w("real/zshrc")], "EROFS"),
+    ] {
+        assert_eq!(
+            sb.probe(&BINS, &action).verdict(),
+            Err(errno.into()),
+            "{action:?}"
+        );
+    }
+    // A link removed cannot be made again (in the same session; the next
+    // one starts without it).
+    let run = sb.run(
+        &BINS,
+        &[
+            "/bin/sh",
+            "-c",
+            "rm p/.git && ln -s ../evil p/.git; rm d && mkdir d; ls -d p/.git d",
+        ],
+    );
+    assert!(
+        run.stderr.contains("p/.git") && run.stderr.contains("Operation not permitted"),
+        "{}",
+        run.stderr
+    );
+    assert!(fs::symlink_metadata(ws.join("p/.git")).is_err());
+    assert!(fs::symlink_metadata(ws.join("d")).is_err());
+    // A submodule repository made during the session, any depth.
+    let run = sb.run(
+        &BINS,
+        &["/bin/sh", "-c", "mkdir -p .git/modules/x/y && echo ok > .git/modules/x/y/HEAD && echo '[core]' > .git/modules/x/y/config"],
+    );
+    assert_ne!(run.status, 0);
+    assert!(!ws.join(".git/modules/x/y/config").exists());
+    assert!(
+        ws.join(".git/modules/x/y/HEAD").exists(),
+        "other files stay writable"
+    );
+    for (path, text) in [
+        (".git/modules/libs/foo/config", "[core]\n"),
+        ("b/.bare/config", "[core]\n"),
+        ("real/zshrc", "alias x=y\n"),
+    ] {
+        assert_eq!(fs::read_to_string(ws.join(path)).unwrap(), text, "{path}");
+    }
+}
+
 /// The broker creates files as the agent would: the agent's umask, its
 /// FIFOs, its standard streams by name, a new repository of its own.
 #[test]

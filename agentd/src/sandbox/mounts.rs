@@ -242,6 +242,48 @@ pub fn protect_binds(
         .collect()
 }
 
+/// The symlinks met resolving the absolute `path` (each where it was met),
+/// and where the path leads (its last components possibly missing).
+pub fn links_on_the_way(path: &Path) -> (Vec<PathBuf>, PathBuf) {
+    use std::path::Component;
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut at = PathBuf::from("/");
+    let mut links = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = todo.pop_front() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        let next = at.join(&part);
+        match fs::read_link(&next) {
+            Ok(text) if hops < 40 => {
+                hops += 1;
+                links.push(next);
+                if text.is_absolute() {
+                    at = PathBuf::from("/");
+                }
+                for c in text.components().rev() {
+                    match c {
+                        Component::Normal(n) => todo.push_front(n.to_os_string()),
+                        Component::ParentDir => todo.push_front("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => at = next,
+        }
+    }
+    (links, at)
+}
+
 /// Where `path` leads when it is a symlink (followed to the end, the last
 /// component possibly missing): `None` when it is not one, or loops.
 pub fn link_target(path: &Path) -> Option<PathBuf> {
@@ -264,72 +306,170 @@ pub fn link_target(path: &Path) -> Option<PathBuf> {
     None
 }
 
-/// The git metadata under `root` (in the repositories [`git_repositories`]
-/// finds) that makes the caller's git run commands or read another
-/// configuration: [`BUILTIN_PROTECT_GIT`] of each repository and of each
-/// submodule kept in `.git/modules` (nested ones too), each linked
-/// worktree's [`BUILTIN_PROTECT_WORKTREE`], and `.git` files (a worktree
-/// or submodule checkout's `gitdir:` pointer).
+/// The git metadata under `root`: [`BUILTIN_PROTECT_GIT`] of each git
+/// directory and of each submodule's repository ([`GitLayout`]), each
+/// linked worktree's [`BUILTIN_PROTECT_WORKTREE`], and `.git` files (a
+/// worktree or submodule checkout's `gitdir:` pointer).
 fn git_metadata(root: &Path) -> Vec<PathBuf> {
-    let subdirs = |dir: &Path| -> Vec<PathBuf> {
-        fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let layout = GitLayout::of(root);
+    let repo_names: Vec<&str> = BUILTIN_PROTECT_GIT
+        .iter()
+        .filter_map(|n| n.strip_prefix(".git/"))
+        .collect();
     let mut out = Vec::new();
-    for repo in git_repositories(root) {
-        let git = repo.join(".git");
-        out.extend(BUILTIN_PROTECT_GIT.iter().map(|n| repo.join(n)));
-        for worktree in subdirs(&git.join("worktrees")) {
-            out.extend(BUILTIN_PROTECT_WORKTREE.iter().map(|n| worktree.join(n)));
-        }
-        // Submodules' repositories, nested ones included (bounded depth).
-        let mut modules = subdirs(&git.join("modules"));
-        let mut depth = 0;
-        while !modules.is_empty() && depth < 8 {
-            let mut next = Vec::new();
-            for module in modules {
-                let names = BUILTIN_PROTECT_GIT
-                    .iter()
-                    .filter_map(|n| n.strip_prefix(".git/"));
-                out.extend(names.map(|n| module.join(n)));
-                next.extend(subdirs(&module.join("modules")));
-            }
-            modules = next;
-            depth += 1;
-        }
+    for dir in layout.git_dirs.iter().chain(&layout.modules) {
+        out.extend(repo_names.iter().map(|n| dir.join(n)));
     }
-    // `.git` files at the root and one level below.
-    out.extend(
-        std::iter::once(root.to_path_buf())
-            .chain(subdirs(root))
-            .map(|d| d.join(".git"))
-            .filter(|g| fs::symlink_metadata(g).is_ok_and(|m| m.is_file())),
-    );
+    for linked in &layout.linked {
+        out.extend(BUILTIN_PROTECT_WORKTREE.iter().map(|n| linked.join(n)));
+    }
+    out.extend(layout.pointers);
     out
 }
 
-/// Git repositories directly at `root` or one level below it (a workspace
-/// holding several checkouts), found by their `.git` directory.
-pub fn git_repositories(root: &Path) -> Vec<PathBuf> {
-    let mut repos = Vec::new();
-    if root.join(".git").is_dir() {
-        repos.push(root.to_path_buf());
-    }
-    if let Ok(dir) = fs::read_dir(root) {
-        for entry in dir.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) && path.join(".git").is_dir() {
-                repos.push(path);
+/// The repositories under a writable root at session start, as git finds
+/// them: working trees at the root, one level below and at the submodule
+/// paths their `.gitmodules` name; their git directories (a `.git`
+/// directory, or where a `.git` file or symlink leads); the repositories
+/// of submodules (`modules/`, at any depth, in git directories and linked
+/// worktrees); linked worktrees' metadata (`worktrees/*`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GitLayout {
+    /// Working trees: directories with a `.git` (of any type) at start.
+    pub worktrees: Vec<PathBuf>,
+    /// Their git directories.
+    pub git_dirs: Vec<PathBuf>,
+    /// Submodules' repositories.
+    pub modules: Vec<PathBuf>,
+    /// Linked worktrees' metadata directories.
+    pub linked: Vec<PathBuf>,
+    /// `.git` files.
+    pub pointers: Vec<PathBuf>,
+}
+
+/// Directories below a git directory that never hold a repository.
+pub const GIT_DATA_DIRS: &[&str] = &["objects", "refs", "logs", "lfs", "rr-cache"];
+
+impl GitLayout {
+    /// The layout under `root` (no symlink followed but `.git` ones, and
+    /// only to targets under `root`).
+    pub fn of(root: &Path) -> Self {
+        let mut layout = Self::default();
+        let mut candidates: Vec<PathBuf> = vec![root.to_path_buf()];
+        candidates.extend(subdirs(root));
+        let mut i = 0;
+        while i < candidates.len() && i < 512 {
+            let dir = candidates[i].clone();
+            i += 1;
+            let git = dir.join(".git");
+            let Ok(meta) = fs::symlink_metadata(&git) else {
+                continue;
+            };
+            let target = if meta.is_dir() {
+                Some(git.clone())
+            } else if meta.file_type().is_symlink() {
+                fs::canonicalize(&git).ok()
+            } else {
+                layout.pointers.push(git.clone());
+                gitdir_pointer(&git)
+            };
+            if layout.worktrees.contains(&dir) {
+                continue;
+            }
+            layout.worktrees.push(dir.clone());
+            // Submodule checkouts the repository names.
+            for path in submodule_paths(&dir.join(".gitmodules")) {
+                let sub = dir.join(path);
+                if sub.starts_with(root) && !candidates.contains(&sub) {
+                    candidates.push(sub);
+                }
+            }
+            let Some(target) = target.filter(|t| t.starts_with(root) && t.is_dir()) else {
+                continue;
+            };
+            // A linked worktree's or a submodule's metadata: found below.
+            let inside_a_git_dir = target.ancestors().skip(1).any(|a| {
+                a.file_name()
+                    .is_some_and(|n| n == "worktrees" || n == "modules")
+            });
+            if !inside_a_git_dir && !layout.git_dirs.contains(&target) {
+                layout.git_dirs.push(target);
             }
         }
+        for g in layout.git_dirs.clone() {
+            layout
+                .modules
+                .extend(module_repositories(&g.join("modules")));
+            for linked in subdirs(&g.join("worktrees")) {
+                layout
+                    .modules
+                    .extend(module_repositories(&linked.join("modules")));
+                layout.linked.push(linked);
+            }
+        }
+        layout
     }
-    repos
+}
+
+/// Subdirectories of `dir` (not through symlinks).
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Where a `.git` file's `gitdir:` line leads (real path).
+fn gitdir_pointer(file: &Path) -> Option<PathBuf> {
+    let text = fs::read_to_string(file).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("gitdir:"))?.trim();
+    let base = file.parent()?;
+    fs::canonicalize(base.join(line)).ok()
+}
+
+/// The `path = …` entries of a `.gitmodules` file (relative, normalised).
+fn submodule_paths(file: &Path) -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string(file) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (key, value) = l.split_once('=')?;
+            (key.trim() == "path").then(|| PathBuf::from(value.trim()))
+        })
+        .filter(|p| {
+            p.is_relative()
+                && p.components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+        })
+        .collect()
+}
+
+/// The submodule repositories under a `modules` directory, at any depth
+/// (a submodule named `libs/foo` lives in `modules/libs/foo`; nested ones
+/// in `…/modules/…`): every directory but a repository's data. Bounded.
+fn module_repositories(modules: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![(modules.to_path_buf(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        if depth > 16 || out.len() > 1024 {
+            break;
+        }
+        for sub in subdirs(&dir) {
+            let name = sub.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.as_deref().is_some_and(|n| GIT_DATA_DIRS.contains(&n)) {
+                continue;
+            }
+            // Any directory may be one (a missing HEAD only breaks it).
+            out.push(sub.clone());
+            stack.push((sub, depth + 1));
+        }
+    }
+    out
 }
 
 /// `/etc/passwd` and `/etc/group` as the host has them plus the session's

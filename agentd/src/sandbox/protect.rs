@@ -37,6 +37,13 @@ pub enum Then {
     Refuse,
     /// Allowed only as `mkdir`; the new directory gets this kind.
     Dir(u16),
+    /// Files may be made under any name; a new directory gets this kind;
+    /// a directory renamed in and a symlink are refused (they could bring
+    /// protected names along). For the inside of git directories, where
+    /// any directory may be a submodule's repository.
+    AnyDir(u16),
+    /// Allowed, with no kind (overrides an "any name" rule).
+    Free,
 }
 
 /// One name of a kind: `name` empty means any name.
@@ -105,10 +112,25 @@ impl Tree {
                     .filter(|p| !p.as_os_str().is_empty())
                     .map(Path::to_path_buf),
             );
+            let layout = mounts::GitLayout::of(root);
+            // A working tree's `.git` cannot be replaced (a symlink or a
+            // file pointing at a directory the agent prepared).
+            if layout.worktrees.iter().any(|w| w == root) {
+                paths.push(PathBuf::from(".git"));
+            }
             let kind = tree.trie(&paths);
             tree.register(root, kind);
-            for repo in mounts::git_repositories(root) {
-                tree.register_git(&repo.join(".git"), git);
+            for w in layout.worktrees.iter().filter(|w| *w != root) {
+                tree.register(w, git.worktree_root);
+            }
+            for g in &layout.git_dirs {
+                tree.register(g, git.git);
+            }
+            for m in &layout.modules {
+                tree.register(m, git.module);
+            }
+            for l in &layout.linked {
+                tree.register(l, git.worktree);
             }
         }
         tree
@@ -161,7 +183,8 @@ impl Tree {
     }
 
     /// The kinds of git metadata: (`.git`, `modules`, a submodule's
-    /// repository, `worktrees`, a linked worktree's metadata).
+    /// repository, `worktrees`, a linked worktree's metadata, a working
+    /// tree below a root).
     fn git_kinds(&mut self) -> GitKinds {
         let kinds = GitKinds {
             git: self.new_kind(),
@@ -169,6 +192,7 @@ impl Tree {
             module: self.new_kind(),
             worktrees: self.new_kind(),
             worktree: self.new_kind(),
+            worktree_root: self.new_kind(),
         };
         let refuse = |name: &str| Rule {
             name: name.as_bytes().to_vec(),
@@ -182,7 +206,7 @@ impl Tree {
             let mut rules: Vec<Rule> = names.iter().map(|n| refuse(n)).collect();
             rules.push(Rule {
                 name: b"modules".to_vec(),
-                then: Then::Dir(modules),
+                then: Then::AnyDir(modules),
             });
             rules
         };
@@ -192,15 +216,34 @@ impl Tree {
             then: Then::Dir(kinds.worktrees),
         });
         self.kinds[usize::from(kinds.git)] = git;
+        // Below `modules`, any directory may be a submodule's repository
+        // (`modules/libs/foo` for a submodule named `libs/foo`): each gets
+        // a repository's protected names, but for the directories of a
+        // repository's data, which hold none.
         self.kinds[usize::from(kinds.modules)] = vec![Rule {
             name: Vec::new(),
-            then: Then::Dir(kinds.module),
+            then: Then::AnyDir(kinds.module),
         }];
-        self.kinds[usize::from(kinds.module)] = repo(kinds.modules);
+        let mut module = repo(kinds.modules);
+        module.extend(mounts::GIT_DATA_DIRS.iter().map(|n| Rule {
+            name: n.as_bytes().to_vec(),
+            then: Then::Free,
+        }));
+        module.push(Rule {
+            name: Vec::new(),
+            then: Then::AnyDir(kinds.module),
+        });
+        self.kinds[usize::from(kinds.module)] = module;
         // New linked worktrees are the agent's own, like new repositories:
-        // only those present at start are protected.
-        self.kinds[usize::from(kinds.worktree)] =
-            BUILTIN_PROTECT_WORKTREE.iter().map(|n| refuse(n)).collect();
+        // only those present at start are protected (their submodules'
+        // repositories too).
+        let mut worktree: Vec<Rule> = BUILTIN_PROTECT_WORKTREE.iter().map(|n| refuse(n)).collect();
+        worktree.push(Rule {
+            name: b"modules".to_vec(),
+            then: Then::AnyDir(kinds.modules),
+        });
+        self.kinds[usize::from(kinds.worktree)] = worktree;
+        self.kinds[usize::from(kinds.worktree_root)] = vec![refuse(".git")];
         kinds
     }
 
@@ -218,32 +261,33 @@ impl Tree {
             ino: meta.ino(),
             kind,
         };
-        if self.dirs.contains(&entry) {
+        // The first kind a directory gets stays (a git directory found
+        // as a root's `.git` and again through a pointer).
+        if self
+            .dirs
+            .iter()
+            .any(|d| d.dev == entry.dev && d.ino == entry.ino)
+        {
             return;
         }
         self.dirs.push(entry);
         let rules = self.kinds[usize::from(kind)].clone();
         for rule in rules {
-            let Then::Dir(sub) = rule.then else { continue };
+            let (Then::Dir(sub) | Then::AnyDir(sub)) = rule.then else {
+                continue;
+            };
             if rule.name.is_empty() {
+                // Children an exact rule names are left to that rule.
                 let children = fs::read_dir(dir).into_iter().flatten().flatten();
                 for child in children {
-                    self.register(&child.path(), sub);
+                    let name = child.file_name();
+                    if self.rule(kind, name.as_bytes()) == Some(rule.then) {
+                        self.register(&child.path(), sub);
+                    }
                 }
             } else {
                 self.register(&dir.join(std::ffi::OsStr::from_bytes(&rule.name)), sub);
             }
-        }
-    }
-
-    /// Registers a repository's `.git` directory with its submodules and
-    /// linked worktrees.
-    fn register_git(&mut self, git: &Path, kinds: GitKinds) {
-        self.register(git, kinds.git);
-        let worktrees = git.join("worktrees");
-        let children = fs::read_dir(&worktrees).into_iter().flatten().flatten();
-        for child in children {
-            self.register(&child.path(), kinds.worktree);
         }
     }
 }
@@ -421,6 +465,7 @@ struct GitKinds {
     module: u16,
     worktrees: u16,
     worktree: u16,
+    worktree_root: u16,
 }
 
 #[cfg(test)]
@@ -498,8 +543,16 @@ mod tests {
         let modules = kind_of(&tree, &root.join(".git/modules")).unwrap();
         assert_eq!(
             tree.rule(modules, b"new"),
-            Some(Then::Dir(module)),
+            Some(Then::AnyDir(module)),
             "a new submodule's repository"
+        );
+        assert_eq!(tree.rule(module, b"objects"), Some(Then::Free));
+        assert_eq!(tree.rule(module, b"libs"), Some(Then::AnyDir(module)));
+        let root_kind = kind_of(&tree, &root).unwrap();
+        assert_eq!(
+            tree.rule(root_kind, b".git"),
+            Some(Then::Refuse),
+            "the root's .git"
         );
         let worktree = kind_of(&tree, &root.join(".git/worktrees/w")).unwrap();
         assert_eq!(tree.rule(worktree, b"commondir"), Some(Then::Refuse));
@@ -540,6 +593,43 @@ mod tests {
         assert_eq!(created[0].hooks, ["pre-commit"]);
         assert_eq!(created[0].commands, ["core.sshcommand"]);
         assert!(created[0].path.ends_with("/new"));
+    }
+
+    #[test]
+    fn git_directories_behind_pointers_and_nested_modules_have_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        // A bare-style layout: `.git` is a file pointing at `.bare`.
+        for d in [
+            ".bare/modules/libs/foo/objects/ab",
+            ".bare/worktrees/wt/modules/sub",
+            "proj",
+            "gd",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::write(root.join(".git"), "gitdir: .bare\n").unwrap();
+        fs::write(root.join(".bare/modules/libs/foo/HEAD"), "ref: x\n").unwrap();
+        fs::write(root.join(".bare/worktrees/wt/modules/sub/HEAD"), "ref: x\n").unwrap();
+        std::os::unix::fs::symlink("../gd", root.join("proj/.git")).unwrap();
+        let tree = Tree::build(std::slice::from_ref(&root), &[], &[]);
+        let git = kind_of(&tree, &root.join(".bare")).expect("the pointer's target");
+        assert_eq!(tree.rule(git, b"config"), Some(Then::Refuse));
+        let foo = kind_of(&tree, &root.join(".bare/modules/libs/foo")).expect("libs/foo");
+        assert_eq!(tree.rule(foo, b"config"), Some(Then::Refuse));
+        assert_eq!(
+            kind_of(&tree, &root.join(".bare/modules/libs/foo/objects")),
+            None,
+            "repository data holds no protected names"
+        );
+        let sub = kind_of(&tree, &root.join(".bare/worktrees/wt/modules/sub"));
+        assert!(sub.is_some(), "a linked worktree's submodule");
+        assert!(
+            kind_of(&tree, &root.join("gd")).is_some(),
+            "a .git symlink's target"
+        );
+        let proj = kind_of(&tree, &root.join("proj")).unwrap();
+        assert_eq!(tree.rule(proj, b".git"), Some(Then::Refuse));
     }
 
     #[test]

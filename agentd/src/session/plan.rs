@@ -145,9 +145,11 @@ fn protected(
             ProtectPath::Exact(path) => exact.push(path.resolve(ph)),
         }
     }
-    // Protected names that are symlinks at start protect their targets,
-    // existing (bound) or not (refused when created).
-    let linked: Vec<PathBuf> = writable_roots
+    // A symlink on the way to a protected name (`.bashrc -> d/bashrc`,
+    // `d -> real`, `.vscode -> shared/vscode`) protects where it leads
+    // (bound, or refused when created), and its own name cannot be made
+    // again once removed: else a new `d` would hold new content.
+    let lexical: Vec<PathBuf> = writable_roots
         .iter()
         .flat_map(|root| {
             crate::policy::BUILTIN_PROTECT
@@ -158,9 +160,20 @@ fn protected(
                 .collect::<Vec<_>>()
         })
         .chain(exact.iter().cloned())
-        .filter_map(|p| mounts::link_target(&p))
         .collect();
-    exact.extend(linked);
+    let writable = |p: &PathBuf| writable_roots.iter().any(|r| p.starts_with(r) && p != r);
+    for path in lexical {
+        let (links, target) = mounts::links_on_the_way(&path);
+        if links.is_empty() {
+            continue;
+        }
+        exact.extend(links.into_iter().filter(writable));
+        if writable(&target) {
+            exact.push(target);
+        }
+    }
+    exact.sort();
+    exact.dedup();
     let binds = mounts::protect_binds(&writable_roots, &names, &exact)?;
     let tree = protect::Tree::build(&writable_roots, &names, &exact);
     Ok((

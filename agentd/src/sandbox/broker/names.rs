@@ -114,14 +114,14 @@ pub fn handle(
             0
         }),
         OP_MKDIR => mkdir(ctx, req, fds[0], first, reply),
-        OP_MKNOD => create_at(&ctx, fds[0], first, reply, |dir, name| {
+        OP_MKNOD => create_at(&ctx, Made::File, fds[0], first, reply, |dir, name| {
             // SAFETY: `name` is NUL-terminated.
             unsafe {
                 libc::umask(req.umask & 0o777);
                 libc::mknodat(dir, name.as_ptr().cast(), req.mode, req.dev)
             }
         }),
-        OP_SYMLINK => create_at(&ctx, fds[1], second, reply, |dir, name| {
+        OP_SYMLINK => create_at(&ctx, Made::Symlink, fds[1], second, reply, |dir, name| {
             let mut target = [0u8; PATH_MAX + 1];
             let Some(target) = c_path(first, &mut target) else {
                 return -libc::ENAMETOOLONG;
@@ -129,7 +129,7 @@ pub fn handle(
             // SAFETY: both are NUL-terminated.
             unsafe { libc::symlinkat(target.as_ptr().cast(), dir, name.as_ptr().cast()) }
         }),
-        OP_LINK => create_at(&ctx, fds[1], second, reply, |dir, name| {
+        OP_LINK => create_at(&ctx, Made::File, fds[1], second, reply, |dir, name| {
             let mut old = [0u8; PATH_MAX + 1];
             let Some(old) = c_path(first, &mut old) else {
                 return -libc::ENAMETOOLONG;
@@ -279,6 +279,31 @@ fn rule(ctx: &Ctx<'_>, p: &Parent) -> Result<Option<Then>, i32> {
         .and_then(|kind| ctx.tree.rule(kind, p.name())))
 }
 
+/// What a call makes at a name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Made {
+    /// A file (open, mknod, link, a file renamed in).
+    File,
+    /// A symlink.
+    Symlink,
+    /// A directory by mkdir.
+    Mkdir,
+    /// A directory renamed in.
+    MovedDir,
+}
+
+/// What the rule for a name allows a call that makes `made` there:
+/// `Ok(None)` to go ahead, `Ok(Some(kind))` to go ahead and give the new
+/// directory that kind, `Err(())` to refuse.
+fn may(then: Option<Then>, made: Made) -> Result<Option<u16>, ()> {
+    match (then, made) {
+        (None | Some(Then::Free), _) => Ok(None),
+        (Some(Then::Dir(k) | Then::AnyDir(k)), Made::Mkdir) => Ok(Some(k)),
+        (Some(Then::AnyDir(_)), Made::File) => Ok(None),
+        _ => Err(()),
+    }
+}
+
 /// Refuses: EPERM, with the refused name (the directory's path as the
 /// kernel has it, and the name) in the reply.
 fn refuse(p: &Parent, reply: &mut Reply) -> Result<i64, i32> {
@@ -311,13 +336,14 @@ fn refuse(p: &Parent, reply: &mut Reply) -> Result<i64, i32> {
 /// protected one, performed by `call(parent, name)` (a raw result).
 fn create_at(
     ctx: &Ctx<'_>,
+    made: Made,
     dir: RawFd,
     path: &[u8],
     reply: &mut Reply,
     call: impl FnOnce(RawFd, &[u8]) -> libc::c_int,
 ) -> Result<i64, i32> {
     let p = parent(dir, path)?;
-    if rule(ctx, &p)?.is_some() {
+    if may(rule(ctx, &p)?, made).is_err() {
         // A name present at start: the call would fail anyway.
         return if exists(&p).is_some() {
             Err(libc::EEXIST)
@@ -340,11 +366,10 @@ fn mkdir(
     reply: &mut Reply,
 ) -> Result<i64, i32> {
     let p = parent(dir, path)?;
-    let kind = match rule(&ctx, &p)? {
-        None => None,
-        Some(Then::Refuse) if exists(&p).is_some() => return Err(libc::EEXIST),
-        Some(Then::Refuse) => return refuse(&p, reply),
-        Some(Then::Dir(kind)) => Some(kind),
+    let kind = match may(rule(&ctx, &p)?, Made::Mkdir) {
+        Ok(kind) => kind,
+        Err(()) if exists(&p).is_some() => return Err(libc::EEXIST),
+        Err(()) => return refuse(&p, reply),
     };
     // SAFETY: the name is NUL-terminated.
     let r = unsafe {
@@ -394,10 +419,17 @@ fn rename(
     let new = parent(fds[1], to)?;
     // The destination gets whatever the source holds; an exchange moves
     // the destination's content to the source's name too.
-    if rule(ctx, &new)?.is_some() {
+    let made = |p: &Parent| {
+        if is_dir(p) {
+            Made::MovedDir
+        } else {
+            Made::File
+        }
+    };
+    if may(rule(ctx, &new)?, made(&old)).is_err() {
         return refuse(&new, reply);
     }
-    if req.flags & libc::RENAME_EXCHANGE != 0 && rule(ctx, &old)?.is_some() {
+    if req.flags & libc::RENAME_EXCHANGE != 0 && may(rule(ctx, &old)?, made(&new)).is_err() {
         return refuse(&old, reply);
     }
     // SAFETY: both names are NUL-terminated.
@@ -434,7 +466,7 @@ fn open(
         if p.slash {
             return Err(libc::EISDIR);
         }
-        if rule(ctx, &p)?.is_some() {
+        if may(rule(ctx, &p)?, Made::File).is_err() {
             // A protected name present at start (bound read-only) is
             // opened, not created: reading it works, writing fails as
             // without the broker.
@@ -573,6 +605,21 @@ fn resolve(req: &Request, dir: RawFd, path: &[u8], reply: &mut Reply) -> Result<
     };
     reply.path_len = u32::try_from(n).unwrap_or(0).min(PATH_MAX as u32);
     Ok(fd)
+}
+
+/// Whether `p`'s name is a directory (not through a symlink).
+fn is_dir(p: &Parent) -> bool {
+    // SAFETY: `st` is a valid out-pointer; the name is NUL-terminated.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstatat(
+            p.fd,
+            p.c_name().as_ptr().cast(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        ) == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+    }
 }
 
 /// Whether `p`'s name is a FIFO.
