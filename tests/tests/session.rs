@@ -923,6 +923,22 @@ fn files_created_for_the_agent_keep_their_usual_meaning() {
             .file_type()
             .is_fifo()
     );
+    // A writer that opens a FIFO before its reader waits for it, as
+    // without the broker.
+    let run = sb.run(
+        &BINS,
+        &[
+            "/bin/sh",
+            "-c",
+            "(sleep 0.3; cat fifo > out) & echo data > fifo; wait; cat out",
+        ],
+    );
+    assert_eq!(
+        (run.status, run.stdout.as_str()),
+        (0, "data\n"),
+        "{}",
+        run.stderr
+    );
     // A repository made in the session is the agent's own: its
     // configuration and hooks may be written (in that session; the next
     // one finds it present at start).

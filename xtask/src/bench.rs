@@ -201,6 +201,9 @@ pub fn run() -> Result<()> {
     step("creating calls: open with O_CREAT + close loop (held by the gate, made by the broker)");
     let create = create_loop(&agentd, &probe, &ws, &minimal)?;
 
+    step("exec gate: fork + exec of /usr/bin/true, sessions without and with argument rules");
+    let exec_gate = exec_gate_loop(&agentd, &probe, &dir, &release, &ws)?;
+
     step("per-connect cost: loopback connect loop (in a network namespace)");
     let (bare_connect, confined_connect) = connect_loop(&agentd, &probe, &dir, &release, &ws)?;
 
@@ -256,6 +259,7 @@ pub fn run() -> Result<()> {
 
     let report = render(&launch, &phases, bare_ns, confined_ns, kill_ms)
         + &render_create(create)
+        + &render_exec_gate(exec_gate)
         + &render_network((bare_connect, confined_connect), unix_connect, &events)
         + &render_daemon(&daemon_figures)
         + &render_resolver(&resolver);
@@ -897,6 +901,88 @@ fn probe_loop(
         confined.push(ns_per_iteration(&out, &format!("confined {}", action[0]))?);
     }
     Ok((median(bare), median(confined)))
+}
+
+/// µs per fork + exec + wait of `/usr/bin/true`: bare, in a session with an
+/// exec allowlist, and in one whose argument rules put it behind the exec
+/// gate (medians of 5 runs).
+fn exec_gate_loop(
+    agentd: &Path,
+    probe: &Path,
+    dir: &Path,
+    release: &Path,
+    ws: &Path,
+) -> Result<[f64; 3]> {
+    let p = probe.display();
+    let plain = write_policy(
+        dir,
+        "exec-plain.toml",
+        release,
+        &format!("[exec]\nallow = [\"{p}\", \"/usr/bin/true\"]\n"),
+    )?;
+    let gated = write_policy(
+        dir,
+        "exec-gated.toml",
+        release,
+        &format!("[exec]\nallow = [\"{p}\", \"/usr/bin/true\", \"/usr/bin/echo safe*\"]\n"),
+    )?;
+    let n = 2000.0;
+    let per_exec = |out: &std::process::Output, what: &str| -> Result<f64> {
+        value(&String::from_utf8_lossy(&out.stdout), "elapsed_ns")
+            .map(|ns| ns / n / 1000.0)
+            .with_context(|| format!("{what}: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let action = ["exec-storm", "2000", "/usr/bin/true"];
+    let mut runs: [Vec<f64>; 3] = Default::default();
+    for _ in 0..5 {
+        let out = Command::new(probe).args(action).output()?;
+        runs[0].push(per_exec(&out, "bare exec-storm")?);
+        for (i, policy) in [(1, &plain), (2, &gated)] {
+            let out = Command::new(agentd)
+                .args(["run", "--policy"])
+                .arg(policy)
+                .arg("--workspace")
+                .arg(ws)
+                .args(["--no-tty", "--"])
+                .arg(probe)
+                .args(action)
+                .output()?;
+            runs[i].push(per_exec(&out, "confined exec-storm")?);
+        }
+    }
+    Ok(runs.map(median))
+}
+
+fn render_exec_gate([bare, plain, gated]: [f64; 3]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n## Exec gate (2 000 fork + exec + wait of `/usr/bin/true` per run, median of 5)\n"
+    );
+    let _ = writeln!(s, "| where | per exec | added | ratio |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: |");
+    let _ = writeln!(s, "| bare | {bare:.1} µs | | |");
+    for (what, t) in [
+        ("in a session with an exec allowlist (no gate)", plain),
+        (
+            "in a session with argument rules (every exec held, decided, token checked at exec)",
+            gated,
+        ),
+    ] {
+        let _ = writeln!(
+            s,
+            "| {what} | {t:.1} µs | {:+.1} µs | {:.2}× |",
+            t - bare,
+            t / bare
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nThe gate's own cost is the difference between the two session rows \
+         ({:+.1} µs per exec; target ≤ 50 µs).\n",
+        gated - plain
+    );
+    s
 }
 
 fn render_create((bare, confined): (f64, f64)) -> String {
