@@ -283,3 +283,30 @@ fn the_environment_is_bound_to_the_checked_exec() {
     eprintln!("env: {counts}");
     assert!(!counts.contains("killed=0"), "no exec was killed: {counts}");
 }
+
+/// A `#!` script runs its interpreter with the line's argument: the rules
+/// must allow that command too (`#!/usr/bin/echo evil` in an allowed
+/// script does not make `echo evil` allowed).
+#[test]
+fn scripts_are_checked_as_the_command_their_interpreter_runs() {
+    require_sessions!();
+    let sb = gated("\"/usr/bin/echo safe*\", \"{workspace}/*\"", "");
+    let ws = sb.workspace();
+    for (name, line) in [
+        ("evil.sh", "#!/usr/bin/echo evil\n"),
+        ("safe.sh", "#!/usr/bin/echo safe\n"),
+    ] {
+        fs::write(ws.join(name), line).unwrap();
+        fs::set_permissions(ws.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let evil = ws.join("evil.sh").display().to_string();
+    let safe = ws.join("safe.sh").display().to_string();
+    assert_eq!(sb.probe(&BINS, &["exec", &evil]).verdict(), eacces());
+    let run = sb.run(&BINS, &[&safe]);
+    assert_eq!(
+        (run.status, run.stdout.trim()),
+        (0, format!("safe {safe}").as_str()),
+        "{}",
+        run.stderr
+    );
+}

@@ -318,15 +318,27 @@ pub(super) fn shebang(head: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     ))
 }
 
+/// A `#!` script's interpreter, as the kernel will run it.
+pub(super) struct Interpreter {
+    /// Its real path.
+    pub path: PathBuf,
+    /// The name the `#!` line gives it.
+    pub called: PathBuf,
+    /// Its arguments: the line's argument, the script, argv[1..].
+    pub args: Vec<String>,
+}
+
 /// The token for an exec the rules allowed: the file that will run (the
 /// interpreter, for a script) and the argv and environment the new program
-/// gets. E2BIG when the argv is longer than a token holds.
+/// gets; and, for a script, the interpreter's command line, which the
+/// rules must allow too (`#!/usr/bin/git push` in an allowed script).
+/// E2BIG when the argv is longer than a token holds.
 pub(super) fn token(
     client: &Client,
     copied: &Copied,
     program: &Resolved,
-) -> Result<Box<ExecToken>, i32> {
-    let (identity, argv): ((u64, u64), Vec<Vec<u8>>) = match shebang(&program.head()) {
+) -> Result<(Box<ExecToken>, Option<Interpreter>), i32> {
+    let (identity, argv, interpreter) = match shebang(&program.head()) {
         Some((interp, arg)) => {
             let resolved = resolve(client, &interp, copied.cwd.as_fd(), 0)?;
             if shebang(&resolved.head()).is_some() {
@@ -334,16 +346,25 @@ pub(super) fn token(
                 // one level is what a token binds.
                 return Err(libc::ENOEXEC);
             }
-            let mut argv = vec![interp];
+            let mut argv = vec![interp.clone()];
             argv.extend(arg);
             argv.push(copied.filename.clone());
             argv.extend(copied.argv.iter().skip(1).cloned());
-            (resolved.identity()?, argv)
+            let args = argv[1..]
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let interpreter = Interpreter {
+                path: resolved.path.clone(),
+                called: PathBuf::from(OsStr::from_bytes(&interp)),
+                args,
+            };
+            (resolved.identity()?, argv, Some(interpreter))
         }
-        None => (program.identity()?, copied.argv.clone()),
+        None => (program.identity()?, copied.argv.clone(), None),
     };
     let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
-    build(identity, &argv, &copied.env)
+    Ok((build(identity, &argv, &copied.env)?, interpreter))
 }
 
 fn build((dev, ino): (u64, u64), argv: &[&[u8]], env: &[u8]) -> Result<Box<ExecToken>, i32> {

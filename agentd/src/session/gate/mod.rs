@@ -210,6 +210,36 @@ impl Drop for Gate {
     }
 }
 
+/// For a script: whether the rules refuse the command its `#!` line makes
+/// (`#!/usr/bin/git push` in an allowed script): (rule, reason) if so.
+fn interpreter_refused(
+    rules: &exec::Rules,
+    tid: u32,
+    i: &exec::Interpreter,
+) -> Option<(String, String)> {
+    let mut names = vec![i.path.as_path()];
+    if exec::root_owned_way(tid, &i.called) {
+        names.push(i.called.as_path());
+    }
+    let args: Vec<&str> = i.args.iter().map(String::as_str).collect();
+    match rules.verdict(&names, &args) {
+        exec::Verdict::Allow(_) => None,
+        exec::Verdict::Ask(r) => Some((
+            r,
+            "its #! interpreter's command needs a person's approval, and approvals are not \
+             available yet: refused"
+                .to_owned(),
+        )),
+        exec::Verdict::Deny => Some((
+            "exec.allow".to_owned(),
+            format!(
+                "no [exec] allow entry matches its #! interpreter {} with these arguments",
+                i.path.display()
+            ),
+        )),
+    }
+}
+
 /// What a creating call came to, when it did not fail.
 enum Created {
     /// An open's new descriptor, to install in the caller.
@@ -521,16 +551,22 @@ impl Deciding {
         let mut gate = gate.borrow_mut();
         let (rule, reason) = match gate.rules.verdict(&names, &args) {
             exec::Verdict::Allow(rule) => match exec::token(&self.client, &copied, &program) {
-                Ok(token) => match gate.tokens.insert(n.pid, &token) {
-                    Ok(()) => return Response::Continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot write an exec token; the exec is refused");
-                        (
-                            rule,
-                            "the exec gate could not record its decision in the kernel".to_owned(),
-                        )
+                Ok((token, interpreter)) => {
+                    match interpreter.and_then(|i| interpreter_refused(&gate.rules, n.pid, &i)) {
+                        Some(refused) => refused,
+                        None => match gate.tokens.insert(n.pid, &token) {
+                            Ok(()) => return Response::Continue,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot write an exec token; the exec is refused");
+                                (
+                                    rule,
+                                    "the exec gate could not record its decision in the kernel"
+                                        .to_owned(),
+                                )
+                            }
+                        },
                     }
-                },
+                }
                 Err(e) => (
                     rule,
                     format!(
