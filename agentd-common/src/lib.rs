@@ -96,6 +96,9 @@ pub mod map {
     pub const EXEC_TOKENS: &str = "EXEC_TOKENS";
     /// Per-CPU scratch [`crate::ExecToken`]: what an exec really runs.
     pub const EXEC_SEEN: &str = "EXEC_SEEN";
+    /// [`crate::LoaderKey`] → u8: files a session may run only as an ELF
+    /// interpreter (the dynamic loader), never as a program.
+    pub const LOADERS: &str = "LOADERS";
 }
 
 /// Capacity of the `SESSIONS` map: the most sessions one host runs at once.
@@ -173,6 +176,25 @@ pub const SESSION_EXEC_GATE: u32 = 1 << 5;
 /// not the one the gate allowed (no token, or another file, argv or
 /// environment). 0 is an exec of anonymous memory; others are errnos.
 pub const EXEC_UNBOUND: u32 = u32::MAX;
+
+/// The `status` of an `ExecDenied` event for an exec of the dynamic loader
+/// itself (`ld.so /usr/bin/anything` runs a program the allowlist does not
+/// name): killed before it runs.
+pub const EXEC_LOADER: u32 = u32::MAX - 1;
+
+/// A file one session may run only as an ELF interpreter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoaderKey {
+    /// The session's slot.
+    pub slot: u32,
+    /// Explicit padding; zero.
+    pub reserved: u32,
+    /// The file's device, as the kernel encodes it.
+    pub dev: u64,
+    /// Its inode number.
+    pub ino: u64,
+}
 
 /// Bytes of argv an [`ExecToken`] binds (gated execs with more fail with
 /// E2BIG).
@@ -653,6 +675,8 @@ mod user {
     unsafe impl aya::Pod for super::ProcInfo {}
     // SAFETY: as above (two u64, two u32, byte arrays: no padding).
     unsafe impl aya::Pod for super::ExecToken {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LoaderKey {}
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Maps shared by every hook family, and the helpers that read them.
 //! Userspace fills them by name (see `agentd_common::map`).
 use agentd_common::{
-    Counter, DnsOrigin, EVENTS_BYTES, ExecToken, MAX_DNS_SOCKETS, MAX_EGRESS_ENTRIES,
+    Counter, DnsOrigin, EVENTS_BYTES, ExecToken, LoaderKey, MAX_DNS_SOCKETS, MAX_EGRESS_ENTRIES,
     MAX_EXEC_TOKENS, MAX_PROCS, MAX_SESSIONS, Offset, Pending, PortRules, ProcInfo, RuleKeyV4,
     RuleKeyV6, SessionEntry,
 };
@@ -56,6 +56,10 @@ pub static DNS_ORIGINS: LruHashMap<u64, DnsOrigin> =
 #[map]
 pub static EXEC_TOKENS: HashMap<u32, ExecToken> =
     HashMap::with_max_entries(MAX_EXEC_TOKENS, BPF_F_NO_PREALLOC);
+
+/// Files each session may run only as an ELF interpreter.
+#[map]
+pub static LOADERS: HashMap<LoaderKey, u8> = HashMap::with_max_entries(MAX_SESSIONS * 4, 0);
 
 /// Per-CPU scratch space for what an exec really runs.
 #[map]

@@ -1,15 +1,18 @@
 //! Process tracing: exec (with path and argv), fork and exit of session
 //! processes, and the exec ids that tie them together.
 use agentd_common::{
-    ARGV_LEN, Counter, EXEC_UNBOUND, EventKind, ExecToken, Offset, PATH_LEN, ProcInfo,
-    ProcessEvent, SESSION_EXEC_ALLOWLIST, SESSION_EXEC_GATE,
+    ARGV_LEN, Counter, EXEC_LOADER, EXEC_UNBOUND, EventKind, ExecToken, LoaderKey, Offset,
+    PATH_LEN, ProcInfo, ProcessEvent, SESSION_EXEC_ALLOWLIST, SESSION_EXEC_GATE,
 };
 use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
     events::{header, reserve},
     kernel::{ctx_u64, read_kernel_str},
-    maps::{EXEC_SEEN, EXEC_TOKENS, PROCS, count, current_session, current_tgid, ktime, read_at},
+    maps::{
+        EXEC_SEEN, EXEC_TOKENS, LOADERS, PROCS, count, current_session, current_tgid, ktime,
+        read_at,
+    },
 };
 
 /// The tracked exec start of process `tgid` (0 when untracked).
@@ -37,6 +40,36 @@ fn executes_anonymous_memory(bprm: u64) -> bool {
     flags.is_none_or(|f| f & SB_NOUSER != 0)
 }
 
+/// The (device, inode) of the file `bprm` executes.
+#[inline(always)]
+fn executed_file(bprm: u64) -> Option<(u64, u64)> {
+    let inode = read_at::<u64>(bprm, Offset::BinprmFile)
+        .and_then(|f| read_at::<u64>(f, Offset::FileInode))?;
+    let ino = read_at::<u64>(inode, Offset::InodeIno)?;
+    let dev = read_at::<u64>(inode, Offset::InodeSb)
+        .and_then(|sb| read_at::<u32>(sb, Offset::SuperBlockDev))?;
+    Some((u64::from(dev), ino))
+}
+
+/// Whether `bprm` executes, as a program, a file session `slot` may run
+/// only as an ELF interpreter: Landlock grants the dynamic loader execute
+/// for the programs that need it, and `ld.so /usr/bin/x` would run any
+/// readable program.
+#[inline(always)]
+fn runs_the_loader(slot: u32, bprm: u64) -> bool {
+    let Some((dev, ino)) = executed_file(bprm) else {
+        return true; // unknown: fail closed
+    };
+    let key = LoaderKey {
+        slot,
+        reserved: 0,
+        dev,
+        ino,
+    };
+    // SAFETY: only presence is read.
+    unsafe { LOADERS.get(&key) }.is_some()
+}
+
 /// Whether the exec `bprm` of thread `tid` is the one the gate allowed:
 /// the token the supervisor wrote for it names this file and the exact
 /// argv and environment now in the new program's memory. The token is
@@ -57,15 +90,7 @@ fn exec_matches_token(tid: u32, task: u64, bprm: u64) -> bool {
 /// token's.
 #[inline(always)]
 fn same_file(token: &ExecToken, bprm: u64) -> bool {
-    let Some(inode) =
-        read_at::<u64>(bprm, Offset::BinprmFile).and_then(|f| read_at::<u64>(f, Offset::FileInode))
-    else {
-        return false;
-    };
-    let ino = read_at::<u64>(inode, Offset::InodeIno);
-    let dev = read_at::<u64>(inode, Offset::InodeSb)
-        .and_then(|sb| read_at::<u32>(sb, Offset::SuperBlockDev));
-    ino == Some(token.ino) && dev.map(u64::from) == Some(token.dev)
+    executed_file(bprm) == Some((token.dev, token.ino))
 }
 
 /// The argv and environment in `task`'s new memory are the token's, byte
@@ -224,6 +249,8 @@ pub fn tp_sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let refused = if session.flags & SESSION_EXEC_ALLOWLIST != 0 && executes_anonymous_memory(bprm)
     {
         Some(0)
+    } else if session.flags & SESSION_EXEC_ALLOWLIST != 0 && runs_the_loader(session.slot, bprm) {
+        Some(EXEC_LOADER)
     } else if session.flags & SESSION_EXEC_GATE != 0 && !exec_matches_token(old_tid, task, bprm) {
         Some(EXEC_UNBOUND)
     } else {

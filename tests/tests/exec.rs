@@ -69,6 +69,14 @@ fn only_allowed_programs_run() {
         sb.probe(&BINS, &["exec", link.to_str().unwrap()]).verdict(),
         eacces()
     );
+    // The dynamic loader, granted execute for the programs that need it,
+    // would run any readable program: run as a program, it is killed.
+    let loader = agentd::sandbox::exec::elf_interpreter(std::path::Path::new("/usr/bin/true"))
+        .expect("a dynamically linked /usr/bin/true");
+    let loader = loader.to_str().unwrap();
+    let run = sb.probe(&BINS, &["exec", loader, "/usr/bin/id"]);
+    assert_eq!(run.status, 128 + libc::SIGKILL, "{run:?}");
+    assert!(!run.stdout.contains("uid="), "{}", run.stdout);
     // Anonymous memory (memfd_create + fexecve) has no inode Landlock
     // checks; the session's process is killed before the program runs.
     let memfd = sb.probe(&BINS, &["memfd-exec", "/usr/bin/true"]);

@@ -71,13 +71,14 @@ const TRACEPOINTS: [(&str, &str); 3] = [
 ];
 
 /// Every map userspace opens by pin.
-const PINNED_MAPS: [&str; 6] = [
+const PINNED_MAPS: [&str; 7] = [
     map::SESSIONS,
     map::COUNTERS,
     map::EGRESS_V4,
     map::EGRESS_V6,
     map::EVENTS,
     map::EXEC_TOKENS,
+    map::LOADERS,
 ];
 
 /// The offsets the programs read, from kernel BTF.

@@ -180,6 +180,9 @@ pub struct Registration {
     pub cgroup_id: u64,
     /// Session flags (`agentd_common::SESSION_*`).
     pub flags: u32,
+    /// Files the session may run only as an ELF interpreter: (device as
+    /// the kernel encodes it, inode).
+    pub loaders: Vec<(u64, u64)>,
     /// Egress trie entries.
     pub egress: Vec<(IpNet, PortRules)>,
     /// Bind trie entries.

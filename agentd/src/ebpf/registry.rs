@@ -272,7 +272,21 @@ impl Kernel {
     }
 
     /// Removes every egress and bind rule of `slot`.
+    fn loaders(&self) -> Result<HashMap<MapData, agentd_common::LoaderKey, u8>, EbpfError> {
+        HashMap::try_from(Map::HashMap(open_map(&self.pin_dir, map::LOADERS)?))
+            .map_err(map_err(map::LOADERS))
+    }
+
     fn clear_slot(&self, slot: u32) -> Result<(), EbpfError> {
+        let mut loaders = self.loaders()?;
+        let keys: Vec<_> = loaders
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in keys {
+            ignore_missing(loaders.remove(&k), false, map::LOADERS)?;
+        }
         let ours = |key_slot: [u8; 4]| u32::from_be_bytes(key_slot) & !SLOT_BIND == slot;
         let (mut v4, mut v6) = self.egress_tries()?;
         let keys: Vec<_> = v4
@@ -295,6 +309,20 @@ impl Kernel {
     }
 
     fn write_rules(&self, r: &Registered, insert: bool) -> Result<(), EbpfError> {
+        let mut loaders = self.loaders()?;
+        for (dev, ino) in &r.registration.loaders {
+            let key = agentd_common::LoaderKey {
+                slot: r.slot,
+                reserved: 0,
+                dev: *dev,
+                ino: *ino,
+            };
+            if insert {
+                loaders.insert(&key, &1, 0).map_err(map_err(map::LOADERS))?;
+            } else {
+                ignore_missing(loaders.remove(&key), false, map::LOADERS)?;
+            }
+        }
         self.write_entries(r.slot, &r.registration.egress, insert)?;
         self.write_entries(r.slot | SLOT_BIND, &r.registration.bind, insert)
     }

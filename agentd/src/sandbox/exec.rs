@@ -21,6 +21,9 @@ pub struct ExecGrants {
     pub dirs: Vec<PathBuf>,
     /// (rule text, absolute glob) for each allow entry.
     pub rules: Vec<(String, String)>,
+    /// ELF interpreters granted only for the programs that need them (not
+    /// allowed as programs themselves): the kernel kills a direct exec.
+    pub loaders: Vec<PathBuf>,
 }
 
 /// Most directory entries visited per pattern (bounds a `**` on `/usr`).
@@ -114,10 +117,28 @@ pub fn resolve(exec: &Exec, ph: &Placeholders) -> ExecGrants {
             }
         }
     }
-    let interpreters: Vec<PathBuf> = grants
+    let mut interpreters: Vec<PathBuf> = grants
         .files
         .iter()
         .filter_map(|f| elf_interpreter(f))
+        .collect();
+    interpreters.sort();
+    interpreters.dedup();
+    let allowed = |p: &PathBuf| {
+        let real = fs::canonicalize(p).ok();
+        grants
+            .files
+            .iter()
+            .any(|f| fs::canonicalize(f).ok() == real)
+            || grants
+                .dirs
+                .iter()
+                .any(|d| real.as_ref().is_some_and(|r| r.starts_with(d)))
+    };
+    grants.loaders = interpreters
+        .iter()
+        .filter(|p| !allowed(p))
+        .cloned()
         .collect();
     grants.files.extend(interpreters);
     grants.files.sort();

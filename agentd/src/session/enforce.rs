@@ -67,6 +67,16 @@ pub fn register(
         egress,
         bind,
         dns,
+        loaders: session
+            .loaders
+            .iter()
+            .filter_map(|p| {
+                use std::os::unix::fs::MetadataExt as _;
+                let m = std::fs::metadata(p).ok()?;
+                let (major, minor) = (libc::major(m.dev()), libc::minor(m.dev()));
+                Some(((u64::from(major) << 20) | u64::from(minor), m.ino()))
+            })
+            .collect(),
         marker: Some(state_dir.join(ebpf::REGISTERED_MARKER)),
         live_elsewhere: live.iter().map(|(_, id)| *id).collect(),
         quota: quota(caller, &live),

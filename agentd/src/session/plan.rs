@@ -64,6 +64,9 @@ pub struct SessionPlan {
     pub protected: protect::Tree,
     /// Repositories under the writable roots at start.
     pub repositories: protect::Repositories,
+    /// ELF interpreters the exec allowlist grants only as such: the kernel
+    /// kills an exec of one as a program.
+    pub loaders: Vec<PathBuf>,
     /// `[exec]` entries the exec gate decides on (argument rules or `ask`
     /// entries present): (allow, ask).
     pub exec_gate: Option<(
@@ -106,7 +109,10 @@ fn resolve_all(paths: &[PathTemplate], ph: &Placeholders) -> Vec<PathBuf> {
 /// Filesystem rules with the exec allowlist applied: with an `[exec]` table
 /// only the allowed programs (by inode, as they are now) and `{root}/**`
 /// trees may be executed; the execute roots stay readable for libraries.
-fn filesystem(policy: &Policy, ph: &Placeholders) -> (FsRules, Vec<(String, String)>) {
+fn filesystem(
+    policy: &Policy,
+    ph: &Placeholders,
+) -> (FsRules, Vec<(String, String)>, Vec<PathBuf>) {
     let mut rules = FsRules {
         read: resolve_all(&policy.filesystem.read, ph),
         read_write: resolve_all(&policy.filesystem.read_write, ph),
@@ -119,7 +125,12 @@ fn filesystem(policy: &Policy, ph: &Placeholders) -> (FsRules, Vec<(String, Stri
         rules.read.extend(roots);
         rules.execute = grants.dirs.iter().chain(&grants.files).cloned().collect();
     }
-    (rules, grants.rules)
+    let loaders = if policy.exec.enforced {
+        grants.loaders
+    } else {
+        Vec::new()
+    };
+    (rules, grants.rules, loaders)
 }
 
 /// Protected paths under the writable roots in the workspace (or
@@ -187,7 +198,7 @@ impl SessionPlan {
     /// Compiles `policy` for a session with these placeholders. Reads the
     /// filesystem (exec allowlist, protected paths) but changes nothing.
     pub fn compile(policy: &Policy, placeholders: Placeholders) -> Result<Self, SandboxError> {
-        let (fs, exec_rules) = filesystem(policy, &placeholders);
+        let (fs, exec_rules, loaders) = filesystem(policy, &placeholders);
         let (binds, protected, repositories) = protected(policy, &placeholders)?;
         let seccomp = seccomp::for_policy(policy)?;
         let unix = (policy.network.unix.iter())
@@ -211,6 +222,7 @@ impl SessionPlan {
             protected,
             repositories,
             exec_gate: exec_gate(policy),
+            loaders,
             exec_rules,
             exec_enforced: policy.exec.enforced,
             seccomp,

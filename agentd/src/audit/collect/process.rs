@@ -64,7 +64,7 @@ fn exec_denied(known: &Known, header: &EventHeader, p: &ProcessEvent, path: &str
         .with("path", known.redactor.scrub(path))
         .with(
             "errno",
-            if p.status == agentd_common::EXEC_UNBOUND {
+            if p.status >= agentd_common::EXEC_LOADER {
                 0
             } else {
                 p.status
@@ -82,6 +82,10 @@ fn exec_denied(known: &Known, header: &EventHeader, p: &ProcessEvent, path: &str
             "reason",
             if p.status == 0 {
                 "executed anonymous memory (memfd): killed before it ran".to_owned()
+            } else if p.status == agentd_common::EXEC_LOADER {
+                "ran the dynamic loader as a program (it would load a program the allowlist does \
+                 not name): killed before it ran"
+                    .to_owned()
             } else if p.status == agentd_common::EXEC_UNBOUND {
                 "not the exec the gate allowed (its file, arguments or environment changed after \
                  the check, or it was never checked): killed before it ran"
