@@ -337,8 +337,7 @@ const COMMAND_KEYS: &[&str] = &[
 ];
 
 impl Repositories {
-    /// The repositories at the root or one level below each of `roots`
-    /// now.
+    /// The working trees under `roots` now (see [`repositories`]).
     pub fn at_start(roots: &[PathBuf]) -> Self {
         Self {
             roots: roots.to_vec(),
@@ -354,7 +353,26 @@ impl Repositories {
             .flat_map(|r| repositories(r))
             .filter(|r| !self.at_start.contains(r))
             .map(|repo| {
-                let git = repo.join(".git");
+                // Where its git directory is: `.git`, or what a `.git`
+                // file points at (never through a symlink).
+                let dot = repo.join(".git");
+                let meta = fs::symlink_metadata(&dot).ok();
+                if meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+                    // Not followed as root: listed, its content unread.
+                    return NewRepository {
+                        path: repo.display().to_string(),
+                        hooks: Vec::new(),
+                        commands: vec!["(.git is a symlink: not read)".to_owned()],
+                    };
+                }
+                let git = if meta.is_some_and(|m| m.is_file()) {
+                    read_no_follow(&dot)
+                        .lines()
+                        .find_map(|l| l.strip_prefix("gitdir:"))
+                        .map_or(dot.clone(), |t| repo.join(t.trim()))
+                } else {
+                    dot
+                };
                 let mut hooks: Vec<String> = fs::read_dir(git.join("hooks"))
                     .into_iter()
                     .flatten()
@@ -373,24 +391,44 @@ impl Repositories {
     }
 }
 
-/// Repositories (`.git` directories, not symlinks) at `root` and one level
-/// below.
+/// Working trees with a `.git` (directory, file or symlink) under `root`,
+/// down to [`SCAN_DEPTH`] levels (a repository nested in another, a
+/// submodule checkout), not through symlinks, skipping git directories
+/// and dependency trees; bounded in entries visited.
 fn repositories(root: &Path) -> Vec<PathBuf> {
-    let is_repo = |d: &Path| fs::symlink_metadata(d.join(".git")).is_ok_and(|m| m.is_dir());
     let mut out: Vec<PathBuf> = Vec::new();
-    if is_repo(root) {
-        out.push(root.to_path_buf());
-    }
-    let children = fs::read_dir(root).into_iter().flatten().flatten();
-    for child in children {
-        let path = child.path();
-        if child.file_type().is_ok_and(|t| t.is_dir()) && is_repo(&path) {
-            out.push(path);
+    let mut stack = vec![(root.to_path_buf(), 0usize)];
+    let mut visited = 0usize;
+    while let Some((dir, depth)) = stack.pop() {
+        if fs::symlink_metadata(dir.join(".git")).is_ok() {
+            out.push(dir.clone());
+        }
+        if depth == SCAN_DEPTH {
+            continue;
+        }
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            visited += 1;
+            if visited > SCAN_ENTRIES {
+                out.sort();
+                return out;
+            }
+            let name = entry.file_name();
+            let skip = [".git", "node_modules", "target", ".venv", "vendor"];
+            if entry.file_type().is_ok_and(|t| t.is_dir())
+                && !skip.iter().any(|s| name.as_bytes() == s.as_bytes())
+            {
+                stack.push((entry.path(), depth + 1));
+            }
         }
     }
     out.sort();
     out
 }
+
+/// How deep [`repositories`] looks below a root.
+const SCAN_DEPTH: usize = 4;
+/// How many directory entries it reads at most.
+const SCAN_ENTRIES: usize = 50_000;
 
 /// At most 64 KiB of a regular file, not through a symlink.
 fn read_no_follow(path: &Path) -> String {
@@ -588,11 +626,22 @@ mod tests {
         fs::write(root.join("new/.git/config"), "[core]\nsshCommand = x\n").unwrap();
         fs::create_dir_all(root.join("linked")).unwrap();
         std::os::unix::fs::symlink(root.join("new/.git"), root.join("linked/.git")).unwrap();
+        fs::create_dir_all(root.join("a/b/nested/.git/hooks")).unwrap();
+        fs::write(root.join("a/b/nested/.git/hooks/post-checkout"), "x").unwrap();
         let created = repos.created();
-        assert_eq!(created.len(), 1, "{created:?}");
-        assert_eq!(created[0].hooks, ["pre-commit"]);
-        assert_eq!(created[0].commands, ["core.sshcommand"]);
-        assert!(created[0].path.ends_with("/new"));
+        assert_eq!(created.len(), 3, "{created:?}");
+        let nested = &created[0];
+        assert!(nested.path.ends_with("/a/b/nested"), "{nested:?}");
+        assert_eq!(nested.hooks, ["post-checkout"]);
+        let linked = &created[1];
+        assert!(
+            linked.path.ends_with("/linked") && linked.hooks.is_empty(),
+            "{linked:?}"
+        );
+        let new = &created[2];
+        assert_eq!(new.hooks, ["pre-commit"]);
+        assert_eq!(new.commands, ["core.sshcommand"]);
+        assert!(new.path.ends_with("/new"));
     }
 
     #[test]
