@@ -198,9 +198,10 @@ pub struct LoaderKey {
 
 /// Bytes of argv an [`ExecToken`] binds (gated execs with more fail with
 /// E2BIG).
-pub const TOKEN_ARGV_LEN: usize = 4096;
-/// Bytes of environment an [`ExecToken`] binds.
-pub const TOKEN_ENV_LEN: usize = 16384;
+pub const TOKEN_ARGV_LEN: usize = 8192;
+/// Bytes of environment an [`ExecToken`] binds. With the argv, a token
+/// fills 32 KiB less 8 bytes: the most a per-CPU map value may hold.
+pub const TOKEN_ENV_LEN: usize = 24544;
 /// Gated execs waiting for their token to be checked, at once.
 pub const MAX_EXEC_TOKENS: u32 = 4096;
 

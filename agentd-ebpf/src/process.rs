@@ -194,15 +194,20 @@ extern "C" fn compare_word<const N: usize>(i: u64, ctx: *mut core::ffi::c_void) 
     if i.saturating_mul(8) >= c.len {
         return 0;
     }
-    // N is a power of two: the offset stays inside both arrays.
-    let off = ((i as usize) & (N / 8 - 1)) * 8;
-    // SAFETY: off + 8 <= N; the arrays start 8-aligned in their map values
-    // (`ExecToken` keeps them at offsets 24 and 24 + TOKEN_ARGV_LEN).
-    let (x, y) = unsafe {
-        (
-            core::ptr::read(c.a.add(off).cast::<u64>()),
-            core::ptr::read(c.b.add(off).cast::<u64>()),
-        )
+    if i >= (N / 8) as u64 {
+        return 1;
+    }
+    let off = (i as usize) * 8;
+    // Read with the helper: the compiler may compute the offset before the
+    // bound above, where the verifier cannot follow it; the helper checks
+    // the address itself. off + 8 <= N: inside both arrays.
+    let word = |p: *const u8| {
+        // SAFETY: bpf_probe_read_kernel copies 8 bytes from any kernel
+        // address and fails cleanly on a bad one.
+        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(p.wrapping_add(off).cast::<u64>()) }
+    };
+    let (Ok(x), Ok(y)) = (word(c.a), word(c.b)) else {
+        return 1;
     };
     let rest = c.len.wrapping_sub(off as u64);
     let mask = if rest >= 8 {

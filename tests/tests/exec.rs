@@ -238,6 +238,36 @@ fn argument_rules_decide_which_commands_run() {
     })
     .expect("a deny record");
     assert_eq!(field(&deny, "rule"), "/usr/bin/id -g*", "{deny:?}");
+    // A program an argument rule names is held to more than its
+    // arguments: its own name as argv[0] (git takes `git-push` as the
+    // subcommand), no line break in an argument, no injected code.
+    for (argv0, env, args) in [
+        ("echo-evil", "-", vec!["safe"]),
+        ("echo", "-", vec!["safe\nevil"]),
+        ("echo", "LD_PRELOAD=/nonexistent.so", vec!["safe"]),
+        ("echo", "GIT_CONFIG_COUNT=1", vec!["safe"]),
+    ] {
+        let mut action = vec!["exec-as", "/usr/bin/echo", argv0, env];
+        action.extend(args);
+        assert_eq!(sb.probe(&BINS, &action).verdict(), eacces(), "{action:?}");
+    }
+    let run = sb.probe(
+        &BINS,
+        &[
+            "exec-as",
+            "/usr/bin/echo",
+            "/usr/bin/echo",
+            "LANG=C",
+            "safe",
+            "ok",
+        ],
+    );
+    assert_eq!(
+        (run.status, run.stdout.as_str()),
+        (0, "safe ok\n"),
+        "{}",
+        run.stderr
+    );
     // A program no entry names stays refused.
     assert_eq!(
         sb.probe(&BINS, &["exec", "/usr/bin/true"]).verdict(),

@@ -323,6 +323,24 @@ fn run(action: &[&str], cgroup: Option<&str>) -> ExitCode {
                 .unwrap_or(Errno::UnknownErrno);
             report(Err(err))
         }
+        ["exec-as", path, argv0, env, args @ ..] => {
+            // execve with a chosen argv[0] and environment (`-`: empty).
+            let c = |s: &str| CString::new(s).ok();
+            let (Some(p), Some(a0)) = (c(path), c(argv0)) else {
+                return usage("bad path");
+            };
+            let mut argv = vec![a0];
+            argv.extend(args.iter().filter_map(|a| c(a)));
+            let envp: Vec<CString> = if *env == "-" {
+                Vec::new()
+            } else {
+                env.split(',').filter_map(c).collect()
+            };
+            let err = nix::unistd::execve(&p, &argv, &envp)
+                .err()
+                .unwrap_or(Errno::UnknownErrno);
+            report(Err(err))
+        }
         ["ptrace-sibling"] => {
             let child = match fork_then(|| {
                 sleep_forever();

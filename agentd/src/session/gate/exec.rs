@@ -67,26 +67,103 @@ pub(crate) enum Verdict {
     Ask(String),
     /// No entry matches.
     Deny,
+    /// Refused for this reason before any entry was considered.
+    Refused(String),
+}
+
+/// Environment variables that put other code or configuration into a
+/// program an argument rule governs (the loader's, git's): such an exec
+/// is refused, whatever its arguments.
+pub(crate) const INJECTING_ENV: &[&str] = &[
+    "LD_PRELOAD",
+    "LD_AUDIT",
+    "LD_LIBRARY_PATH",
+    "GIT_CONFIG_COUNT",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_EXEC_PATH",
+];
+
+/// One exec as the rules see it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seen<'a> {
+    /// The program's real path, and the root-owned name it was called by.
+    pub names: &'a [&'a Path],
+    /// argv[0].
+    pub argv0: &'a str,
+    /// argv[1..].
+    pub args: &'a [&'a str],
+    /// The environment, NUL-terminated strings.
+    pub env: &'a [u8],
 }
 
 impl Rules {
-    /// The verdict for a program known by `names` (its real path, and the
-    /// absolute path it was called by: `/bin/sh` for `/usr/bin/dash`) run
-    /// with `args` (argv[1..]). `ask` comes first: `allow =
+    /// The verdict for an exec. `ask` comes first: `allow =
     /// ["/usr/bin/git"]` with `ask = ["/usr/bin/git push*"]` asks for a
     /// push. Which file runs is bound by inode either way (the token, and
     /// Landlock's execute right on the files `allow` named at start).
-    pub(crate) fn verdict(&self, names: &[&Path], args: &[&str]) -> Verdict {
+    ///
+    /// A program some argument rule names is held to more than its
+    /// arguments, or they would not mean what they say: argv[0] must be
+    /// its own name (`git-push` as argv[0] makes git push whatever
+    /// argv[1..] says), no argument may hold a line break (`*` would match
+    /// past it), and the environment may not inject code or configuration
+    /// ([`INJECTING_ENV`]).
+    pub(crate) fn verdict(&self, seen: Seen<'_>) -> Verdict {
         let p = &self.placeholders;
+        let Seen {
+            names, argv0, args, ..
+        } = seen;
+        let governed = self.ask.iter().chain(&self.allow).any(|r| {
+            r.has_args()
+                && r.program_matcher(p)
+                    .is_ok_and(|m| names.iter().any(|n| m.is_match(n)))
+        });
+        if governed && let Some(why) = unbound_meaning(seen) {
+            return Verdict::Refused(why);
+        }
         let matches = |r: &&ExecPattern| names.iter().any(|n| r.matches(p, n, args));
         if let Some(r) = self.ask.iter().find(matches) {
             return Verdict::Ask(r.to_string());
         }
+        let _ = argv0;
         match self.allow.iter().find(matches) {
             Some(r) => Verdict::Allow(r.to_string()),
             None => Verdict::Deny,
         }
     }
+}
+
+/// Why an exec of a program argument rules govern would not mean what its
+/// arguments say, if so.
+fn unbound_meaning(seen: Seen<'_>) -> Option<String> {
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    let own = seen
+        .names
+        .iter()
+        .filter_map(|n| n.file_name())
+        .any(|n| n.to_string_lossy() == base(seen.argv0));
+    if !own {
+        return Some(format!(
+            "argv[0] {:?} is not the program's name: argument rules govern it",
+            seen.argv0
+        ));
+    }
+    if seen.args.iter().any(|a| a.contains(['\n', '\r'])) {
+        return Some(
+            "an argument holds a line break: argument rules govern this program".to_owned(),
+        );
+    }
+    let names: Vec<&[u8]> = seen
+        .env
+        .split(|b| *b == 0)
+        .filter_map(|e| e.split(|b| *b == b'=').next())
+        .collect();
+    let injecting = INJECTING_ENV.iter().find(|v| {
+        names.iter().any(|n| {
+            *n == v.as_bytes() || (v.starts_with("GIT_CONFIG") && n.starts_with(b"GIT_CONFIG_KEY"))
+        })
+    });
+    injecting.map(|v| format!("the environment sets {v}: argument rules govern this program"))
 }
 
 /// Whether every step of the absolute path `called` (each directory and
@@ -174,8 +251,17 @@ pub(super) struct Copied {
 /// Copies the call's path, argv and environment from thread `tid`.
 pub(super) fn copy(tid: u32, call: ExecCall) -> Result<Copied, i32> {
     let path = notify::read_string(tid, call.path, PATH_MAX)?;
-    let argv = read_strings(tid, call.argv)?;
-    let env = read_strings(tid, call.envp)?;
+    // Longer than a token holds: E2BIG, as the kernel says of a command
+    // line too long.
+    let too_long = |e| {
+        if e == libc::ENAMETOOLONG {
+            libc::E2BIG
+        } else {
+            e
+        }
+    };
+    let argv = read_strings(tid, call.argv).map_err(too_long)?;
+    let env = read_strings(tid, call.envp).map_err(too_long)?;
     let env: Vec<u8> = env
         .iter()
         .flat_map(|e| e.iter().copied().chain([0]))
@@ -413,20 +499,62 @@ mod tests {
     fn argument_rules_decide_and_ask_comes_first() {
         let git = &[Path::new("/usr/bin/git")][..];
         let r = rules(&["/usr/bin/git status*", "/usr/bin/ls"], &[]);
+        let v = |r: &Rules, names: &[&Path], argv0: &str, args: &[&str], env: &[u8]| {
+            r.verdict(Seen {
+                names,
+                argv0,
+                args,
+                env,
+            })
+        };
+        assert!(matches!(
+            v(&r, git, "git-push", &["status"], b""),
+            Verdict::Refused(_)
+        ));
+        assert!(matches!(
+            v(&r, git, "git", &["status\nx"], b""),
+            Verdict::Refused(_)
+        ));
+        assert!(matches!(
+            v(&r, git, "git", &["status"], b"A=1\0LD_PRELOAD=./x.so\0"),
+            Verdict::Refused(_)
+        ));
         assert_eq!(
-            r.verdict(git, &["status", "--short"]),
+            v(&r, git, "/usr/bin/git", &["status"], b"A=1\0"),
             Verdict::Allow("/usr/bin/git status*".into())
         );
-        assert_eq!(r.verdict(git, &["push", "origin"]), Verdict::Deny);
-        assert_eq!(r.verdict(git, &[]), Verdict::Deny);
+        assert_eq!(
+            v(
+                &r,
+                &[Path::new("/usr/bin/ls")],
+                "anything",
+                &["-l"],
+                b"LD_PRELOAD=x\0"
+            ),
+            Verdict::Allow("/usr/bin/ls".into()),
+            "programs no argument rule names are not held to it"
+        );
+        assert_eq!(
+            v(&r, git, "git", &["status", "--short"], b""),
+            Verdict::Allow("/usr/bin/git status*".into())
+        );
+        assert_eq!(v(&r, git, "git", &["push", "origin"], b""), Verdict::Deny);
+        assert_eq!(v(&r, git, "git", &[], b""), Verdict::Deny);
         let r = rules(&["/usr/bin/git"], &["/usr/bin/git push*"]);
         assert_eq!(
-            r.verdict(git, &["push", "origin", "main"]),
+            v(&r, git, "git", &["push", "origin", "main"], b""),
             Verdict::Ask("/usr/bin/git push*".into())
         );
         assert_eq!(
-            r.verdict(git, &["log"]),
+            v(&r, git, "git", &["log"], b""),
             Verdict::Allow("/usr/bin/git".into())
+        );
+        assert!(
+            matches!(
+                v(&r, git, "git-push", &["origin"], b""),
+                Verdict::Refused(_)
+            ),
+            "an ask is not dodged by another argv[0]"
         );
     }
 

@@ -216,14 +216,26 @@ fn interpreter_refused(
     rules: &exec::Rules,
     tid: u32,
     i: &exec::Interpreter,
+    env: &[u8],
 ) -> Option<(String, String)> {
     let mut names = vec![i.path.as_path()];
     if exec::root_owned_way(tid, &i.called) {
         names.push(i.called.as_path());
     }
     let args: Vec<&str> = i.args.iter().map(String::as_str).collect();
-    match rules.verdict(&names, &args) {
+    let argv0 = i.called.to_string_lossy();
+    let seen = exec::Seen {
+        names: &names,
+        argv0: &argv0,
+        args: &args,
+        env,
+    };
+    match rules.verdict(seen) {
         exec::Verdict::Allow(_) => None,
+        exec::Verdict::Refused(why) => Some((
+            "exec.allow".to_owned(),
+            format!("its #! interpreter: {why}"),
+        )),
         exec::Verdict::Ask(r) => Some((
             r,
             "its #! interpreter's command needs a person's approval, and approvals are not \
@@ -548,11 +560,25 @@ impl Deciding {
         if exec::root_owned_way(n.pid, called) {
             names.push(called);
         }
+        let argv0 = copied
+            .argv
+            .first()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .unwrap_or_default();
+        let seen = exec::Seen {
+            names: &names,
+            argv0: &argv0,
+            args: &args,
+            env: &copied.env,
+        };
         let mut gate = gate.borrow_mut();
-        let (rule, reason) = match gate.rules.verdict(&names, &args) {
+        let mut errno = libc::EACCES;
+        let (rule, reason) = match gate.rules.verdict(seen) {
             exec::Verdict::Allow(rule) => match exec::token(&self.client, &copied, &program) {
                 Ok((token, interpreter)) => {
-                    match interpreter.and_then(|i| interpreter_refused(&gate.rules, n.pid, &i)) {
+                    let refused = interpreter
+                        .and_then(|i| interpreter_refused(&gate.rules, n.pid, &i, &copied.env));
+                    match refused {
                         Some(refused) => refused,
                         None => match gate.tokens.insert(n.pid, &token) {
                             Ok(()) => return Response::Continue,
@@ -567,15 +593,18 @@ impl Deciding {
                         },
                     }
                 }
-                Err(e) => (
-                    rule,
-                    format!(
-                        "the exec cannot be bound to what was checked ({}): argv is limited to {} bytes and the environment to {} bytes for gated programs, and a #! interpreter may not be a script",
-                        nix::errno::Errno::from_raw(e),
-                        agentd_common::TOKEN_ARGV_LEN,
-                        agentd_common::TOKEN_ENV_LEN
-                    ),
-                ),
+                Err(e) => {
+                    errno = e;
+                    (
+                        rule,
+                        format!(
+                            "the exec cannot be bound to what was checked ({}): argv is limited to {} bytes and the environment to {} bytes for gated programs, and a #! interpreter may not be a script",
+                            nix::errno::Errno::from_raw(e),
+                            agentd_common::TOKEN_ARGV_LEN,
+                            agentd_common::TOKEN_ENV_LEN
+                        ),
+                    )
+                }
             },
             exec::Verdict::Ask(rule) => (
                 rule,
@@ -586,6 +615,7 @@ impl Deciding {
                 "exec.allow".to_owned(),
                 "no [exec] allow entry matches this program with these arguments".to_owned(),
             ),
+            exec::Verdict::Refused(why) => ("exec.allow".to_owned(), why),
         };
         let argv: Vec<serde_json::Value> = copied
             .argv
@@ -600,7 +630,7 @@ impl Deciding {
             .with("rule", rule)
             .with("reason", reason);
         self.append(ev);
-        Response::Error(libc::EACCES)
+        Response::Error(errno)
     }
 
     /// A creating call: the broker performs it on a copy of the paths,
