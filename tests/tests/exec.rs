@@ -290,16 +290,20 @@ fn a_thread_rewriting_argv_or_the_path_during_exec_never_runs_a_refused_command(
             "{what}: a refused command ran: {}",
             run.stdout
         );
-        let counts = run
-            .stderr
-            .lines()
-            .find(|l| l.starts_with("ran="))
-            .unwrap_or_default()
-            .to_owned();
-        eprintln!("{what}: {counts}");
+        let counts = race_counts(&run, what);
         // The race is real: some execs were refused or killed.
         assert!(!counts.contains("refused=0 killed=0"), "{what}: {counts}");
     }
+}
+
+/// The `ran= refused= killed=` line of an `exec-race` run, named.
+fn race_counts(run: &agentd_tests::Finished, what: &str) -> String {
+    let counts = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("ran="))
+        .unwrap_or_default();
+    format!("{what}: {counts}")
 }
 
 /// The environment is bound too: a thread rewriting an environment
@@ -312,13 +316,7 @@ fn the_environment_is_bound_to_the_checked_exec() {
     let sb = gated("\"/usr/bin/env\", \"/usr/bin/echo safe*\"", "");
     let run = sb.probe(&BINS, &["exec-race", "300", "env"]);
     assert_eq!(run.verdict(), Ok(()), "{}", run.stderr);
-    let counts = run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("ran="))
-        .unwrap_or_default()
-        .to_owned();
-    eprintln!("env: {counts}");
+    let counts = race_counts(&run, "env");
     assert!(!counts.contains("killed=0"), "no exec was killed: {counts}");
 }
 

@@ -607,38 +607,8 @@ fn resolve(req: &Request, dir: RawFd, path: &[u8], reply: &mut Reply) -> Result<
     Ok(fd)
 }
 
-/// Whether `p`'s name is a directory (not through a symlink).
-fn is_dir(p: &Parent) -> bool {
-    // SAFETY: `st` is a valid out-pointer; the name is NUL-terminated.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        libc::fstatat(
-            p.fd,
-            p.c_name().as_ptr().cast(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        ) == 0
-            && st.st_mode & libc::S_IFMT == libc::S_IFDIR
-    }
-}
-
-/// Whether `p`'s name is a FIFO.
-fn is_fifo(p: &Parent) -> bool {
-    // SAFETY: `st` is a valid out-pointer; the name is NUL-terminated.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        libc::fstatat(
-            p.fd,
-            p.c_name().as_ptr().cast(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        ) == 0
-            && st.st_mode & libc::S_IFMT == libc::S_IFIFO
-    }
-}
-
-/// Whether `p`'s name exists: `Some(is a symlink)`, or `None`.
-fn exists(p: &Parent) -> Option<bool> {
+/// The type bits (`S_IFMT`) of `p`'s name, not through a symlink.
+fn file_type(p: &Parent) -> Option<libc::mode_t> {
     // SAFETY: `st` is a valid out-pointer; the name is NUL-terminated.
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();
@@ -648,8 +618,23 @@ fn exists(p: &Parent) -> Option<bool> {
             &mut st,
             libc::AT_SYMLINK_NOFOLLOW,
         ) == 0)
-            .then_some(st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+            .then_some(st.st_mode & libc::S_IFMT)
     }
+}
+
+/// Whether `p`'s name is a directory (not through a symlink).
+fn is_dir(p: &Parent) -> bool {
+    file_type(p) == Some(libc::S_IFDIR)
+}
+
+/// Whether `p`'s name is a FIFO.
+fn is_fifo(p: &Parent) -> bool {
+    file_type(p) == Some(libc::S_IFIFO)
+}
+
+/// Whether `p`'s name exists: `Some(is a symlink)`, or `None`.
+fn exists(p: &Parent) -> Option<bool> {
+    file_type(p).map(|t| t == libc::S_IFLNK)
 }
 
 /// Whether `fd` is on procfs (or cannot be told).
