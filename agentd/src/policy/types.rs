@@ -425,6 +425,14 @@ impl ExecPattern {
             .map_err(|e| Invalid::new(format!("bad program glob {joined:?}: {}", glob_error(&e))))
     }
 
+    /// Whether `args` (argv[1..], joined by spaces) match the argument
+    /// glob (always, without one).
+    pub fn matches_args(&self, args: &[&str]) -> bool {
+        self.args
+            .as_ref()
+            .is_none_or(|m| m.is_match(args.join(" ")))
+    }
+
     /// Whether `path` with `args` (argv[1..]) matches, for one session.
     pub fn matches(&self, p: &Placeholders, path: &Path, args: &[&str]) -> bool {
         self.program_matcher(p).is_ok_and(|m| m.is_match(path))

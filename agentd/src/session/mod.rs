@@ -604,11 +604,7 @@ fn supervise(
                     detail: e.to_string(),
                 })?;
                 Some(gate::ExecGate {
-                    rules: gate::exec::Rules {
-                        allow: allow.clone(),
-                        ask: ask.clone(),
-                        placeholders: plan.placeholders.clone(),
-                    },
+                    rules: gate::exec::Rules::new(allow, ask, &plan.placeholders),
                     tokens,
                     redactor: ready.trail.redactor.clone(),
                 })

@@ -47,15 +47,35 @@ const MAX_STRINGS: usize = 4096;
 /// Longest path.
 const PATH_MAX: usize = 4096;
 
-/// The rules of a session with an exec gate.
+/// The rules of a session with an exec gate, their program globs compiled
+/// once (compiling them per exec cost more than the rest of the gate).
 #[derive(Debug)]
 pub(crate) struct Rules {
     /// `[exec] allow`.
-    pub allow: Vec<ExecPattern>,
+    allow: Vec<Compiled>,
     /// `[exec] ask`: refused until approvals exist, and before `allow`.
-    pub ask: Vec<ExecPattern>,
-    /// The session's placeholders, for `{workspace}/…` patterns.
-    pub placeholders: Placeholders,
+    ask: Vec<Compiled>,
+}
+
+/// An entry with its program glob compiled for the session.
+#[derive(Debug)]
+struct Compiled {
+    pattern: ExecPattern,
+    /// `None`: the glob is invalid with these placeholders (matches
+    /// nothing).
+    program: Option<globset::GlobMatcher>,
+}
+
+impl Compiled {
+    fn names_program(&self, names: &[&Path]) -> bool {
+        self.program
+            .as_ref()
+            .is_some_and(|m| names.iter().any(|n| m.is_match(n)))
+    }
+
+    fn matches(&self, names: &[&Path], args: &[&str]) -> bool {
+        self.names_program(names) && self.pattern.matches_args(args)
+    }
 }
 
 /// What the rules say about one exec.
@@ -97,6 +117,22 @@ pub(crate) struct Seen<'a> {
 }
 
 impl Rules {
+    /// The session's `allow` and `ask` entries, compiled.
+    pub(crate) fn new(allow: &[ExecPattern], ask: &[ExecPattern], p: &Placeholders) -> Self {
+        let compile = |v: &[ExecPattern]| {
+            v.iter()
+                .map(|r| Compiled {
+                    pattern: r.clone(),
+                    program: r.program_matcher(p).ok(),
+                })
+                .collect()
+        };
+        Self {
+            allow: compile(allow),
+            ask: compile(ask),
+        }
+    }
+
     /// The verdict for an exec. `ask` comes first: `allow =
     /// ["/usr/bin/git"]` with `ask = ["/usr/bin/git push*"]` asks for a
     /// push. Which file runs is bound by inode either way (the token, and
@@ -109,25 +145,20 @@ impl Rules {
     /// past it), and the environment may not inject code or configuration
     /// ([`INJECTING_ENV`]).
     pub(crate) fn verdict(&self, seen: Seen<'_>) -> Verdict {
-        let p = &self.placeholders;
-        let Seen {
-            names, argv0, args, ..
-        } = seen;
-        let governed = self.ask.iter().chain(&self.allow).any(|r| {
-            r.has_args()
-                && r.program_matcher(p)
-                    .is_ok_and(|m| names.iter().any(|n| m.is_match(n)))
-        });
+        let Seen { names, args, .. } = seen;
+        let governed = self
+            .ask
+            .iter()
+            .chain(&self.allow)
+            .any(|r| r.pattern.has_args() && r.names_program(names));
         if governed && let Some(why) = unbound_meaning(seen) {
             return Verdict::Refused(why);
         }
-        let matches = |r: &&ExecPattern| names.iter().any(|n| r.matches(p, n, args));
-        if let Some(r) = self.ask.iter().find(matches) {
-            return Verdict::Ask(r.to_string());
+        if let Some(r) = self.ask.iter().find(|r| r.matches(names, args)) {
+            return Verdict::Ask(r.pattern.to_string());
         }
-        let _ = argv0;
-        match self.allow.iter().find(matches) {
-            Some(r) => Verdict::Allow(r.to_string()),
+        match self.allow.iter().find(|r| r.matches(names, args)) {
+            Some(r) => Verdict::Allow(r.pattern.to_string()),
             None => Verdict::Deny,
         }
     }
@@ -483,16 +514,15 @@ mod tests {
     use super::*;
 
     fn rules(allow: &[&str], ask: &[&str]) -> Rules {
-        let parse = |v: &[&str]| v.iter().map(|s| ExecPattern::parse(s).unwrap()).collect();
-        Rules {
-            allow: parse(allow),
-            ask: parse(ask),
-            placeholders: Placeholders {
-                workspace: PathBuf::from("/work/repo"),
-                tmp: PathBuf::from("/tmp/s1"),
-                home: PathBuf::from("/home/s1"),
-            },
-        }
+        let parse = |v: &[&str]| -> Vec<ExecPattern> {
+            v.iter().map(|s| ExecPattern::parse(s).unwrap()).collect()
+        };
+        let p = Placeholders {
+            workspace: PathBuf::from("/work/repo"),
+            tmp: PathBuf::from("/tmp/s1"),
+            home: PathBuf::from("/home/s1"),
+        };
+        Rules::new(&parse(allow), &parse(ask), &p)
     }
 
     #[test]
