@@ -126,21 +126,12 @@ fn same_memory(token: &ExecToken, task: u64) -> bool {
         if argv_len > seen.argv.len() || env_len > seen.env.len() {
             return false;
         }
-        if argv_len > 0
-            && generated::bpf_probe_read_user(
-                seen.argv.as_mut_ptr().cast(),
-                argv_len as u32,
-                arg as *const _,
-            ) != 0
-        {
-            return false;
-        }
-        if env_len > 0
-            && generated::bpf_probe_read_user(
-                seen.env.as_mut_ptr().cast(),
-                env_len as u32,
-                env as *const _,
-            ) != 0
+        // `len` bytes of the new program's memory at `from` into `to`.
+        let read = |to: *mut u8, len: usize, from: u64| {
+            len == 0 || generated::bpf_probe_read_user(to.cast(), len as u32, from as *const _) == 0
+        };
+        if !read(seen.argv.as_mut_ptr(), argv_len, arg)
+            || !read(seen.env.as_mut_ptr(), env_len, env)
         {
             return false;
         }

@@ -889,18 +889,29 @@ fn probe_loop(
             value(&String::from_utf8_lossy(&out.stdout), "ns_per_iteration")
                 .with_context(|| format!("bare {}", action[0]))?,
         );
-        let out = Command::new(agentd)
-            .args(["run", "--policy"])
-            .arg(policy)
-            .arg("--workspace")
-            .arg(ws)
-            .args(["--no-tty", "--"])
-            .arg(probe)
-            .args(action)
-            .output()?;
+        let out = probe_in_session(agentd, policy, ws, probe, action)?;
         confined.push(ns_per_iteration(&out, &format!("confined {}", action[0]))?);
     }
     Ok((median(bare), median(confined)))
+}
+
+/// The probe with `action`, in a session under `policy` on `ws`.
+fn probe_in_session(
+    agentd: &Path,
+    policy: &Path,
+    ws: &Path,
+    probe: &Path,
+    action: &[&str],
+) -> std::io::Result<std::process::Output> {
+    Command::new(agentd)
+        .args(["run", "--policy"])
+        .arg(policy)
+        .arg("--workspace")
+        .arg(ws)
+        .args(["--no-tty", "--"])
+        .arg(probe)
+        .args(action)
+        .output()
 }
 
 /// µs per fork + exec + wait of `/usr/bin/true`: bare, in a session with an
@@ -938,15 +949,7 @@ fn exec_gate_loop(
         let out = Command::new(probe).args(action).output()?;
         runs[0].push(per_exec(&out, "bare exec-storm")?);
         for (i, policy) in [(1, &plain), (2, &gated)] {
-            let out = Command::new(agentd)
-                .args(["run", "--policy"])
-                .arg(policy)
-                .arg("--workspace")
-                .arg(ws)
-                .args(["--no-tty", "--"])
-                .arg(probe)
-                .args(action)
-                .output()?;
+            let out = probe_in_session(agentd, policy, ws, probe, &action)?;
             runs[i].push(per_exec(&out, "confined exec-storm")?);
         }
     }

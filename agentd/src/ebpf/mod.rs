@@ -21,6 +21,13 @@ pub use btf::{Btf, BtfError};
 use ipnet::IpNet;
 pub use registry::ExecTokens;
 
+/// A device number as the kernel encodes it inside (`MAJOR << 20 |
+/// MINOR`, what BPF programs read from `super_block.s_dev`), from the
+/// `st_dev` userspace sees.
+pub fn kernel_dev(st_dev: u64) -> u64 {
+    (u64::from(libc::major(st_dev)) << 20) | u64::from(libc::minor(st_dev))
+}
+
 pub use self::load::{kernel_offsets, pin_dir, verify};
 use crate::error::PathError;
 

@@ -73,8 +73,7 @@ pub fn register(
             .filter_map(|p| {
                 use std::os::unix::fs::MetadataExt as _;
                 let m = std::fs::metadata(p).ok()?;
-                let (major, minor) = (libc::major(m.dev()), libc::minor(m.dev()));
-                Some(((u64::from(major) << 20) | u64::from(minor), m.ino()))
+                Some((ebpf::kernel_dev(m.dev()), m.ino()))
             })
             .collect(),
         marker: Some(state_dir.join(ebpf::REGISTERED_MARKER)),

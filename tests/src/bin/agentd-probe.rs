@@ -104,7 +104,6 @@ fn identity() -> ExitCode {
 /// and a call reading it again would be fooled some of the time. Reports
 /// ok when every open was answered (whatever the answers).
 fn create_race(n: &str, name: &str, decoy: &str) -> ExitCode {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let Ok(n) = n.parse::<u32>() else {
         return usage("bad count");
     };
@@ -116,22 +115,7 @@ fn create_race(n: &str, name: &str, decoy: &str) -> ExitCode {
         b[..text.len()].copy_from_slice(text.as_bytes());
         b
     };
-    let (a, b) = (fill(decoy), fill(name));
-    let buf: &'static mut [u8; 256] = Box::leak(Box::new(a));
-    let ptr = buf.as_mut_ptr() as usize;
-    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
-    let flipper = std::thread::spawn(move || {
-        let mut i = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let src = if i.is_multiple_of(2) { &b } else { &a };
-            for (k, byte) in src.iter().enumerate() {
-                // SAFETY: `ptr` points at the leaked 256-byte buffer; the
-                // race with the main thread's syscall is the point.
-                unsafe { std::ptr::write_volatile((ptr as *mut u8).add(k), *byte) };
-            }
-            i += 1;
-        }
-    });
+    let (ptr, stop, flipper) = flipping(fill(decoy), fill(name));
     for _ in 0..n {
         // SAFETY: the buffer is NUL-terminated whichever name it holds.
         let fd = unsafe {
@@ -146,9 +130,39 @@ fn create_race(n: &str, name: &str, decoy: &str) -> ExitCode {
             unsafe { libc::close(fd) };
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = flipper.join();
     report(Ok(()))
+}
+
+/// A leaked 256-byte buffer holding `a`, and a thread that rewrites it
+/// with `b`, `a`, `b`… until the flag is set: (its address, the flag, the
+/// thread). The race with another thread's syscall reading it is the
+/// point.
+fn flipping(
+    a: [u8; 256],
+    b: [u8; 256],
+) -> (
+    usize,
+    &'static std::sync::atomic::AtomicBool,
+    std::thread::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let buf: &'static mut [u8; 256] = Box::leak(Box::new(a));
+    let ptr = buf.as_mut_ptr() as usize;
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let flipper = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let src = if i.is_multiple_of(2) { &b } else { &a };
+            for (k, byte) in src.iter().enumerate() {
+                // SAFETY: `ptr` points at the leaked 256-byte buffer.
+                unsafe { std::ptr::write_volatile((ptr as *mut u8).add(k), *byte) };
+            }
+            i += 1;
+        }
+    });
+    (ptr, stop, flipper)
 }
 
 /// `n` times: a child execs while a second thread of it flips what the
@@ -157,7 +171,6 @@ fn create_race(n: &str, name: &str, decoy: &str) -> ExitCode {
 /// `/usr/bin/env` with `V=safe` <-> `V=evil`. Prints how the children
 /// ended (`ran=`, `refused=`, `killed=`); what they printed goes to stdout.
 fn exec_race(n: &str, what: &str) -> ExitCode {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let Ok(n) = n.parse::<u32>() else {
         return usage("bad count");
     };
@@ -173,22 +186,12 @@ fn exec_race(n: &str, what: &str) -> ExitCode {
         // exits.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            let flip: &'static mut [u8; 32] = Box::leak(Box::new([0u8; 32]));
-            flip[..a.len()].copy_from_slice(a);
-            let ptr = flip.as_mut_ptr() as usize;
-            let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
-            let (a2, b2) = (a.to_vec(), b.to_vec());
-            std::thread::spawn(move || {
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let src = if i.is_multiple_of(2) { &b2 } else { &a2 };
-                    for (k, byte) in src.iter().enumerate() {
-                        // SAFETY: within the leaked 32-byte buffer.
-                        unsafe { std::ptr::write_volatile((ptr as *mut u8).add(k), *byte) };
-                    }
-                    i += 1;
-                }
-            });
+            let fill = |text: &[u8]| {
+                let mut buf = [0u8; 256];
+                buf[..text.len()].copy_from_slice(text);
+                buf
+            };
+            let (ptr, _, _) = flipping(fill(a), fill(b));
             std::thread::sleep(Duration::from_micros(200));
             let echo = c"/usr/bin/echo".as_ptr();
             let envp_safe = c"V=safe".as_ptr();

@@ -374,8 +374,7 @@ impl Resolved {
             return Err(libc::EACCES);
         }
         let dev = meta.dev();
-        let (major, minor) = (libc::major(dev), libc::minor(dev));
-        Ok(((u64::from(major) << 20) | u64::from(minor), meta.ino()))
+        Ok((crate::ebpf::kernel_dev(dev), meta.ino()))
     }
 
     /// The first bytes of the file (read by the supervisor through its

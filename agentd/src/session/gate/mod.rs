@@ -484,12 +484,8 @@ impl Deciding {
         // descriptor it gets).
         let relative = broker::pathname(&address[..addr_len]).is_some_and(|p| !p.starts_with(b"/"));
         let cwd = if relative {
-            let cwd = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-                .open(format!("/proc/{}/cwd", n.pid));
-            match cwd {
-                Ok(c) => Some(OwnedFd::from(c)),
+            match names::directory(n.pid, i64::from(libc::AT_FDCWD)) {
+                Ok(c) => Some(c),
                 Err(_) => return Response::Error(libc::EPERM),
             }
         } else {
